@@ -1,0 +1,65 @@
+//! `cargo xtask`: the project's thin orchestrator. It compiles fast (no tch, no polars) and only
+//! prepares environments and starts other programs; the library and `baddiff` do the computing.
+mod doctor;
+mod pyenv;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "BadDiffusion reproduction harness: project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make the project's Python environment (.venv) from python/requirements.lock; a no-op when current.
+    Setup {
+        /// Re-resolve python/requirements.in into a new hash-pinned python/requirements.lock first.
+        #[arg(long)]
+        relock: bool,
+    },
+    /// Check the toolchain, libtorch, the Python environment, GPUs, caches and disk; print fixes.
+    Doctor,
+    /// The README's test command: set up what the tests need, build, and run the whole test suite.
+    Test {
+        /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => {
+            use clap::CommandFactory;
+            Cli::command().print_help().ok();
+            Ok(())
+        }
+        Some(Command::Setup { relock }) => pyenv::setup(relock).map(|_| ()),
+        Some(Command::Doctor) => doctor::run(),
+        Some(Command::Test { cargo_args }) => test(&cargo_args),
+    };
+    if let Err(err) = result {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Runs the whole suite exactly as CI does: environment first, then `cargo test` over the workspace.
+fn test(extra: &[String]) -> Result<()> {
+    let sh = xshell::Shell::new()?;
+    sh.change_dir(project_root());
+    pyenv::setup(false)?;
+    xshell::cmd!(sh, "cargo test --workspace --all-targets --locked -- {extra...}").run()?;
+    // Doc tests are not part of --all-targets.
+    xshell::cmd!(sh, "cargo test --workspace --doc --locked").run()?;
+    Ok(())
+}
+
+pub fn project_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
