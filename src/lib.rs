@@ -4,6 +4,24 @@
 //! the paper, named as the paper (or the diffusers code we port) names it.
 pub mod python;
 pub mod rng;
+#[cfg(test)]
+pub mod testing;
+
+/// CUDA when a GPU is visible, else the CPU.
+pub fn default_device() -> tch::Device {
+    tch::Device::cuda_if_available()
+}
 
 /// The libtorch release this build links against (read from the torch install at build time).
 pub const LIBTORCH_VERSION: &str = env!("BADDIFF_LIBTORCH_VERSION");
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn python_oracle_round_trip() {
+        let x = tch::Tensor::arange(6, (tch::Kind::Float, tch::Device::Cpu)).reshape([2, 3]);
+        let out = crate::testing::oracle("identity", &[("x", &x)], &[]);
+        crate::testing::assert_close("x + 1", &out["plus_one"], &(&x + 1), 0.0);
+        crate::testing::assert_close("x * 2", &out["twice"], &(&x * 2), 0.0);
+    }
+}
