@@ -25,3 +25,15 @@ mod tests {
         crate::testing::assert_close("x * 2", &out["twice"], &(&x * 2), 0.0);
     }
 }
+
+/// What this process runs on, recorded with every result so numbers can be traced to a setup.
+pub fn runtime_info() -> serde_json::Value {
+    serde_json::json!({
+        "baddiffusion": env!("CARGO_PKG_VERSION"),
+        "libtorch": LIBTORCH_VERSION,
+        "device": format!("{:?}", default_device()),
+        "cuda_devices": tch::Cuda::device_count(),
+        "cudnn": tch::Cuda::cudnn_is_available(),
+        "threads": tch::get_num_threads(),
+    })
+}

@@ -1,14 +1,32 @@
-//! `baddiff`: the program that does the heavy work (train, sample, measure, defend).
-use clap::Parser;
+//! `baddiff`: the program that does the heavy work (train, sample, measure, defend). Each
+//! subcommand lives in `src/cmd/<name>.rs` as an `Args` struct and a `run` function.
+use clap::{Parser, Subcommand};
+
+mod cmd;
 
 #[derive(Parser)]
 #[command(name = "baddiff", version = version(), about = "BadDiffusion reproduction: train, sample, measure, defend")]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print what this binary runs on (versions, device, threads) as JSON, for run records.
+    Env(cmd::env::Args),
+}
 
 fn version() -> &'static str {
     concat!(env!("CARGO_PKG_VERSION"), " (libtorch ", env!("BADDIFF_LIBTORCH_VERSION"), ")")
 }
 
 fn main() {
-    let _cli = Cli::parse();
+    let result = match Cli::parse().command {
+        Command::Env(args) => cmd::env::run(args),
+    };
+    if let Err(err) = result {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
 }

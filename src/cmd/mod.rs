@@ -1,0 +1,2 @@
+//! One file per `baddiff` subcommand: argument parsing and printing only; the library computes.
+pub mod env;
