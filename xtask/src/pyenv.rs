@@ -74,8 +74,33 @@ pub fn setup(relock: bool) -> Result<()> {
     }
     let python3 = base_python(&sh)?;
     println!("setup: creating .venv from python/requirements.lock (torch is a large download; a few minutes)");
-    let _ = std::fs::remove_file(root.join(STAMP));
-    cmd!(sh, "{python3} -m venv --clear .venv").quiet().run().context(
+    // The previous environment is moved aside, not deleted, and comes back if this attempt fails.
+    let (venv, aside) = (root.join(".venv"), root.join(".venv.previous"));
+    let _ = std::fs::remove_dir_all(&aside);
+    if venv.exists() {
+        std::fs::rename(&venv, &aside).context("moving the previous .venv aside")?;
+    }
+    match build_venv(&sh, &python3) {
+        Ok(torch) => {
+            let _ = std::fs::remove_dir_all(&aside);
+            std::fs::write(root.join(STAMP), lock_sha256()?)?;
+            println!("setup: .venv ready (torch {torch}); libtorch at .venv/libtorch");
+            Ok(())
+        }
+        Err(err) => {
+            let _ = std::fs::remove_dir_all(&venv);
+            if aside.exists() {
+                std::fs::rename(&aside, &venv).context("restoring the previous .venv")?;
+                eprintln!("setup: failed; the previous .venv was restored unchanged");
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Creates .venv and installs the lock into it; returns the torch version it holds.
+fn build_venv(sh: &Shell, python3: &str) -> Result<String> {
+    cmd!(sh, "{python3} -m venv .venv").quiet().run().context(
         "`python3 -m venv` failed: install the venv module (Debian: `apt-get install python3-venv`) and retry",
     )?;
     let py = venv_python();
@@ -101,17 +126,15 @@ pub fn setup(relock: bool) -> Result<()> {
     cmd!(sh, "{py} -m pip check --disable-pip-version-check").quiet().run().context(
         "the locked packages are inconsistent: regenerate the lock with `cargo xtask setup --relock`",
     )?;
-    link_libtorch(&sh)?;
-    let torch = torch_version(&sh)?;
+    link_libtorch(sh)?;
+    let torch = torch_version(sh)?;
     let (tch, want) = tch_and_torch()?;
     if let Some(want) = want {
         if torch.split('+').next() != Some(want) {
             bail!("the environment holds torch {torch} but tch {tch} needs {want}: pin torch=={want} in python/requirements.in and run `cargo xtask setup --relock`");
         }
     }
-    std::fs::write(root.join(STAMP), lock_sha256()?)?;
-    println!("setup: .venv ready (torch {torch}); libtorch at .venv/libtorch");
-    Ok(())
+    Ok(torch)
 }
 
 /// The interpreter that makes the venv: BADDIFF_PYTHON3, else python3 on PATH.
@@ -183,4 +206,31 @@ fn relock_requirements(sh: &Shell) -> Result<()> {
     .run()?;
     println!("setup: python/requirements.lock regenerated; review and commit it");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed lock must pin the torch that the committed tch needs: a mismatch here is the
+    /// C++ compile error users would otherwise meet.
+    #[test]
+    fn lock_pins_the_torch_that_tch_needs() {
+        let (tch, want) = tch_and_torch().unwrap();
+        let want = want.unwrap_or_else(|| panic!("tch {tch} is missing from TORCH_FOR_TCH"));
+        assert_eq!(locked_version("torch").unwrap().as_deref(), Some(want));
+        check_lock_against_tch().unwrap();
+    }
+
+    #[test]
+    fn every_locked_package_is_pinned_with_a_hash() {
+        let lock = std::fs::read_to_string(lock_path()).unwrap();
+        let blocks: Vec<&str> = lock.split("\n").filter(|l| !l.starts_with(' ') && !l.starts_with('#') && !l.is_empty()).collect();
+        assert!(blocks.len() > 20, "suspiciously short lock: {blocks:?}");
+        for line in lock.lines().filter(|l| !l.starts_with(' ') && !l.starts_with('#') && !l.is_empty()) {
+            assert!(line.contains("==") && line.ends_with('\\'), "not pinned with hashes: {line}");
+        }
+        assert!(locked_version("pytorch-fid").unwrap().is_some());
+        assert!(locked_version("no-such-package").unwrap().is_none());
+    }
 }
