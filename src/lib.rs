@@ -4,6 +4,7 @@
 //! the paper, named as the paper (or the diffusers code we port) names it.
 pub mod python;
 pub mod rng;
+pub mod training;
 #[cfg(test)]
 pub mod testing;
 
