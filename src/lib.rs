@@ -4,9 +4,9 @@
 //! the paper, named as the paper (or the diffusers code we port) names it.
 pub mod python;
 pub mod rng;
-pub mod training;
 #[cfg(test)]
 pub mod testing;
+pub mod training;
 
 /// CUDA when a GPU is visible, else the CPU.
 pub fn default_device() -> tch::Device {

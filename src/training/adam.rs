@@ -20,7 +20,14 @@ impl Adam {
         let zeros = |p: &Tensor| p.zeros_like().detach();
         let exp_avg = params.iter().map(zeros).collect();
         let exp_avg_sq = params.iter().map(zeros).collect();
-        Adam { params, exp_avg, exp_avg_sq, step: 0, betas: (0.9, 0.999), eps: 1e-8 }
+        Adam {
+            params,
+            exp_avg,
+            exp_avg_sq,
+            step: 0,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+        }
     }
 
     /// Number of steps taken so far.
@@ -42,7 +49,12 @@ impl Adam {
         let bias_correction1 = 1.0 - b1.powi(self.step as i32);
         let bias_correction2_sqrt = (1.0 - b2.powi(self.step as i32)).sqrt();
         let step_size = lr / bias_correction1;
-        for ((p, m), v) in self.params.iter_mut().zip(&mut self.exp_avg).zip(&mut self.exp_avg_sq) {
+        for ((p, m), v) in self
+            .params
+            .iter_mut()
+            .zip(&mut self.exp_avg)
+            .zip(&mut self.exp_avg_sq)
+        {
             let g = p.grad();
             if !g.defined() {
                 continue;
@@ -73,12 +85,17 @@ impl Adam {
                 .iter()
                 .find(|(n, _)| n == k)
                 .map(|(_, t)| t)
-                .ok_or_else(|| anyhow::anyhow!("optimizer state lacks `{k}`: the checkpoint is incomplete"))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("optimizer state lacks `{k}`: the checkpoint is incomplete")
+                })
         };
         let step = get("step")?.int64_value(&[]);
         let _guard = tch::no_grad_guard();
         for i in 0..self.params.len() {
-            for (name, dst) in [("exp_avg", &mut self.exp_avg[i]), ("exp_avg_sq", &mut self.exp_avg_sq[i])] {
+            for (name, dst) in [
+                ("exp_avg", &mut self.exp_avg[i]),
+                ("exp_avg_sq", &mut self.exp_avg_sq[i]),
+            ] {
                 let src = get(&format!("{name}.{i}"))?;
                 anyhow::ensure!(
                     src.size() == dst.size(),
@@ -99,7 +116,11 @@ impl Adam {
 /// Returns the norm before clipping.
 pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> f64 {
     let _guard = tch::no_grad_guard();
-    let grads: Vec<Tensor> = params.iter().map(|p| p.grad()).filter(|g| g.defined()).collect();
+    let grads: Vec<Tensor> = params
+        .iter()
+        .map(|p| p.grad())
+        .filter(|g| g.defined())
+        .collect();
     if grads.is_empty() {
         return 0.0;
     }
@@ -124,7 +145,9 @@ mod tests {
         let mut rng = crate::rng::Rng::seeded(11);
         let w0 = rng.randn(&[5, 4]);
         let b0 = rng.randn(&[4]);
-        let gs: Vec<Tensor> = (0..6).map(|k| rng.randn(if k % 2 == 0 { &[5, 4][..] } else { &[4][..] }) * 3.0).collect();
+        let gs: Vec<Tensor> = (0..6)
+            .map(|k| rng.randn(if k % 2 == 0 { &[5, 4][..] } else { &[4][..] }) * 3.0)
+            .collect();
         drop(rng);
         let w = w0.copy().set_requires_grad(true);
         let b = b0.copy().set_requires_grad(true);
@@ -133,7 +156,8 @@ mod tests {
         for step in 0..3 {
             adam.zero_grad();
             // Gradients set through a linear "loss" so they equal gs exactly.
-            let loss = (&w * &gs[2 * step]).sum(Kind::Float) + (&b * &gs[2 * step + 1]).sum(Kind::Float);
+            let loss =
+                (&w * &gs[2 * step]).sum(Kind::Float) + (&b * &gs[2 * step + 1]).sum(Kind::Float);
             loss.backward();
             clip_grad_norm(&[w.shallow_clone(), b.shallow_clone()], 1.0);
             adam.step(lrs[step]);
@@ -156,7 +180,8 @@ mod tests {
             for k in 0..4 {
                 if split && k == 2 {
                     let state = adam.state();
-                    let saved: Vec<(String, Tensor)> = state.iter().map(|(n, t)| (n.clone(), t.copy())).collect();
+                    let saved: Vec<(String, Tensor)> =
+                        state.iter().map(|(n, t)| (n.clone(), t.copy())).collect();
                     adam = Adam::new(vec![p.shallow_clone()]);
                     adam.load_state(&saved).unwrap();
                 }
@@ -174,7 +199,10 @@ mod tests {
         let a = Adam::new(vec![Tensor::zeros([3], (Kind::Float, tch::Device::Cpu))]);
         let mut b = Adam::new(vec![Tensor::zeros([4], (Kind::Float, tch::Device::Cpu))]);
         let err = b.load_state(&a.state()).unwrap_err().to_string();
-        assert!(err.contains("exp_avg.0") && err.contains("another model"), "{err}");
+        assert!(
+            err.contains("exp_avg.0") && err.contains("another model"),
+            "{err}"
+        );
         let err = b.load_state(&[]).unwrap_err().to_string();
         assert!(err.contains("lacks `step`"), "{err}");
     }

@@ -15,14 +15,27 @@ pub fn run() -> Result<()> {
     let mut problems: Vec<(String, String)> = Vec::new();
     let line = |k: &str, v: &str| println!("{k:<14} {v}");
 
-    line("rustc", cmd!(sh, "rustc --version").quiet().read().unwrap_or_else(|_| "not found".into()).trim());
+    line(
+        "rustc",
+        cmd!(sh, "rustc --version")
+            .quiet()
+            .read()
+            .unwrap_or_else(|_| "not found".into())
+            .trim(),
+    );
     let (tch, want) = pyenv::tch_and_torch()?;
-    line("tch", &format!("{tch} (needs torch {})", want.unwrap_or("unknown")));
+    line(
+        "tch",
+        &format!("{tch} (needs torch {})", want.unwrap_or("unknown")),
+    );
     let locked = pyenv::locked_version("torch")?.unwrap_or_else(|| "none".into());
     line("locked torch", &locked);
     if want.is_some_and(|w| w != locked) {
         problems.push((
-            format!("python/requirements.lock pins torch {locked}, tch {tch} needs {}", want.unwrap()),
+            format!(
+                "python/requirements.lock pins torch {locked}, tch {tch} needs {}",
+                want.unwrap()
+            ),
             "edit python/requirements.in, then `cargo xtask setup --relock`".into(),
         ));
     }
@@ -30,43 +43,93 @@ pub fn run() -> Result<()> {
     let py = pyenv::venv_python();
     if !py.exists() {
         line("python env", "missing (.venv)");
-        problems.push(("the project's Python environment .venv is missing".into(), "cargo xtask setup".into()));
+        problems.push((
+            "the project's Python environment .venv is missing".into(),
+            "cargo xtask setup".into(),
+        ));
     } else {
         let current = pyenv::is_current()?;
-        line("python env", if current { "current with python/requirements.lock" } else { "STALE: lock changed or setup unfinished" });
+        line(
+            "python env",
+            if current {
+                "current with python/requirements.lock"
+            } else {
+                "STALE: lock changed or setup unfinished"
+            },
+        );
         if !current {
-            problems.push((".venv does not match python/requirements.lock".into(), "cargo xtask setup".into()));
+            problems.push((
+                ".venv does not match python/requirements.lock".into(),
+                "cargo xtask setup".into(),
+            ));
         }
         match cmd!(sh, "{py} -c {PROBE}").quiet().ignore_stderr().read() {
             Ok(out) => {
                 let v: serde_json::Value = serde_json::from_str(out.trim())?;
                 let torch = v["torch"].as_str().unwrap_or("?");
                 line("libtorch", &format!("{torch} at .venv/libtorch"));
-                line("CUDA", &format!("{} (build), available: {}", v["cuda"], v["cuda_available"]));
+                line(
+                    "CUDA",
+                    &format!("{} (build), available: {}", v["cuda"], v["cuda_available"]),
+                );
                 let gpus = v["gpus"].as_array().map(|g| g.len()).unwrap_or(0);
-                line("GPUs", &if gpus == 0 { "none visible: CPU profiles only".to_string() } else { v["gpus"].to_string() });
+                line(
+                    "GPUs",
+                    &if gpus == 0 {
+                        "none visible: CPU profiles only".to_string()
+                    } else {
+                        v["gpus"].to_string()
+                    },
+                );
                 if want.is_some_and(|w| torch.split('+').next() != Some(w)) {
                     problems.push((
-                        format!(".venv holds torch {torch}, tch {tch} needs {}", want.unwrap()),
+                        format!(
+                            ".venv holds torch {torch}, tch {tch} needs {}",
+                            want.unwrap()
+                        ),
                         "cargo xtask setup   (rebuilds .venv from the lock)".into(),
                     ));
                 }
             }
-            Err(_) => problems.push(("torch does not import in .venv".into(), "cargo xtask setup".into())),
+            Err(_) => problems.push((
+                "torch does not import in .venv".into(),
+                "cargo xtask setup".into(),
+            )),
         }
     }
 
     let cache = cache_dir();
     let entries = std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
-    line("cache", &format!("{} ({entries} entries; BADDIFF_CACHE overrides)", cache.display()));
+    line(
+        "cache",
+        &format!(
+            "{} ({entries} entries; BADDIFF_CACHE overrides)",
+            cache.display()
+        ),
+    );
     let fmnist = std::path::Path::new("/usr/share/datasets/fashion-mnist");
-    line("fashion-mnist", if fmnist.is_dir() { "system copy present" } else { "no system copy (Debian: dataset-fashion-mnist)" });
+    line(
+        "fashion-mnist",
+        if fmnist.is_dir() {
+            "system copy present"
+        } else {
+            "no system copy (Debian: dataset-fashion-mnist)"
+        },
+    );
     let df = cmd!(sh, "df -Pk .").quiet().read().unwrap_or_default();
-    if let Some(avail) = df.lines().nth(1).and_then(|l| l.split_whitespace().nth(3)).and_then(|k| k.parse::<u64>().ok()) {
+    if let Some(avail) = df
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|k| k.parse::<u64>().ok())
+    {
         let gib = avail as f64 / (1024.0 * 1024.0);
         line("free disk", &format!("{gib:.1} GiB"));
         if gib < 8.0 {
-            problems.push((format!("only {gib:.1} GiB free here"), "free disk space: setup needs ~5 GiB, builds ~3 GiB".into()));
+            problems.push((
+                format!("only {gib:.1} GiB free here"),
+                "free disk space: setup needs ~5 GiB, builds ~3 GiB".into(),
+            ));
         }
     }
 
@@ -88,6 +151,9 @@ pub fn cache_dir() -> std::path::PathBuf {
     }
     let base = std::env::var("XDG_CACHE_HOME")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::path::PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| ".".into())).join(".cache"));
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| ".".into()))
+                .join(".cache")
+        });
     base.join("baddiffusion")
 }

@@ -7,7 +7,10 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "BadDiffusion reproduction harness: project tasks")]
+#[command(
+    name = "cargo xtask",
+    about = "BadDiffusion reproduction harness: project tasks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -54,12 +57,19 @@ fn test(extra: &[String]) -> Result<()> {
     let sh = xshell::Shell::new()?;
     sh.change_dir(project_root());
     pyenv::setup(false)?;
-    xshell::cmd!(sh, "cargo test --workspace --all-targets --locked -- {extra...}").run()?;
+    xshell::cmd!(
+        sh,
+        "cargo test --workspace --all-targets --locked -- {extra...}"
+    )
+    .run()?;
     // Doc tests are not part of --all-targets.
     xshell::cmd!(sh, "cargo test --workspace --doc --locked").run()?;
     Ok(())
 }
 
 pub fn project_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }

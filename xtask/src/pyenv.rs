@@ -26,7 +26,10 @@ pub fn lock_path() -> PathBuf {
 
 pub fn lock_sha256() -> Result<String> {
     let bytes = std::fs::read(lock_path()).with_context(|| {
-        format!("cannot read {}: restore it with `git checkout python/requirements.lock`", lock_path().display())
+        format!(
+            "cannot read {}: restore it with `git checkout python/requirements.lock`",
+            lock_path().display()
+        )
     })?;
     Ok(format!("{:x}", Sha256::digest(bytes)))
 }
@@ -35,19 +38,25 @@ pub fn lock_sha256() -> Result<String> {
 pub fn is_current() -> Result<bool> {
     let root = project_root();
     let stamp = std::fs::read_to_string(root.join(STAMP)).unwrap_or_default();
-    Ok(stamp.trim() == lock_sha256()? && venv_python().exists() && root.join(".venv/libtorch/lib").is_dir())
+    Ok(stamp.trim() == lock_sha256()?
+        && venv_python().exists()
+        && root.join(".venv/libtorch/lib").is_dir())
 }
 
 /// The tch version in Cargo.lock and the torch version it needs.
 pub fn tch_and_torch() -> Result<(String, Option<&'static str>)> {
-    let lock = std::fs::read_to_string(project_root().join("Cargo.lock")).context("reading Cargo.lock")?;
+    let lock =
+        std::fs::read_to_string(project_root().join("Cargo.lock")).context("reading Cargo.lock")?;
     let tch = lock
         .split("[[package]]")
         .find(|p| p.contains("name = \"tch\"\n"))
         .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = \"")))
         .map(|v| v.trim_end_matches('"').to_string())
         .context("Cargo.lock names no tch package")?;
-    let torch = TORCH_FOR_TCH.iter().find(|(t, _)| *t == tch).map(|(_, p)| *p);
+    let torch = TORCH_FOR_TCH
+        .iter()
+        .find(|(t, _)| *t == tch)
+        .map(|(_, p)| *p);
     Ok((tch, torch))
 }
 
@@ -69,7 +78,10 @@ pub fn setup(relock: bool) -> Result<()> {
     }
     check_lock_against_tch()?;
     if is_current()? {
-        println!("setup: .venv is up to date with python/requirements.lock ({})", &lock_sha256()?[..12]);
+        println!(
+            "setup: .venv is up to date with python/requirements.lock ({})",
+            &lock_sha256()?[..12]
+        );
         return Ok(());
     }
     let python3 = base_python(&sh)?;
@@ -114,7 +126,14 @@ fn build_venv(sh: &Shell, python3: &str) -> Result<String> {
     .output()?;
     if !install.status.success() {
         let err = String::from_utf8_lossy(&install.stderr);
-        let tail: Vec<&str> = err.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: Vec<&str> = err
+            .lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         bail!(
             "pip could not install python/requirements.lock:\n{}\n\nfix: if pip reports hashes that do not match, the lock \
              file was changed: restore it (`git checkout python/requirements.lock`) or regenerate it \
@@ -140,10 +159,13 @@ fn build_venv(sh: &Shell, python3: &str) -> Result<String> {
 /// The interpreter that makes the venv: BADDIFF_PYTHON3, else python3 on PATH.
 fn base_python(sh: &Shell) -> Result<String> {
     let python3 = std::env::var("BADDIFF_PYTHON3").unwrap_or_else(|_| "python3".into());
-    let out = cmd!(sh, "{python3} -c 'import sys, venv; print(sys.version_info[0] * 100 + sys.version_info[1])'")
-        .quiet()
-        .ignore_status()
-        .output();
+    let out = cmd!(
+        sh,
+        "{python3} -c 'import sys, venv; print(sys.version_info[0] * 100 + sys.version_info[1])'"
+    )
+    .quiet()
+    .ignore_status()
+    .output();
     match out {
         Ok(o) if o.status.success() => {
             let v: u32 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap_or(0);
@@ -161,20 +183,34 @@ fn base_python(sh: &Shell) -> Result<String> {
 /// .venv/libtorch -> site-packages/torch: a stable path for .cargo/config.toml's LIBTORCH.
 fn link_libtorch(sh: &Shell) -> Result<()> {
     let py = venv_python();
-    let purelib = cmd!(sh, "{py} -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])'").quiet().read()?;
+    let purelib = cmd!(
+        sh,
+        "{py} -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])'"
+    )
+    .quiet()
+    .read()?;
     let torch_dir = PathBuf::from(purelib.trim()).join("torch");
     if !torch_dir.join("lib").is_dir() {
-        bail!("torch is not installed in .venv ({} missing): rerun `cargo xtask setup`", torch_dir.display());
+        bail!(
+            "torch is not installed in .venv ({} missing): rerun `cargo xtask setup`",
+            torch_dir.display()
+        );
     }
     let link = project_root().join(".venv/libtorch");
     let _ = std::fs::remove_file(&link);
-    let rel = torch_dir.strip_prefix(project_root().join(".venv")).unwrap_or(&torch_dir);
+    let rel = torch_dir
+        .strip_prefix(project_root().join(".venv"))
+        .unwrap_or(&torch_dir);
     std::os::unix::fs::symlink(rel, &link).with_context(|| format!("linking {}", link.display()))
 }
 
 pub fn torch_version(sh: &Shell) -> Result<String> {
     let py = venv_python();
-    Ok(cmd!(sh, "{py} -c 'import torch; print(torch.__version__)'").quiet().read()?.trim().to_string())
+    Ok(cmd!(sh, "{py} -c 'import torch; print(torch.__version__)'")
+        .quiet()
+        .read()?
+        .trim()
+        .to_string())
 }
 
 fn check_lock_against_tch() -> Result<()> {
@@ -197,7 +233,11 @@ fn relock_requirements(sh: &Shell) -> Result<()> {
     let tool: &Path = Path::new("target/relock-venv");
     cmd!(sh, "{python3} -m venv --clear {tool}").quiet().run()?;
     let py = tool.join("bin/python");
-    cmd!(sh, "{py} -m pip install --quiet --disable-pip-version-check {UV}").run()?;
+    cmd!(
+        sh,
+        "{py} -m pip install --quiet --disable-pip-version-check {UV}"
+    )
+    .run()?;
     let uv = tool.join("bin/uv");
     cmd!(
         sh,
@@ -225,10 +265,19 @@ mod tests {
     #[test]
     fn every_locked_package_is_pinned_with_a_hash() {
         let lock = std::fs::read_to_string(lock_path()).unwrap();
-        let blocks: Vec<&str> = lock.split("\n").filter(|l| !l.starts_with(' ') && !l.starts_with('#') && !l.is_empty()).collect();
+        let blocks: Vec<&str> = lock
+            .split("\n")
+            .filter(|l| !l.starts_with(' ') && !l.starts_with('#') && !l.is_empty())
+            .collect();
         assert!(blocks.len() > 20, "suspiciously short lock: {blocks:?}");
-        for line in lock.lines().filter(|l| !l.starts_with(' ') && !l.starts_with('#') && !l.is_empty()) {
-            assert!(line.contains("==") && line.ends_with('\\'), "not pinned with hashes: {line}");
+        for line in lock
+            .lines()
+            .filter(|l| !l.starts_with(' ') && !l.starts_with('#') && !l.is_empty())
+        {
+            assert!(
+                line.contains("==") && line.ends_with('\\'),
+                "not pinned with hashes: {line}"
+            );
         }
         assert!(locked_version("pytorch-fid").unwrap().is_some());
         assert!(locked_version("no-such-package").unwrap().is_none());
