@@ -2,3 +2,4 @@
 //! with warm-up, gradient accumulation to the effective batch, gradient clipping at 1.0.
 pub mod adam;
 pub mod lr_schedule;
+pub mod trainer;

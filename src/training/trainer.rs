@@ -1,0 +1,249 @@
+//! The training loop of the official code (spec §3), generic over what is trained and on what.
+//!
+//! Per micro-batch iteration: draw (from a seed derived from the run seed and the iteration) the
+//! batch's randomness, compute the loss, backpropagate loss / accumulation; every
+//! `accumulation` iterations (and at the end of each epoch, as accelerate does) clip the
+//! gradient norm to `grad_clip` and take an Adam step. The learning-rate schedule counts
+//! iterations, as the official code's `lr_sched.step()` runs on every iteration.
+//!
+//! Deviation (documented): the official code draws from an unseeded global generator that its
+//! sampling calls reseed to 0 mid-training; we seed every iteration from (seed, iteration) so
+//! that a resumed run equals an uninterrupted one.
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Kind, Tensor};
+
+use super::adam::{clip_grad_norm, Adam};
+use super::lr_schedule::CosineWithWarmup;
+use crate::rng::{derive_seed, Rng};
+
+/// How one cell trains: spec §3's settings, in the units the official code uses.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSettings {
+    pub epochs: u64,
+    /// Micro-batch size; gradients accumulate to `effective_batch` (128 at 32 px, 64 at 256 px).
+    pub batch: i64,
+    pub effective_batch: i64,
+    pub learning_rate: f64,
+    #[serde(default = "default_warmup")]
+    pub warmup_steps: u64,
+    #[serde(default = "default_clip")]
+    pub grad_clip: f64,
+    /// Write a resumable checkpoint every this many epochs (and after the last).
+    #[serde(default = "default_save_every")]
+    pub save_every_epochs: u64,
+    pub seed: u64,
+}
+
+fn default_warmup() -> u64 {
+    500
+}
+fn default_clip() -> f64 {
+    1.0
+}
+fn default_save_every() -> u64 {
+    5
+}
+
+impl TrainSettings {
+    pub fn accumulation(&self) -> Result<i64> {
+        ensure!(self.batch > 0, "batch must be positive, got {}", self.batch);
+        ensure!(
+            self.effective_batch % self.batch == 0,
+            "batch {} does not divide the effective batch {}: pick a batch that divides it",
+            self.batch,
+            self.effective_batch
+        );
+        Ok(self.effective_batch / self.batch)
+    }
+}
+
+/// What is trained: the loss of one micro-batch, with all its randomness from `rng`.
+pub trait Objective {
+    fn loss(&mut self, indices: &Tensor, rng: &mut Rng) -> Result<Tensor>;
+}
+
+/// Progress and the loss log: one call per iteration.
+pub trait Observer {
+    fn iteration(&mut self, _record: &StepRecord) {}
+    fn checkpoint(&mut self, _epoch: u64, _dir: &Path) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StepRecord {
+    pub iteration: u64,
+    pub epoch: u64,
+    pub loss: f64,
+    pub lr: f64,
+    /// Gradient norm before clipping, on iterations that took an optimizer step.
+    pub grad_norm: Option<f64>,
+}
+
+/// The counters a resumed run continues from.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TrainState {
+    pub epochs_done: u64,
+    pub iterations_done: u64,
+    pub settings: TrainSettings,
+}
+
+const STATE_JSON: &str = "train_state.json";
+const WEIGHTS: &str = "weights.safetensors";
+const OPTIMIZER: &str = "optimizer.safetensors";
+
+/// Trains the variables of `vs` on `n_samples` samples; checkpoints go to `state_dir`, and if a
+/// checkpoint is already there, training resumes from it.
+pub fn train(
+    vs: &mut nn::VarStore,
+    objective: &mut dyn Objective,
+    n_samples: i64,
+    settings: &TrainSettings,
+    state_dir: &Path,
+    observer: &mut dyn Observer,
+) -> Result<TrainState> {
+    ensure!(n_samples > 0, "the training set is empty");
+    let accumulation = settings.accumulation()?;
+    let batches_per_epoch = (n_samples + settings.batch - 1) / settings.batch;
+    let schedule = CosineWithWarmup {
+        base_lr: settings.learning_rate,
+        warmup: settings.warmup_steps,
+        total: batches_per_epoch as u64 * settings.epochs,
+    };
+    let params: Vec<Tensor> = vs.trainable_variables();
+    let mut adam = Adam::new(params.iter().map(|p| p.shallow_clone()).collect());
+    let mut state = TrainState {
+        epochs_done: 0,
+        iterations_done: 0,
+        settings: settings.clone(),
+    };
+    if state_dir.join(STATE_JSON).exists() {
+        state = load_state(vs, &mut adam, state_dir, settings)?;
+    }
+    let mut rng = Rng::seeded(settings.seed);
+    while state.epochs_done < settings.epochs {
+        let epoch = state.epochs_done;
+        rng.reseed(derive_seed(settings.seed, u64::MAX - epoch));
+        let order = Tensor::randperm(n_samples, (Kind::Int64, tch::Device::Cpu));
+        adam.zero_grad();
+        for b in 0..batches_per_epoch {
+            let iteration = state.iterations_done;
+            rng.reseed(derive_seed(settings.seed, iteration));
+            let indices = order.narrow(
+                0,
+                b * settings.batch,
+                settings.batch.min(n_samples - b * settings.batch),
+            );
+            let loss = objective.loss(&indices, &mut rng)?;
+            let loss_value = loss.double_value(&[]);
+            if !loss_value.is_finite() {
+                bail!("the loss is {loss_value} at iteration {iteration} (epoch {epoch}): lower the learning rate or check the data");
+            }
+            (loss / accumulation as f64).backward();
+            let lr = schedule.lr(iteration);
+            let sync = (b + 1) % accumulation == 0 || b + 1 == batches_per_epoch;
+            let mut grad_norm = None;
+            if sync {
+                grad_norm = Some(clip_grad_norm(&params, settings.grad_clip));
+                adam.step(lr);
+                adam.zero_grad();
+            }
+            state.iterations_done += 1;
+            observer.iteration(&StepRecord {
+                iteration,
+                epoch,
+                loss: loss_value,
+                lr,
+                grad_norm,
+            });
+        }
+        state.epochs_done += 1;
+        let last = state.epochs_done == settings.epochs;
+        if last || state.epochs_done % settings.save_every_epochs.max(1) == 0 {
+            save_state(vs, &adam, &state, state_dir)?;
+            observer.checkpoint(state.epochs_done, state_dir)?;
+        }
+    }
+    Ok(state)
+}
+
+/// Writes weights, optimizer moments and counters; the JSON is written last and atomically, so
+/// a run killed mid-write resumes from the previous complete checkpoint.
+fn save_state(vs: &nn::VarStore, adam: &Adam, state: &TrainState, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tag = format!("{:06}", state.epochs_done);
+    let weights = dir.join(format!("{tag}.{WEIGHTS}"));
+    vs.save(&weights)
+        .with_context(|| format!("writing {}", weights.display()))?;
+    let optimizer = dir.join(format!("{tag}.{OPTIMIZER}"));
+    Tensor::write_safetensors(&adam.state(), &optimizer)
+        .with_context(|| format!("writing {}", optimizer.display()))?;
+    let json = serde_json::json!({ "state": state, "weights": weights.file_name().unwrap().to_string_lossy(),
+        "optimizer": optimizer.file_name().unwrap().to_string_lossy() });
+    write_atomic(
+        &dir.join(STATE_JSON),
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
+    // Older checkpoints are no longer needed once the new one is recorded.
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if (name.ends_with(WEIGHTS) || name.ends_with(OPTIMIZER)) && !name.starts_with(&tag) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
+}
+
+fn load_state(
+    vs: &mut nn::VarStore,
+    adam: &mut Adam,
+    dir: &Path,
+    settings: &TrainSettings,
+) -> Result<TrainState> {
+    let path = dir.join(STATE_JSON);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is corrupt: delete {} to train from the start",
+            path.display(),
+            dir.display()
+        )
+    })?;
+    let state: TrainState = serde_json::from_value(json["state"].clone())
+        .with_context(|| format!("{} is not a training state", path.display()))?;
+    if &state.settings != settings {
+        bail!(
+            "{} holds a run with other settings ({:?}); use another output directory or delete it to start over",
+            dir.display(),
+            state.settings
+        );
+    }
+    let file = |k: &str| -> Result<PathBuf> {
+        Ok(dir.join(
+            json[k]
+                .as_str()
+                .with_context(|| format!("{} names no {k} file", path.display()))?,
+        ))
+    };
+    vs.load(file("weights")?)
+        .with_context(|| format!("loading the checkpoint in {}", dir.display()))?;
+    let opt = Tensor::read_safetensors(file("optimizer")?)
+        .with_context(|| format!("reading the optimizer state in {}", dir.display()))?;
+    adam.load_state(&opt)?;
+    Ok(state)
+}
+
+/// Writes through a temporary file and a rename, so readers never see half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,190 @@
+use super::*;
+use tch::nn::Module;
+
+/// A small learnable problem: predict the noise added to fixed inputs with a linear layer.
+struct Denoise {
+    net: nn::Linear,
+    data: Tensor,
+}
+
+impl Objective for Denoise {
+    fn loss(&mut self, indices: &Tensor, rng: &mut Rng) -> Result<Tensor> {
+        let x = self.data.index_select(0, indices);
+        let noise = rng.randn(&x.size());
+        Ok(self
+            .net
+            .forward(&(&x + &noise))
+            .mse_loss(&noise, tch::Reduction::Mean))
+    }
+}
+
+fn model(seed: u64) -> (nn::VarStore, Denoise) {
+    let mut rng = Rng::seeded(seed);
+    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let net = rng.with(|| nn::linear(vs.root() / "net", 4, 4, Default::default()));
+    // The data are the same for every model; only the initial weights depend on `seed`.
+    rng.reseed(1234);
+    let data = rng.randn(&[20, 4]) * 0.1;
+    (vs, Denoise { net, data })
+}
+
+fn settings(epochs: u64) -> TrainSettings {
+    TrainSettings {
+        epochs,
+        batch: 3,
+        effective_batch: 6,
+        learning_rate: 0.05,
+        warmup_steps: 4,
+        grad_clip: 1.0,
+        save_every_epochs: 1,
+        seed: 5,
+    }
+}
+
+struct Log(Vec<StepRecord>, Option<u64>);
+impl Observer for Log {
+    fn iteration(&mut self, r: &StepRecord) {
+        self.0.push(r.clone());
+    }
+    fn checkpoint(&mut self, epoch: u64, _: &Path) -> Result<()> {
+        // Simulates a kill right after the checkpoint of epoch `self.1`.
+        if Some(epoch) == self.1 {
+            bail!("killed after epoch {epoch}");
+        }
+        Ok(())
+    }
+}
+
+fn weights(vs: &nn::VarStore) -> Vec<Tensor> {
+    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v.into_iter().map(|(_, t)| t.detach().copy()).collect()
+}
+
+#[test]
+fn resumed_run_equals_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut vs, mut obj) = model(1);
+    let mut log = Log(vec![], None);
+    train(
+        &mut vs,
+        &mut obj,
+        20,
+        &settings(4),
+        &dir.path().join("a"),
+        &mut log,
+    )
+    .unwrap();
+    let straight = weights(&vs);
+
+    let (mut vs, mut obj) = model(1);
+    let mut first = Log(vec![], Some(2));
+    let err = train(
+        &mut vs,
+        &mut obj,
+        20,
+        &settings(4),
+        &dir.path().join("b"),
+        &mut first,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("killed after epoch 2"));
+    // A fresh process: new model (other init), same directory.
+    let (mut vs, mut obj) = model(99);
+    let mut second = Log(vec![], None);
+    let state = train(
+        &mut vs,
+        &mut obj,
+        20,
+        &settings(4),
+        &dir.path().join("b"),
+        &mut second,
+    )
+    .unwrap();
+    assert_eq!(state.epochs_done, 4);
+    assert_eq!(state.iterations_done, 4 * 7);
+    for (a, b) in straight.iter().zip(weights(&vs)) {
+        assert!(
+            a.equal(&b),
+            "resumed weights differ from the uninterrupted run"
+        );
+    }
+    // The resumed half logged exactly the iterations the first half did not.
+    assert_eq!(first.0.len() + second.0.len(), log.0.len());
+    assert_eq!(second.0.first().unwrap().iteration, 14);
+    assert_eq!(second.0, log.0[14..]);
+}
+
+#[test]
+fn training_reduces_the_loss_and_follows_the_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut vs, mut obj) = model(2);
+    let mut log = Log(vec![], None);
+    train(&mut vs, &mut obj, 20, &settings(30), dir.path(), &mut log).unwrap();
+    let mean = |r: &[StepRecord]| r.iter().map(|s| s.loss).sum::<f64>() / r.len() as f64;
+    let (head, tail) = (mean(&log.0[..14]), mean(&log.0[log.0.len() - 14..]));
+    assert!(tail < 0.5 * head, "loss did not fall: {head} -> {tail}");
+    assert_eq!(log.0[0].lr, 0.0, "LambdaLR starts at factor 0");
+    assert!(
+        log.0.last().unwrap().lr < 1e-3 * 0.05,
+        "the cosine schedule ends near 0"
+    );
+    // 7 micro-batches per epoch, accumulation 2: steps after micro-batches 2, 4, 6 and the last (7).
+    let synced: Vec<bool> = log.0[..7].iter().map(|r| r.grad_norm.is_some()).collect();
+    assert_eq!(synced, [false, true, false, true, false, true, true]);
+}
+
+#[test]
+fn resuming_with_other_settings_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut vs, mut obj) = model(3);
+    train(
+        &mut vs,
+        &mut obj,
+        20,
+        &settings(1),
+        dir.path(),
+        &mut Log(vec![], None),
+    )
+    .unwrap();
+    let mut other = settings(1);
+    other.learning_rate = 0.1;
+    let err = train(
+        &mut vs,
+        &mut obj,
+        20,
+        &other,
+        dir.path(),
+        &mut Log(vec![], None),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("other settings"), "{err}");
+}
+
+#[test]
+fn batch_must_divide_the_effective_batch() {
+    let mut s = settings(1);
+    s.batch = 4;
+    let err = s.accumulation().unwrap_err().to_string();
+    assert!(err.contains("does not divide"), "{err}");
+}
+
+#[test]
+fn corrupt_state_file_names_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(STATE_JSON), "{not json").unwrap();
+    let (mut vs, mut obj) = model(4);
+    let err = format!(
+        "{:#}",
+        train(
+            &mut vs,
+            &mut obj,
+            20,
+            &settings(1),
+            dir.path(),
+            &mut Log(vec![], None)
+        )
+        .unwrap_err()
+    );
+    assert!(err.contains("corrupt") && err.contains("delete"), "{err}");
+}
