@@ -1,0 +1,1 @@
+//! Parity of the scheduler tables with diffusers.
