@@ -78,6 +78,11 @@ impl DpmSolver {
         &self.timesteps
     }
 
+    /// σ at each inference timestep, then the final σ.
+    pub fn sigmas(&self) -> &[f32] {
+        &self.sigmas
+    }
+
     /// The model output in the form the algorithm integrates: x̂₀ for ++, ε otherwise.
     fn convert_model_output(&self, model_output: &Tensor, sample: &Tensor, i: usize) -> Tensor {
         let (alpha, sigma) = alpha_sigma(self.sigmas[i]);

@@ -248,6 +248,14 @@ impl Sampler {
         }
     }
 
+    /// DPM-Solver's σ at each inference timestep plus the final σ; `None` for the other kinds.
+    pub fn dpm_sigmas(&self) -> Option<&[f32]> {
+        match &self.inner {
+            Inner::DpmSolver(s) => Some(s.sigmas()),
+            _ => None,
+        }
+    }
+
     /// x_t → x_{t'}: one scheduler step, then the `xt` clamp if that mode is on. Variance noise
     /// (DDPM at t > 0, DDIM with η > 0) is drawn from `rng` on the CPU, shaped like `model_output`.
     pub fn step(&mut self, model_output: &Tensor, t: i64, sample: &Tensor, rng: &mut Rng) -> Result<Tensor> {
