@@ -112,13 +112,20 @@ pub struct Samples {
 pub type Denoiser<'a> = dyn FnMut(&Tensor, &Tensor) -> Tensor + 'a;
 
 /// Samples `opts.n` images and keeps them all in memory; see [`sample_batches`] for large runs.
-pub fn sample(denoiser: &mut Denoiser, sampler: &mut Sampler, opts: &SampleOptions) -> Result<Samples> {
+pub fn sample(
+    denoiser: &mut Denoiser,
+    sampler: &mut Sampler,
+    opts: &SampleOptions,
+) -> Result<Samples> {
     let mut batches = Vec::new();
     let record = sample_batches(denoiser, sampler, opts, &mut |_, images| {
         batches.push(images);
         Ok(())
     })?;
-    Ok(Samples { images: Tensor::cat(&batches, 0), record })
+    Ok(Samples {
+        images: Tensor::cat(&batches, 0),
+        record,
+    })
 }
 
 /// Samples batch by batch, handing each batch (first image index, images in [−1, 1] on the CPU)
@@ -132,15 +139,25 @@ pub fn sample_batches(
     ensure!(opts.n > 0, "asked for 0 images: n must be at least 1");
     ensure!(opts.batch_size > 0, "batch size must be at least 1");
     let [c, h, w] = opts.image_shape;
-    ensure!(c > 0 && h > 0 && w > 0, "image shape {:?} must be positive (C, H, W)", opts.image_shape);
-    let offset = opts.offset.as_ref().map(|o| offset_per_image(o, opts)).transpose()?;
+    ensure!(
+        c > 0 && h > 0 && w > 0,
+        "image shape {:?} must be positive (C, H, W)",
+        opts.image_shape
+    );
+    let offset = opts
+        .offset
+        .as_ref()
+        .map(|o| offset_per_image(o, opts))
+        .transpose()?;
     sampler.set_timesteps(opts.num_inference_steps)?;
     let timesteps = sampler.timesteps().to_vec();
 
     let n_batches = opts.n.div_ceil(opts.batch_size);
     let bar = if opts.progress {
         let bar = indicatif::ProgressBar::new((n_batches * timesteps.len()) as u64);
-        let style = indicatif::ProgressStyle::with_template("sampling {bar:40} {pos}/{len} steps [{elapsed} < {eta}]");
+        let style = indicatif::ProgressStyle::with_template(
+            "sampling {bar:40} {pos}/{len} steps [{elapsed} < {eta}]",
+        );
         bar.set_style(style.unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
         bar
     } else {
@@ -160,7 +177,11 @@ pub fn sample_batches(
         sampler.set_timesteps(opts.num_inference_steps)?;
         let mut x = rng.randn(&[b, c, h, w]).to_device(opts.device);
         if let Some(o) = &offset {
-            let part = if o.size()[0] == 1 { o.shallow_clone() } else { o.narrow(0, start as i64, b) };
+            let part = if o.size()[0] == 1 {
+                o.shallow_clone()
+            } else {
+                o.narrow(0, start as i64, b)
+            };
             x = x + part.to_device(opts.device);
         }
         for &t in &timesteps {

@@ -10,7 +10,9 @@ use tch::{Device, Kind, Tensor};
 /// Images in [−1, 1] (any leading shape, channels third from last) → uint8 in [0, 255].
 pub fn to_u8(images: &Tensor) -> Tensor {
     let x = images.to_device(Device::Cpu).to_kind(Kind::Float);
-    ((x / 2.0 + 0.5).clamp(0.0, 1.0) * 255.0).round().to_kind(Kind::Uint8)
+    ((x / 2.0 + 0.5).clamp(0.0, 1.0) * 255.0)
+        .round()
+        .to_kind(Kind::Uint8)
 }
 
 /// The file name of image `index`: zero-padded so that names sort in sample order.
@@ -28,19 +30,26 @@ pub fn to_png_bytes(image: &Tensor) -> Result<Vec<u8>> {
     let color = match c {
         1 => ExtendedColorType::L8,
         3 => ExtendedColorType::Rgb8,
-        _ => bail!("cannot save a {c}-channel image as PNG: only 1 (greyscale) or 3 (RGB) channels"),
+        _ => {
+            bail!("cannot save a {c}-channel image as PNG: only 1 (greyscale) or 3 (RGB) channels")
+        }
     };
     let hwc = to_u8(image).permute([1, 2, 0]).contiguous();
     let pixels = Vec::<u8>::try_from(hwc.view([-1]))?;
     let mut bytes = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut bytes).write_image(&pixels, w as u32, h as u32, color)?;
+    image::codecs::png::PngEncoder::new(&mut bytes)
+        .write_image(&pixels, w as u32, h as u32, color)?;
     Ok(bytes)
 }
 
 /// Writes (N, C, H, W) images in [−1, 1] to `dir` (created if missing) as
 /// `png_name(start_index + i)`; returns the paths written.
 pub fn save_pngs(images: &Tensor, dir: &Path, start_index: usize) -> Result<Vec<PathBuf>> {
-    ensure!(images.dim() == 4, "images to save must be (N, C, H, W), got shape {:?}", images.size());
+    ensure!(
+        images.dim() == 4,
+        "images to save must be (N, C, H, W), got shape {:?}",
+        images.size()
+    );
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut paths = Vec::new();
     for i in 0..images.size()[0] {
@@ -95,7 +104,10 @@ pub fn load_pngs_u8(dir: &Path) -> Result<Tensor> {
     }
     let (c, (w, h)) = shape.expect("at least one file");
     let n = files.len() as i64;
-    Ok(Tensor::from_slice(&data).view([n, h as i64, w as i64, c]).permute([0, 3, 1, 2]).contiguous())
+    Ok(Tensor::from_slice(&data)
+        .view([n, h as i64, w as i64, c])
+        .permute([0, 3, 1, 2])
+        .contiguous())
 }
 
 /// [`load_pngs_u8`] as float32 in [0, 1] (value / 255), what the metrics consume.

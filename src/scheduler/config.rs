@@ -132,10 +132,20 @@ pub struct SchedulerConfig {
 }
 
 /// Fields that describe the file, not the maths.
-const METADATA: &[&str] = &["_class_name", "_diffusers_version", "_use_default_values", "tensor_format"];
+const METADATA: &[&str] = &[
+    "_class_name",
+    "_diffusers_version",
+    "_use_default_values",
+    "tensor_format",
+];
 
 /// Fields that only matter for a feature we refuse elsewhere (thresholding, flow sigmas).
-const INERT: &[&str] = &["dynamic_thresholding_ratio", "sample_max_value", "flow_shift", "time_shift_type"];
+const INERT: &[&str] = &[
+    "dynamic_thresholding_ratio",
+    "sample_max_value",
+    "flow_shift",
+    "time_shift_type",
+];
 
 /// Fields accepted only at the value that leaves the maths as we implement it.
 const MUST_BE: &[(&str, Value)] = &[
@@ -154,19 +164,23 @@ impl SchedulerConfig {
     /// Reads `scheduler_config.json` (diffusers writes `-Infinity` for `lambda_min_clipped`, which
     /// is not JSON; it is accepted here).
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Self::from_json_str(&text).with_context(|| format!("in {}", path.display()))
     }
 
     /// Parses the text of a `scheduler_config.json`.
     pub fn from_json_str(text: &str) -> Result<Self> {
-        let value: Value = serde_json::from_str(&quote_non_finite(text)).context("scheduler config is not valid JSON")?;
+        let value: Value = serde_json::from_str(&quote_non_finite(text))
+            .context("scheduler config is not valid JSON")?;
         Self::from_json(&value)
     }
 
     /// Reads a parsed config object, refusing anything that would change the maths unseen.
     pub fn from_json(value: &Value) -> Result<Self> {
-        let obj = value.as_object().ok_or_else(|| anyhow!("scheduler config must be a JSON object, got {value}"))?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| anyhow!("scheduler config must be a JSON object, got {value}"))?;
         let mut c = SchedulerConfig::default();
         for (key, v) in obj {
             let k = key.as_str();
@@ -189,10 +203,14 @@ impl SchedulerConfig {
                 "num_train_timesteps" => c.num_train_timesteps = Some(uint(k, v)? as usize),
                 "beta_start" => c.beta_start = Some(num(k, v)?),
                 "beta_end" => c.beta_end = Some(num(k, v)?),
-                "beta_schedule" => c.beta_schedule = Some(BetaSchedule::parse(k, string(k, v)?, "")?),
+                "beta_schedule" => {
+                    c.beta_schedule = Some(BetaSchedule::parse(k, string(k, v)?, "")?)
+                }
                 "trained_betas" if v.is_null() => {}
                 "trained_betas" => {
-                    let arr = v.as_array().ok_or_else(|| anyhow!("scheduler config: trained_betas must be a list of numbers or null"))?;
+                    let arr = v.as_array().ok_or_else(|| {
+                        anyhow!("scheduler config: trained_betas must be a list of numbers or null")
+                    })?;
                     c.trained_betas = Some(arr.iter().map(|b| num(k, b)).collect::<Result<_>>()?);
                 }
                 "variance_type" if v.is_null() => {}
@@ -202,8 +220,12 @@ impl SchedulerConfig {
                 }
                 "clip_sample" => c.clip_sample = Some(boolean(k, v)?),
                 "clip_sample_range" => c.clip_sample_range = Some(num(k, v)?),
-                "prediction_type" => c.prediction_type = Some(PredictionType::parse(k, string(k, v)?, "")?),
-                "timestep_spacing" => c.timestep_spacing = Some(TimestepSpacing::parse(k, string(k, v)?, "")?),
+                "prediction_type" => {
+                    c.prediction_type = Some(PredictionType::parse(k, string(k, v)?, "")?)
+                }
+                "timestep_spacing" => {
+                    c.timestep_spacing = Some(TimestepSpacing::parse(k, string(k, v)?, "")?)
+                }
                 "steps_offset" => c.steps_offset = Some(uint(k, v)? as i64),
                 "set_alpha_to_one" => c.set_alpha_to_one = Some(boolean(k, v)?),
                 "solver_order" => c.solver_order = Some(uint(k, v)? as usize),
@@ -214,7 +236,9 @@ impl SchedulerConfig {
                 "solver_type" => c.solver_type = Some(SolverType::parse(k, string(k, v)?, "")?),
                 "lower_order_final" => c.lower_order_final = Some(boolean(k, v)?),
                 "euler_at_final" => c.euler_at_final = Some(boolean(k, v)?),
-                "final_sigmas_type" => c.final_sigmas_type = Some(FinalSigmasType::parse(k, string(k, v)?, "")?),
+                "final_sigmas_type" => {
+                    c.final_sigmas_type = Some(FinalSigmasType::parse(k, string(k, v)?, "")?)
+                }
                 "lambda_min_clipped" if v.is_null() => {}
                 "lambda_min_clipped" => c.lambda_min_clipped = Some(num(k, v)?),
                 _ => bail!(
@@ -238,14 +262,24 @@ impl SchedulerConfig {
             beta_schedule: self.beta_schedule.unwrap_or(BetaSchedule::Linear),
             trained_betas: self.trained_betas.clone(),
             variance_type: self.variance_type.unwrap_or(VarianceType::FixedSmall),
-            clip_sample: if dpm { false } else { self.clip_sample.unwrap_or(true) },
+            clip_sample: if dpm {
+                false
+            } else {
+                self.clip_sample.unwrap_or(true)
+            },
             clip_sample_range: self.clip_sample_range.unwrap_or(1.0),
             prediction_type: self.prediction_type.unwrap_or(PredictionType::Epsilon),
-            timestep_spacing: self.timestep_spacing.unwrap_or(if dpm { TimestepSpacing::Linspace } else { TimestepSpacing::Leading }),
+            timestep_spacing: self.timestep_spacing.unwrap_or(if dpm {
+                TimestepSpacing::Linspace
+            } else {
+                TimestepSpacing::Leading
+            }),
             steps_offset: self.steps_offset.unwrap_or(0),
             set_alpha_to_one: self.set_alpha_to_one.unwrap_or(true),
             solver_order: self.solver_order.unwrap_or(2),
-            algorithm_type: self.algorithm_type.unwrap_or(AlgorithmType::DpmSolverPlusPlus),
+            algorithm_type: self
+                .algorithm_type
+                .unwrap_or(AlgorithmType::DpmSolverPlusPlus),
             solver_type: self.solver_type.unwrap_or(SolverType::Midpoint),
             lower_order_final: self.lower_order_final.unwrap_or(true),
             euler_at_final: self.euler_at_final.unwrap_or(false),
@@ -266,9 +300,14 @@ impl SchedulerConfig {
         }
         if dpm {
             if !(1..=2).contains(&r.solver_order) {
-                bail!("scheduler config: solver_order {} is not supported for DPM-Solver; use 1 or 2", r.solver_order);
+                bail!(
+                    "scheduler config: solver_order {} is not supported for DPM-Solver; use 1 or 2",
+                    r.solver_order
+                );
             }
-            if r.algorithm_type == AlgorithmType::DpmSolver && r.final_sigmas_type == FinalSigmasType::Zero {
+            if r.algorithm_type == AlgorithmType::DpmSolver
+                && r.final_sigmas_type == FinalSigmasType::Zero
+            {
                 bail!(
                     "scheduler config: final_sigmas_type \"zero\" is not supported with algorithm_type \"dpmsolver\" \
                      (diffusers refuses it too); set final_sigmas_type to \"sigma_min\""
@@ -310,14 +349,20 @@ impl ResolvedConfig {
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
         m.insert("_class_name".into(), json!(self.kind.diffusers_class()));
-        m.insert("num_train_timesteps".into(), json!(self.num_train_timesteps));
+        m.insert(
+            "num_train_timesteps".into(),
+            json!(self.num_train_timesteps),
+        );
         m.insert("beta_start".into(), json!(self.beta_start));
         m.insert("beta_end".into(), json!(self.beta_end));
         m.insert("beta_schedule".into(), json!(self.beta_schedule.name()));
         m.insert("trained_betas".into(), json!(self.trained_betas));
         m.insert("prediction_type".into(), json!(self.prediction_type.name()));
         m.insert("thresholding".into(), json!(false));
-        m.insert("timestep_spacing".into(), json!(self.timestep_spacing.name()));
+        m.insert(
+            "timestep_spacing".into(),
+            json!(self.timestep_spacing.name()),
+        );
         m.insert("steps_offset".into(), json!(self.steps_offset));
         match self.kind {
             SamplerKind::Ddpm => {
@@ -336,10 +381,16 @@ impl ResolvedConfig {
                 m.insert("solver_type".into(), json!(self.solver_type.name()));
                 m.insert("lower_order_final".into(), json!(self.lower_order_final));
                 m.insert("euler_at_final".into(), json!(self.euler_at_final));
-                m.insert("final_sigmas_type".into(), json!(self.final_sigmas_type.name()));
+                m.insert(
+                    "final_sigmas_type".into(),
+                    json!(self.final_sigmas_type.name()),
+                );
                 // JSON has no infinities; diffusers' own default is -inf, written here as null.
                 let l = self.lambda_min_clipped;
-                m.insert("lambda_min_clipped".into(), if l.is_finite() { json!(l) } else { Value::Null });
+                m.insert(
+                    "lambda_min_clipped".into(),
+                    if l.is_finite() { json!(l) } else { Value::Null },
+                );
             }
         }
         Value::Object(m)
@@ -352,19 +403,23 @@ fn num(k: &str, v: &Value) -> Result<f64> {
         Some("Infinity") => return Ok(f64::INFINITY),
         _ => {}
     }
-    v.as_f64().ok_or_else(|| anyhow!("scheduler config: {k} must be a number, got {v}"))
+    v.as_f64()
+        .ok_or_else(|| anyhow!("scheduler config: {k} must be a number, got {v}"))
 }
 
 fn uint(k: &str, v: &Value) -> Result<u64> {
-    v.as_u64().ok_or_else(|| anyhow!("scheduler config: {k} must be a non-negative integer, got {v}"))
+    v.as_u64()
+        .ok_or_else(|| anyhow!("scheduler config: {k} must be a non-negative integer, got {v}"))
 }
 
 fn boolean(k: &str, v: &Value) -> Result<bool> {
-    v.as_bool().ok_or_else(|| anyhow!("scheduler config: {k} must be true or false, got {v}"))
+    v.as_bool()
+        .ok_or_else(|| anyhow!("scheduler config: {k} must be true or false, got {v}"))
 }
 
 fn string<'a>(k: &str, v: &'a Value) -> Result<&'a str> {
-    v.as_str().ok_or_else(|| anyhow!("scheduler config: {k} must be a string, got {v}"))
+    v.as_str()
+        .ok_or_else(|| anyhow!("scheduler config: {k} must be a string, got {v}"))
 }
 
 /// Python's `json` writes ±Infinity and NaN bare, which is not JSON: quote them (outside
@@ -410,18 +465,27 @@ mod tests {
         assert_eq!(c.variance_type, Some(VarianceType::FixedLarge));
         assert_eq!(c.clip_sample, Some(true));
         let r = c.resolve(SamplerKind::Ddpm).unwrap();
-        assert_eq!((r.num_train_timesteps, r.beta_schedule), (1000, BetaSchedule::Linear));
+        assert_eq!(
+            (r.num_train_timesteps, r.beta_schedule),
+            (1000, BetaSchedule::Linear)
+        );
         assert_eq!(r.timestep_spacing, TimestepSpacing::Leading);
         // diffusers' DPM-Solver class defaults apply when the same config builds it.
         let d = c.resolve(SamplerKind::DpmSolver).unwrap();
         assert_eq!(d.timestep_spacing, TimestepSpacing::Linspace);
-        assert_eq!((d.solver_order, d.algorithm_type), (2, AlgorithmType::DpmSolverPlusPlus));
+        assert_eq!(
+            (d.solver_order, d.algorithm_type),
+            (2, AlgorithmType::DpmSolverPlusPlus)
+        );
         assert!(!d.clip_sample);
     }
 
     #[test]
     fn accepts_python_infinity() {
-        let c = SchedulerConfig::from_json_str(r#"{"lambda_min_clipped": -Infinity, "_class_name": "Infinity"}"#).unwrap();
+        let c = SchedulerConfig::from_json_str(
+            r#"{"lambda_min_clipped": -Infinity, "_class_name": "Infinity"}"#,
+        )
+        .unwrap();
         assert_eq!(c.lambda_min_clipped, Some(f64::NEG_INFINITY));
         assert_eq!(c.class_name.as_deref(), Some("Infinity"));
     }
@@ -435,12 +499,14 @@ mod tests {
         assert!(err(r#"{"beta_schedule": "sigmoidal"}"#).contains("beta_schedule \"sigmoidal\""));
         assert!(err(r#"{"thresholding": true}"#).contains("thresholding"));
         assert!(err(r#"{"use_karras_sigmas": true}"#).contains("use_karras_sigmas"));
-        assert!(err(r#"{"variance_type": "learned_range"}"#).contains("variance_type \"learned_range\""));
+        assert!(err(r#"{"variance_type": "learned_range"}"#)
+            .contains("variance_type \"learned_range\""));
         assert!(err(r#"{"algorithm_type": "sde-dpmsolver++"}"#).contains("SDE"));
         assert!(err(r#"{"karras_rho": 7}"#).contains("field \"karras_rho\""));
         assert!(err(r#"{"clip_sample": "yes"}"#).contains("clip_sample must be true or false"));
         // Settings that only exist together with a refused feature pass untouched.
-        SchedulerConfig::from_json_str(r#"{"thresholding": false, "sample_max_value": 1.0}"#).unwrap();
+        SchedulerConfig::from_json_str(r#"{"thresholding": false, "sample_max_value": 1.0}"#)
+            .unwrap();
     }
 
     #[test]
@@ -449,18 +515,32 @@ mod tests {
         let e = format!("{:#}", c.resolve(SamplerKind::DpmSolver).unwrap_err());
         assert!(e.contains("final_sigmas_type"), "{e}");
         let c = SchedulerConfig::from_json_str(r#"{"solver_order": 3}"#).unwrap();
-        assert!(format!("{:#}", c.resolve(SamplerKind::DpmSolver).unwrap_err()).contains("solver_order 3"));
-        let c = SchedulerConfig::from_json_str(r#"{"num_train_timesteps": 3, "trained_betas": [0.1, 0.2]}"#).unwrap();
-        assert!(format!("{:#}", c.resolve(SamplerKind::Ddpm).unwrap_err()).contains("trained_betas has 2"));
+        assert!(
+            format!("{:#}", c.resolve(SamplerKind::DpmSolver).unwrap_err())
+                .contains("solver_order 3")
+        );
+        let c = SchedulerConfig::from_json_str(
+            r#"{"num_train_timesteps": 3, "trained_betas": [0.1, 0.2]}"#,
+        )
+        .unwrap();
+        assert!(format!("{:#}", c.resolve(SamplerKind::Ddpm).unwrap_err())
+            .contains("trained_betas has 2"));
     }
 
     #[test]
     fn resolved_json_round_trips() {
         let c = SchedulerConfig::from_json_str(CIFAR10).unwrap();
         // What a run record stores reads back as the same sampler settings.
-        for kind in [SamplerKind::Ddpm, SamplerKind::Ddim { eta: 0.5 }, SamplerKind::DpmSolver] {
+        for kind in [
+            SamplerKind::Ddpm,
+            SamplerKind::Ddim { eta: 0.5 },
+            SamplerKind::DpmSolver,
+        ] {
             let written = c.resolve(kind).unwrap().to_json();
-            let back = SchedulerConfig::from_json(&written).unwrap().resolve(kind).unwrap();
+            let back = SchedulerConfig::from_json(&written)
+                .unwrap()
+                .resolve(kind)
+                .unwrap();
             assert_eq!(back.to_json(), written);
         }
     }

@@ -8,6 +8,7 @@ use anyhow::{bail, Result};
 use tch::Tensor;
 
 use super::config::{PredictionType, ResolvedConfig};
+use super::scalar::{pow, sqrt};
 use super::schedule::{ddpm_timesteps, NoiseSchedule};
 use crate::rng::Rng;
 
@@ -26,8 +27,18 @@ impl Ddim {
             bail!("DDIM eta {eta} is outside [0, 1] (0 is deterministic DDIM, 1 is DDPM-like)");
         }
         let alphas_cumprod = schedule.alphas_cumprod_vec();
-        let final_alpha_cumprod = if cfg.set_alpha_to_one { 1.0 } else { alphas_cumprod[0] };
-        Ok(Ddim { cfg, eta, alphas_cumprod, final_alpha_cumprod, timesteps: Vec::new() })
+        let final_alpha_cumprod = if cfg.set_alpha_to_one {
+            1.0
+        } else {
+            alphas_cumprod[0]
+        };
+        Ok(Ddim {
+            cfg,
+            eta,
+            alphas_cumprod,
+            final_alpha_cumprod,
+            timesteps: Vec::new(),
+        })
     }
 
     pub fn set_timesteps(&mut self, n: usize) -> Result<()> {
@@ -39,29 +50,43 @@ impl Ddim {
         &self.timesteps
     }
 
-    pub fn step(&self, model_output: &Tensor, t: i64, sample: &Tensor, rng: &mut Rng) -> Result<Tensor> {
+    pub fn step(
+        &self,
+        model_output: &Tensor,
+        t: i64,
+        sample: &Tensor,
+        rng: &mut Rng,
+    ) -> Result<Tensor> {
         if self.timesteps.is_empty() {
             bail!("DDIM step before set_timesteps");
         }
         let table = &self.alphas_cumprod;
         let prev_t = t - (self.cfg.num_train_timesteps / self.timesteps.len()) as i64;
         let Some(&a_t) = table.get(t as usize).filter(|_| t >= 0) else {
-            bail!("timestep {t} is outside the {} training timesteps", table.len());
+            bail!(
+                "timestep {t} is outside the {} training timesteps",
+                table.len()
+            );
         };
-        let a_prev = if prev_t >= 0 { table[prev_t as usize] } else { self.final_alpha_cumprod };
+        let a_prev = if prev_t >= 0 {
+            table[prev_t as usize]
+        } else {
+            self.final_alpha_cumprod
+        };
         let b_t = 1.0 - a_t;
 
         let (mut x0, eps) = match self.cfg.prediction_type {
-            PredictionType::Epsilon => {
-                ((sample - model_output * b_t.sqrt() as f64) / a_t.sqrt() as f64, model_output.shallow_clone())
-            }
+            PredictionType::Epsilon => (
+                (sample - model_output * sqrt(b_t) as f64) / sqrt(a_t) as f64,
+                model_output.shallow_clone(),
+            ),
             PredictionType::Sample => {
-                let eps = (sample - model_output * a_t.sqrt() as f64) / b_t.sqrt() as f64;
+                let eps = (sample - model_output * sqrt(a_t) as f64) / sqrt(b_t) as f64;
                 (model_output.shallow_clone(), eps)
             }
             PredictionType::VPrediction => (
-                sample * a_t.sqrt() as f64 - model_output * b_t.sqrt() as f64,
-                model_output * a_t.sqrt() as f64 + sample * b_t.sqrt() as f64,
+                sample * sqrt(a_t) as f64 - model_output * sqrt(b_t) as f64,
+                model_output * sqrt(a_t) as f64 + sample * sqrt(b_t) as f64,
             ),
         };
         if self.cfg.clip_sample {
@@ -69,13 +94,15 @@ impl Ddim {
             x0 = x0.clamp(-r, r);
         }
         let variance = ((1.0 - a_prev) / b_t) * (1.0 - a_t / a_prev);
-        let std = self.eta as f32 * variance.sqrt();
-        let direction = eps * (1.0 - a_prev - std * std).sqrt() as f64;
-        let prev = x0 * a_prev.sqrt() as f64 + direction;
+        let std = self.eta as f32 * sqrt(variance);
+        let direction = eps * sqrt(1.0 - a_prev - pow(std, 2.0)) as f64;
+        let prev = x0 * sqrt(a_prev) as f64 + direction;
         if self.eta <= 0.0 {
             return Ok(prev);
         }
-        let noise = rng.randn(&model_output.size()).to_device(model_output.device());
+        let noise = rng
+            .randn(&model_output.size())
+            .to_device(model_output.device());
         Ok(prev + noise * std as f64)
     }
 }

@@ -10,6 +10,7 @@ use anyhow::{bail, Result};
 use tch::Tensor;
 
 use super::config::{AlgorithmType, FinalSigmasType, PredictionType, ResolvedConfig, SolverType};
+use super::scalar::{exp, ln, pow, sqrt};
 use super::schedule::{dpm_solver_timesteps, NoiseSchedule};
 
 #[derive(Debug)]
@@ -28,12 +29,12 @@ pub struct DpmSolver {
 
 /// (α_t, σ_t) of the VP process at noise level σ: α = 1/√(σ²+1), σ_t = σ·α.
 fn alpha_sigma(sigma: f32) -> (f32, f32) {
-    let alpha = 1.0 / (sigma * sigma + 1.0).sqrt();
+    let alpha = 1.0 / sqrt(pow(sigma, 2.0) + 1.0);
     (alpha, sigma * alpha)
 }
 
 fn lambda(alpha: f32, sigma: f32) -> f32 {
-    alpha.ln() - sigma.ln()
+    ln(alpha) - ln(sigma)
 }
 
 impl DpmSolver {
@@ -59,7 +60,10 @@ impl DpmSolver {
         for &t in &timesteps {
             match self.train_sigmas.get(t as usize) {
                 Some(&s) if t >= 0 => sigmas.push(s),
-                _ => bail!("timestep {t} is outside the {} training timesteps", self.train_sigmas.len()),
+                _ => bail!(
+                    "timestep {t} is outside the {} training timesteps",
+                    self.train_sigmas.len()
+                ),
             }
         }
         sigmas.push(match self.cfg.final_sigmas_type {
@@ -88,12 +92,22 @@ impl DpmSolver {
         let (alpha, sigma) = alpha_sigma(self.sigmas[i]);
         let (alpha, sigma) = (alpha as f64, sigma as f64);
         match (self.cfg.algorithm_type, self.cfg.prediction_type) {
-            (AlgorithmType::DpmSolverPlusPlus, PredictionType::Epsilon) => (sample - model_output * sigma) / alpha,
-            (AlgorithmType::DpmSolverPlusPlus, PredictionType::Sample) => model_output.shallow_clone(),
-            (AlgorithmType::DpmSolverPlusPlus, PredictionType::VPrediction) => sample * alpha - model_output * sigma,
+            (AlgorithmType::DpmSolverPlusPlus, PredictionType::Epsilon) => {
+                (sample - model_output * sigma) / alpha
+            }
+            (AlgorithmType::DpmSolverPlusPlus, PredictionType::Sample) => {
+                model_output.shallow_clone()
+            }
+            (AlgorithmType::DpmSolverPlusPlus, PredictionType::VPrediction) => {
+                sample * alpha - model_output * sigma
+            }
             (AlgorithmType::DpmSolver, PredictionType::Epsilon) => model_output.shallow_clone(),
-            (AlgorithmType::DpmSolver, PredictionType::Sample) => (sample - model_output * alpha) / sigma,
-            (AlgorithmType::DpmSolver, PredictionType::VPrediction) => model_output * alpha + sample * sigma,
+            (AlgorithmType::DpmSolver, PredictionType::Sample) => {
+                (sample - model_output * alpha) / sigma
+            }
+            (AlgorithmType::DpmSolver, PredictionType::VPrediction) => {
+                model_output * alpha + sample * sigma
+            }
         }
     }
 
@@ -103,9 +117,11 @@ impl DpmSolver {
         let h = lambda(alpha_t, sigma_t) - lambda(alpha_s, sigma_s);
         match self.cfg.algorithm_type {
             AlgorithmType::DpmSolverPlusPlus => {
-                sample * (sigma_t / sigma_s) as f64 - m * (alpha_t * ((-h).exp() - 1.0)) as f64
+                sample * (sigma_t / sigma_s) as f64 - m * (alpha_t * (exp(-h) - 1.0)) as f64
             }
-            AlgorithmType::DpmSolver => sample * (alpha_t / alpha_s) as f64 - m * (sigma_t * (h.exp() - 1.0)) as f64,
+            AlgorithmType::DpmSolver => {
+                sample * (alpha_t / alpha_s) as f64 - m * (sigma_t * (exp(h) - 1.0)) as f64
+            }
         }
     }
 
@@ -113,27 +129,35 @@ impl DpmSolver {
         let (alpha_t, sigma_t) = alpha_sigma(self.sigmas[i + 1]);
         let (alpha_s0, sigma_s0) = alpha_sigma(self.sigmas[i]);
         let (alpha_s1, sigma_s1) = alpha_sigma(self.sigmas[i - 1]);
-        let (l_t, l_s0, l_s1) = (lambda(alpha_t, sigma_t), lambda(alpha_s0, sigma_s0), lambda(alpha_s1, sigma_s1));
+        let (l_t, l_s0, l_s1) = (
+            lambda(alpha_t, sigma_t),
+            lambda(alpha_s0, sigma_s0),
+            lambda(alpha_s1, sigma_s1),
+        );
         let n = self.model_outputs.len();
-        let m0 = self.model_outputs[n - 1].as_ref().expect("current output stored");
-        let m1 = self.model_outputs[n - 2].as_ref().expect("previous output stored");
+        let m0 = self.model_outputs[n - 1]
+            .as_ref()
+            .expect("current output stored");
+        let m1 = self.model_outputs[n - 2]
+            .as_ref()
+            .expect("previous output stored");
         let (h, h_0) = (l_t - l_s0, l_s0 - l_s1);
         let r0 = h_0 / h;
         let d1 = (m0 - m1) * (1.0 / r0) as f64;
         let (c_sample, c_d0, c_d1) = match (self.cfg.algorithm_type, self.cfg.solver_type) {
             (AlgorithmType::DpmSolverPlusPlus, solver) => {
-                let e = alpha_t * ((-h).exp() - 1.0);
+                let e = alpha_t * (exp(-h) - 1.0);
                 let c_d1 = match solver {
                     SolverType::Midpoint => -(0.5 * e),
-                    SolverType::Heun => alpha_t * (((-h).exp() - 1.0) / h + 1.0),
+                    SolverType::Heun => alpha_t * ((exp(-h) - 1.0) / h + 1.0),
                 };
                 (sigma_t / sigma_s0, e, c_d1)
             }
             (AlgorithmType::DpmSolver, solver) => {
-                let e = sigma_t * (h.exp() - 1.0);
+                let e = sigma_t * (exp(h) - 1.0);
                 let c_d1 = match solver {
                     SolverType::Midpoint => -(0.5 * e),
-                    SolverType::Heun => -(sigma_t * ((h.exp() - 1.0) / h - 1.0)),
+                    SolverType::Heun => -(sigma_t * ((exp(h) - 1.0) / h - 1.0)),
                 };
                 (alpha_t / alpha_s0, e, c_d1)
             }
@@ -149,7 +173,9 @@ impl DpmSolver {
         let len = self.timesteps.len();
         let i = match self.step_index {
             Some(i) if i < len => i,
-            Some(_) => bail!("DPM-Solver stepped past its {len} timesteps; call set_timesteps to start again"),
+            Some(_) => bail!(
+                "DPM-Solver stepped past its {len} timesteps; call set_timesteps to start again"
+            ),
             None => {
                 // As diffusers: the first match, or the second when a timestep repeats.
                 let hits: Vec<usize> = (0..len).filter(|&k| self.timesteps[k] == t).collect();
@@ -161,16 +187,25 @@ impl DpmSolver {
             }
         };
         if self.timesteps[i] != t {
-            bail!("DPM-Solver step at timestep {t}, but the schedule expects {} next", self.timesteps[i]);
+            bail!(
+                "DPM-Solver step at timestep {t}, but the schedule expects {} next",
+                self.timesteps[i]
+            );
         }
         let cfg = &self.cfg;
         let lower_order_final = i == len - 1
-            && (cfg.euler_at_final || (cfg.lower_order_final && len < 15) || cfg.final_sigmas_type == FinalSigmasType::Zero);
+            && (cfg.euler_at_final
+                || (cfg.lower_order_final && len < 15)
+                || cfg.final_sigmas_type == FinalSigmasType::Zero);
         let converted = self.convert_model_output(model_output, sample, i);
         self.model_outputs.rotate_left(1);
         *self.model_outputs.last_mut().expect("solver_order >= 1") = Some(converted);
         let prev = if cfg.solver_order == 1 || self.lower_order_nums < 1 || lower_order_final {
-            let m = self.model_outputs.last().and_then(Option::as_ref).expect("just stored");
+            let m = self
+                .model_outputs
+                .last()
+                .and_then(Option::as_ref)
+                .expect("just stored");
             self.first_order_update(m, sample, i)
         } else {
             self.second_order_update(sample, i)

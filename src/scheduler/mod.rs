@@ -9,6 +9,7 @@ pub mod config;
 mod ddim;
 mod ddpm;
 mod dpm_solver;
+mod scalar;
 mod schedule;
 #[cfg(test)]
 mod tests;
@@ -20,8 +21,8 @@ use anyhow::{bail, Result};
 use tch::Tensor;
 
 pub use config::{
-    AlgorithmType, BetaSchedule, FinalSigmasType, PredictionType, ResolvedConfig, SchedulerConfig, SolverType,
-    TimestepSpacing, VarianceType,
+    AlgorithmType, BetaSchedule, FinalSigmasType, PredictionType, ResolvedConfig, SchedulerConfig,
+    SolverType, TimestepSpacing, VarianceType,
 };
 pub use schedule::NoiseSchedule;
 
@@ -178,18 +179,61 @@ impl Sampler {
         let mut c = config.clone();
         let dpm = kind == SamplerKind::DpmSolver;
         if ov.variance_type.is_some() && kind != SamplerKind::Ddpm {
-            bail!("variance_type only applies to the ddpm sampler, not {}", kind.name());
+            bail!(
+                "variance_type only applies to the ddpm sampler, not {}",
+                kind.name()
+            );
         }
-        let dpm_only = [ov.algorithm_type.is_some(), ov.solver_order.is_some(), ov.solver_type.is_some()];
+        let dpm_only = [
+            ov.algorithm_type.is_some(),
+            ov.solver_order.is_some(),
+            ov.solver_type.is_some(),
+        ];
         if !dpm && (dpm_only.contains(&true) || ov.final_sigmas_type.is_some()) {
             bail!("algorithm_type, solver_order, solver_type and final_sigmas_type only apply to the dpm-solver sampler");
         }
-        apply("variance_type", &mut c.variance_type, ov.variance_type, |v| v.name().into(), allow)?;
-        apply("timestep_spacing", &mut c.timestep_spacing, ov.timestep_spacing, |v| v.name().into(), allow)?;
-        apply("algorithm_type", &mut c.algorithm_type, ov.algorithm_type, |v| v.name().into(), allow)?;
-        apply("solver_order", &mut c.solver_order, ov.solver_order, |v| v.to_string(), allow)?;
-        apply("solver_type", &mut c.solver_type, ov.solver_type, |v| v.name().into(), allow)?;
-        apply("final_sigmas_type", &mut c.final_sigmas_type, ov.final_sigmas_type, |v| v.name().into(), allow)?;
+        apply(
+            "variance_type",
+            &mut c.variance_type,
+            ov.variance_type,
+            |v| v.name().into(),
+            allow,
+        )?;
+        apply(
+            "timestep_spacing",
+            &mut c.timestep_spacing,
+            ov.timestep_spacing,
+            |v| v.name().into(),
+            allow,
+        )?;
+        apply(
+            "algorithm_type",
+            &mut c.algorithm_type,
+            ov.algorithm_type,
+            |v| v.name().into(),
+            allow,
+        )?;
+        apply(
+            "solver_order",
+            &mut c.solver_order,
+            ov.solver_order,
+            |v| v.to_string(),
+            allow,
+        )?;
+        apply(
+            "solver_type",
+            &mut c.solver_type,
+            ov.solver_type,
+            |v| v.name().into(),
+            allow,
+        )?;
+        apply(
+            "final_sigmas_type",
+            &mut c.final_sigmas_type,
+            ov.final_sigmas_type,
+            |v| v.name().into(),
+            allow,
+        )?;
         let clip = if dpm {
             // diffusers' DPM-Solver ignores clip_sample, so the config cannot be contradicted.
             match ov.clip.unwrap_or(Clip::None) {
@@ -201,20 +245,42 @@ impl Sampler {
             }
         } else {
             let stated = c.clip_sample.unwrap_or(true);
-            let clip = ov.clip.unwrap_or(if stated { Clip::X0 } else { Clip::None });
+            let clip = ov
+                .clip
+                .unwrap_or(if stated { Clip::X0 } else { Clip::None });
             let want = Some(clip == Clip::X0);
-            apply("clip_sample", &mut c.clip_sample, want, |v| v.to_string(), allow)
-                .map_err(|e| e.context(format!("clip mode {clip} sets clip_sample to {}", clip == Clip::X0)))?;
+            apply(
+                "clip_sample",
+                &mut c.clip_sample,
+                want,
+                |v| v.to_string(),
+                allow,
+            )
+            .map_err(|e| {
+                e.context(format!(
+                    "clip mode {clip} sets clip_sample to {}",
+                    clip == Clip::X0
+                ))
+            })?;
             clip
         };
         let config = c.resolve(kind)?;
         let schedule = NoiseSchedule::new(&config)?;
         let inner = match kind {
             SamplerKind::Ddpm => Inner::Ddpm(ddpm::Ddpm::new(config.clone(), &schedule)),
-            SamplerKind::Ddim { eta } => Inner::Ddim(ddim::Ddim::new(config.clone(), eta, &schedule)?),
-            SamplerKind::DpmSolver => Inner::DpmSolver(dpm_solver::DpmSolver::new(config.clone(), &schedule)),
+            SamplerKind::Ddim { eta } => {
+                Inner::Ddim(ddim::Ddim::new(config.clone(), eta, &schedule)?)
+            }
+            SamplerKind::DpmSolver => {
+                Inner::DpmSolver(dpm_solver::DpmSolver::new(config.clone(), &schedule))
+            }
         };
-        Ok(Sampler { kind, clip, config, inner })
+        Ok(Sampler {
+            kind,
+            clip,
+            config,
+            inner,
+        })
     }
 
     pub fn kind(&self) -> SamplerKind {
@@ -258,9 +324,19 @@ impl Sampler {
 
     /// x_t → x_{t'}: one scheduler step, then the `xt` clamp if that mode is on. Variance noise
     /// (DDPM at t > 0, DDIM with η > 0) is drawn from `rng` on the CPU, shaped like `model_output`.
-    pub fn step(&mut self, model_output: &Tensor, t: i64, sample: &Tensor, rng: &mut Rng) -> Result<Tensor> {
+    pub fn step(
+        &mut self,
+        model_output: &Tensor,
+        t: i64,
+        sample: &Tensor,
+        rng: &mut Rng,
+    ) -> Result<Tensor> {
         if model_output.size() != sample.size() {
-            bail!("model output shape {:?} differs from the sample's {:?}", model_output.size(), sample.size());
+            bail!(
+                "model output shape {:?} differs from the sample's {:?}",
+                model_output.size(),
+                sample.size()
+            );
         }
         let prev = match &mut self.inner {
             Inner::Ddpm(s) => s.step(model_output, t, sample, rng)?,
