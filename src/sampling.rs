@@ -136,6 +136,20 @@ pub fn sample_batches(
     opts: &SampleOptions,
     on_batch: &mut dyn FnMut(usize, Tensor) -> Result<()>,
 ) -> Result<SampleRecord> {
+    let mut rng = Rng::seeded(opts.seed);
+    sample_batches_with(&mut rng, denoiser, sampler, opts, on_batch)
+}
+
+/// [`sample_batches`] with the caller's generator, for code that already holds the thread's
+/// [`Rng`] (e.g. sampling during training). It is reseeded per batch by the seeding rule, so the
+/// output does not depend on its state, and it is left wherever the last batch ended.
+pub fn sample_batches_with(
+    rng: &mut Rng,
+    denoiser: &mut Denoiser,
+    sampler: &mut Sampler,
+    opts: &SampleOptions,
+    on_batch: &mut dyn FnMut(usize, Tensor) -> Result<()>,
+) -> Result<SampleRecord> {
     ensure!(opts.n > 0, "asked for 0 images: n must be at least 1");
     ensure!(opts.batch_size > 0, "batch size must be at least 1");
     let [c, h, w] = opts.image_shape;
@@ -165,7 +179,6 @@ pub fn sample_batches(
     };
 
     let _no_grad = tch::no_grad_guard();
-    let mut rng = Rng::seeded(opts.seed);
     let mut batch_seeds = Vec::with_capacity(n_batches);
     for k in 0..n_batches {
         let start = k * opts.batch_size;
@@ -187,7 +200,7 @@ pub fn sample_batches(
         for &t in &timesteps {
             let t_batch = Tensor::full([b], t, (Kind::Int64, opts.device));
             let model_output = denoiser(&x, &t_batch);
-            x = sampler.step(&model_output, t, &x, &mut rng)?;
+            x = sampler.step(&model_output, t, &x, rng)?;
             bar.inc(1);
         }
         on_batch(start, x.to_device(Device::Cpu))?;

@@ -279,6 +279,37 @@ fn later_batches_follow_the_seeding_rule() {
     assert_eq!(record["scheduler_config"]["variance_type"], "fixed_large");
     assert_eq!(record["clip"], "x0");
     assert_eq!(record["timesteps"].as_array().unwrap().len(), 30);
+
+    // A caller already holding the generator gets the same images from it, whatever its state.
+    let config = SchedulerConfig::from_json(&c.config).unwrap();
+    let mut sampler = Sampler::new(SamplerKind::Ddpm, &config, &Overrides::default()).unwrap();
+    let opts = SampleOptions {
+        batch_size: 2,
+        device: Device::Cpu,
+        ..SampleOptions::new(3, SHAPE, c.seed, c.steps)
+    };
+    let mut rng = crate::rng::Rng::seeded(12345);
+    let _ = rng.randn(&[7]);
+    let mut got = Vec::new();
+    sample_batches_with(
+        &mut rng,
+        &mut stand_in,
+        &mut sampler,
+        &opts,
+        &mut |start, x| {
+            got.push((start, x));
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!(got.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![0, 2]);
+    let joined = Tensor::cat(
+        &got.iter()
+            .map(|(_, x)| x.shallow_clone())
+            .collect::<Vec<_>>(),
+        0,
+    );
+    assert_close("sample_batches_with", &joined, &ours.images, 0.0);
 }
 
 #[test]
