@@ -4,6 +4,8 @@
 //! the paper, named as the paper (or the diffusers code we port) names it.
 pub mod python;
 pub mod rng;
+pub mod sampling;
+pub mod scheduler;
 #[cfg(test)]
 pub mod testing;
 pub mod training;
