@@ -2,9 +2,11 @@
 //!
 //! Data flows fetch → train → sample → measure → frames → report; each module is one concept of
 //! the paper, named as the paper (or the diffusers code we port) names it.
+pub mod datasets;
 pub mod pil;
 pub mod python;
 pub mod rng;
+pub mod triggers;
 #[cfg(test)]
 pub mod testing;
 
