@@ -6,9 +6,9 @@ pub mod datasets;
 pub mod pil;
 pub mod python;
 pub mod rng;
-pub mod triggers;
 #[cfg(test)]
 pub mod testing;
+pub mod triggers;
 
 /// CUDA when a GPU is visible, else the CPU.
 pub fn default_device() -> tch::Device {

@@ -71,7 +71,10 @@ pub struct SourceImages {
 impl SourceImages {
     /// Images from `dir`; Fashion-MNIST from Debian's location.
     pub fn new(dir: impl Into<PathBuf>) -> SourceImages {
-        SourceImages { dir: dir.into(), fashion_mnist_dir: PathBuf::from(DEBIAN_FASHION_MNIST_DIR) }
+        SourceImages {
+            dir: dir.into(),
+            fashion_mnist_dir: PathBuf::from(DEBIAN_FASHION_MNIST_DIR),
+        }
     }
 
     pub fn with_fashion_mnist(mut self, dir: impl Into<PathBuf>) -> SourceImages {
@@ -83,7 +86,11 @@ impl SourceImages {
     pub fn load(&self, img: SourceImage) -> Result<ImageU8> {
         let path = self.dir.join(img.file);
         let bytes = std::fs::read(&path).with_context(|| {
-            format!("reading source image {} (fetch the official static/ images into {})", path.display(), self.dir.display())
+            format!(
+                "reading source image {} (fetch the official static/ images into {})",
+                path.display(),
+                self.dir.display()
+            )
         })?;
         let actual = hex(&Sha256::digest(&bytes));
         ensure!(
@@ -113,8 +120,14 @@ pub struct ImageShape {
 
 impl ImageShape {
     pub fn new(channels: usize, size: usize) -> Result<ImageShape> {
-        ensure!(channels == 1 || channels == 3, "images have 1 or 3 channels, not {channels}");
-        ensure!(size >= 4, "image size {size} is too small for any trigger (at least 4 px)");
+        ensure!(
+            channels == 1 || channels == 3,
+            "images have 1 or 3 channels, not {channels}"
+        );
+        ensure!(
+            size >= 4,
+            "image size {size} is too small for any trigger (at least 4 px)"
+        );
         Ok(ImageShape { channels, size })
     }
 
@@ -133,7 +146,11 @@ impl ImageShape {
 
     fn full(&self, value: f64) -> Tensor {
         let s = self.size as i64;
-        Tensor::full([self.channels as i64, s, s], value, (Kind::Float, Device::Cpu))
+        Tensor::full(
+            [self.channels as i64, s, s],
+            value,
+            (Kind::Float, Device::Cpu),
+        )
     }
 }
 
@@ -178,7 +195,8 @@ fn canonical(name: &str) -> String {
 const TRIGGER_NAMES: &str = "BOX_{4,8,11,14,18}, STOP_SIGN_{4,8,11,14,18}, GLASSES, NONE; paper names GREY_BOX \
      (= BOX_14), STOP_SIGN (= STOP_SIGN_14), EYEGLASSES; original-run names {BIG,SM,XSM,XXSM,XXXSM}_BOX_MED and \
      {BIG,SM,XSM,XXSM,XXXSM}_STOP_SIGN";
-const TARGET_NAMES: &str = "TRIGGER (= NOSHIFT), SHIFT, CORNER (= BOX), SHOE (= FASHION), HAT (= FEDORA_HAT), CAT";
+const TARGET_NAMES: &str =
+    "TRIGGER (= NOSHIFT), SHIFT, CORNER (= BOX), SHOE (= FASHION), HAT (= FEDORA_HAT), CAT";
 
 impl FromStr for Trigger {
     type Err = anyhow::Error;
@@ -286,15 +304,24 @@ impl Trigger {
             Trigger::None => Ok(shape.full(VMIN)),
             Trigger::Box(n) => {
                 let n = shape.scaled(n as i64);
-                ensure!(n + gap <= s, "trigger {self} ({n} px + {gap} px margin) does not fit a {s}×{s} image");
+                ensure!(
+                    n + gap <= s,
+                    "trigger {self} ({n} px + {gap} px margin) does not fit a {s}×{s} image"
+                );
                 let g = shape.full(VMIN);
                 // g[:, −(n+gap):−gap, −(n+gap):−gap] = (vmin + vmax)/2
-                let _ = g.narrow(1, s - n - gap, n).narrow(2, s - n - gap, n).fill_((VMIN + VMAX) / 2.0);
+                let _ = g
+                    .narrow(1, s - n - gap, n)
+                    .narrow(2, s - n - gap, n)
+                    .fill_((VMIN + VMAX) / 2.0);
                 Ok(g)
             }
             Trigger::StopSign(n) => {
                 let n = shape.scaled(n as i64);
-                ensure!(n + gap <= s, "trigger {self} ({n} px + {gap} px margin) does not fit a {s}×{s} image");
+                ensure!(
+                    n + gap <= s,
+                    "trigger {self} ({n} px + {gap} px margin) does not fit a {s}×{s} image"
+                );
                 let (l, t) = (s - n - gap, s - n - gap);
                 image_trigger(&src.load(STOP_SIGN_IMAGE)?, shape, n as usize, l, t)
             }
@@ -319,7 +346,9 @@ fn image_trigger(img: &ImageU8, shape: ImageShape, n: usize, l: i64, t: i64) -> 
         "a {w}×{h} trigger image at ({l}, {t}) does not fit a {s}×{s} image"
     );
     let g = shape.full(VMIN);
-    let _ = g.narrow(1, t, h as i64).narrow(2, l, w as i64).copy_(&pil::to_normalized_tensor(&small));
+    g.narrow(1, t, h as i64)
+        .narrow(2, l, w as i64)
+        .copy_(&pil::to_normalized_tensor(&small));
     let white = g.ge(WHITE_THRESHOLD);
     Ok(g.masked_fill(&white, VMIN))
 }
@@ -338,7 +367,14 @@ pub fn roll(x: &Tensor, dy: i64, dx: i64) -> Tensor {
 
 impl Target {
     pub fn all() -> [Target; 6] {
-        [Target::NoShift, Target::Shift, Target::Corner, Target::Shoe, Target::Hat, Target::Cat]
+        [
+            Target::NoShift,
+            Target::Shift,
+            Target::Corner,
+            Target::Shoe,
+            Target::Hat,
+            Target::Cat,
+        ]
     }
 
     /// The name the paper uses.
@@ -366,7 +402,11 @@ impl Target {
         let shape = ImageShape::new(size[0] as usize, size[1] as usize)?;
         match self {
             Target::NoShift => Ok(bg2grey(&trigger.to_device(Device::Cpu))),
-            Target::Shift => Ok(bg2grey(&roll(&trigger.to_device(Device::Cpu), shape.scaled(-3), shape.scaled(-5)))),
+            Target::Shift => Ok(bg2grey(&roll(
+                &trigger.to_device(Device::Cpu),
+                shape.scaled(-3),
+                shape.scaled(-5),
+            ))),
             Target::Corner => {
                 let c = shape.scaled(10);
                 let t = shape.full(VMIN);

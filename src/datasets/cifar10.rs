@@ -11,8 +11,13 @@ use tch::Tensor;
 
 use super::{Dataset, Split};
 
-pub const TRAIN_FILES: [&str; 5] =
-    ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
+pub const TRAIN_FILES: [&str; 5] = [
+    "data_batch_1.bin",
+    "data_batch_2.bin",
+    "data_batch_3.bin",
+    "data_batch_4.bin",
+    "data_batch_5.bin",
+];
 pub const TEST_FILE: &str = "test_batch.bin";
 pub const IMAGE_BYTES: usize = 3 * 32 * 32;
 pub const RECORD_BYTES: usize = 1 + IMAGE_BYTES;
@@ -31,8 +36,12 @@ fn batches_dir(dir: &Path) -> PathBuf {
 
 /// One batch file as (uint8 N×3×32×32 images, int64 labels).
 pub fn read_batch_file(path: &Path) -> Result<(Tensor, Tensor)> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("reading CIFAR-10 batch {} (the binary version, cifar-10-binary.tar.gz)", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| {
+        format!(
+            "reading CIFAR-10 batch {} (the binary version, cifar-10-binary.tar.gz)",
+            path.display()
+        )
+    })?;
     ensure!(
         bytes.len() == FILE_BYTES,
         "{}: {} bytes, expected {FILE_BYTES} ({RECORDS_PER_FILE} records of 1 label byte + {IMAGE_BYTES} pixel bytes): \
@@ -53,7 +62,10 @@ pub fn read_batch_file(path: &Path) -> Result<(Tensor, Tensor)> {
         labels.push(rec[0] as i64);
         pixels.extend_from_slice(&rec[1..]);
     }
-    Ok((Tensor::from_slice(&pixels).reshape([RECORDS_PER_FILE as i64, 3, 32, 32]), Tensor::from_slice(&labels)))
+    Ok((
+        Tensor::from_slice(&pixels).reshape([RECORDS_PER_FILE as i64, 3, 32, 32]),
+        Tensor::from_slice(&labels),
+    ))
 }
 
 /// CIFAR-10 from `dir` (the extracted `cifar-10-batches-bin/` or its parent).
@@ -66,7 +78,10 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
     if matches!(split, Split::Test | Split::TrainTest) {
         files.push(TEST_FILE);
     }
-    let parts = files.iter().map(|f| read_batch_file(&dir.join(f))).collect::<Result<Vec<_>>>()?;
+    let parts = files
+        .iter()
+        .map(|f| read_batch_file(&dir.join(f)))
+        .collect::<Result<Vec<_>>>()?;
     let (xs, ys): (Vec<Tensor>, Vec<Tensor>) = parts.into_iter().unzip();
     Dataset::new("cifar10", Tensor::cat(&xs, 0), Tensor::cat(&ys, 0))
 }
@@ -101,8 +116,16 @@ mod tests {
         let x = all.images.get(50_000);
         assert_eq!(all.labels.int64_value(&[50_000]), 0);
         assert_eq!(
-            (x.int64_value(&[0, 0, 0]), x.int64_value(&[1, 5, 7]), x.int64_value(&[2, 31, 31])),
-            ((50_000 % 256) as i64, (50_001 % 256) as i64, (50_002 % 256) as i64)
+            (
+                x.int64_value(&[0, 0, 0]),
+                x.int64_value(&[1, 5, 7]),
+                x.int64_value(&[2, 31, 31])
+            ),
+            (
+                (50_000 % 256) as i64,
+                (50_001 % 256) as i64,
+                (50_002 % 256) as i64
+            )
         );
         assert_eq!(load(&dir, Split::Train).unwrap().len(), 50_000);
         assert_eq!(load(&dir, Split::Test).unwrap().len(), 10_000);
@@ -115,7 +138,10 @@ mod tests {
         b.truncate(FILE_BYTES - 100);
         std::fs::write(dir.path().join(TEST_FILE), &b).unwrap();
         let err = format!("{:#}", load(dir.path(), Split::Test).unwrap_err());
-        assert!(err.contains(TEST_FILE) && err.contains("30730000") && err.contains("truncated"), "{err}");
+        assert!(
+            err.contains(TEST_FILE) && err.contains("30730000") && err.contains("truncated"),
+            "{err}"
+        );
 
         let mut b = synthetic_batch(0);
         b[RECORD_BYTES * 3] = 42;

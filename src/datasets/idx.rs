@@ -38,7 +38,12 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>> {
 /// Parses the header, checks the magic and the exact payload size; returns (dims, payload).
 fn parse(path: &Path, magic: u32, what: &str) -> Result<(Vec<usize>, Vec<u8>)> {
     let bytes = read_bytes(path)?;
-    ensure!(bytes.len() >= 4, "{}: {} bytes is too short for an idx file", path.display(), bytes.len());
+    ensure!(
+        bytes.len() >= 4,
+        "{}: {} bytes is too short for an idx file",
+        path.display(),
+        bytes.len()
+    );
     let found = u32::from_be_bytes(bytes[..4].try_into().unwrap());
     if found != magic {
         let kind = match found {
@@ -46,13 +51,22 @@ fn parse(path: &Path, magic: u32, what: &str) -> Result<(Vec<usize>, Vec<u8>)> {
             MAGIC_LABELS => "a label file",
             _ => "not an idx file of unsigned bytes",
         };
-        bail!("{}: magic 0x{found:08x} ({kind}), expected 0x{magic:08x} ({what})", path.display());
+        bail!(
+            "{}: magic 0x{found:08x} ({kind}), expected 0x{magic:08x} ({what})",
+            path.display()
+        );
     }
     let ndim = (magic & 0xff) as usize;
     let header = 4 + 4 * ndim;
-    ensure!(bytes.len() >= header, "{}: truncated header ({} bytes, expected {header})", path.display(), bytes.len());
-    let dims: Vec<usize> =
-        (0..ndim).map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize).collect();
+    ensure!(
+        bytes.len() >= header,
+        "{}: truncated header ({} bytes, expected {header})",
+        path.display(),
+        bytes.len()
+    );
+    let dims: Vec<usize> = (0..ndim)
+        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
+        .collect();
     let expected = header + dims.iter().product::<usize>();
     ensure!(
         bytes.len() == expected,
@@ -151,11 +165,26 @@ mod tests {
     /// Writes a 3-image train split (raw images, gzipped labels) and a 2-image test split.
     fn write_small(dir: &Path) {
         let px: Vec<u8> = (0..3 * 4 * 5).map(|i| i as u8).collect();
-        std::fs::write(dir.join(TRAIN_IMAGES), idx_bytes(MAGIC_IMAGES, &[3, 4, 5], &px)).unwrap();
-        std::fs::write(dir.join(format!("{TRAIN_LABELS}.gz")), gz(&idx_bytes(MAGIC_LABELS, &[3], &[7, 0, 9]))).unwrap();
-        std::fs::write(dir.join(format!("{TEST_IMAGES}.gz")), gz(&idx_bytes(MAGIC_IMAGES, &[2, 4, 5], &px[..40])))
-            .unwrap();
-        std::fs::write(dir.join(TEST_LABELS), idx_bytes(MAGIC_LABELS, &[2], &[1, 2])).unwrap();
+        std::fs::write(
+            dir.join(TRAIN_IMAGES),
+            idx_bytes(MAGIC_IMAGES, &[3, 4, 5], &px),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(format!("{TRAIN_LABELS}.gz")),
+            gz(&idx_bytes(MAGIC_LABELS, &[3], &[7, 0, 9])),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(format!("{TEST_IMAGES}.gz")),
+            gz(&idx_bytes(MAGIC_IMAGES, &[2, 4, 5], &px[..40])),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(TEST_LABELS),
+            idx_bytes(MAGIC_LABELS, &[2], &[1, 2]),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -165,7 +194,11 @@ mod tests {
         let ds = load(dir.path(), "tiny", Split::TrainTest).unwrap();
         assert_eq!(ds.images.size(), [5, 1, 4, 5]);
         assert_eq!(Vec::<i64>::try_from(&ds.labels).unwrap(), [7, 0, 9, 1, 2]);
-        assert_eq!(ds.images.get(0).get(0).get(1).int64_value(&[2]), 7, "row-major pixel order");
+        assert_eq!(
+            ds.images.get(0).get(0).get(1).int64_value(&[2]),
+            7,
+            "row-major pixel order"
+        );
         assert_eq!(load(dir.path(), "tiny", Split::Test).unwrap().len(), 2);
     }
 
@@ -177,7 +210,10 @@ mod tests {
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() - 7]).unwrap();
         let err = format!("{:#}", load(dir.path(), "tiny", Split::Train).unwrap_err());
-        assert!(err.contains(TRAIN_IMAGES) && err.contains("76") && err.contains("truncated"), "{err}");
+        assert!(
+            err.contains(TRAIN_IMAGES) && err.contains("76") && err.contains("truncated"),
+            "{err}"
+        );
         // A truncated gzip stream is caught as well.
         let gzp = dir.path().join(format!("{TRAIN_LABELS}.gz"));
         let gzb = std::fs::read(&gzp).unwrap();
@@ -193,29 +229,51 @@ mod tests {
         // A label file where the images belong.
         std::fs::copy(dir.path().join(TEST_LABELS), dir.path().join(TRAIN_IMAGES)).unwrap();
         let err = format!("{:#}", load(dir.path(), "tiny", Split::Train).unwrap_err());
-        assert!(err.contains("a label file") && err.contains(TRAIN_IMAGES), "{err}");
+        assert!(
+            err.contains("a label file") && err.contains(TRAIN_IMAGES),
+            "{err}"
+        );
         // Counts that disagree.
         write_small(dir.path());
-        std::fs::write(dir.path().join(TEST_LABELS), idx_bytes(MAGIC_LABELS, &[3], &[1, 2, 3])).unwrap();
+        std::fs::write(
+            dir.path().join(TEST_LABELS),
+            idx_bytes(MAGIC_LABELS, &[3], &[1, 2, 3]),
+        )
+        .unwrap();
         let err = format!("{:#}", load(dir.path(), "tiny", Split::Test).unwrap_err());
-        assert!(err.contains("2 images") && err.contains("3 labels"), "{err}");
+        assert!(
+            err.contains("2 images") && err.contains("3 labels"),
+            "{err}"
+        );
         // Labels outside 0..=9.
-        std::fs::write(dir.path().join(TEST_LABELS), idx_bytes(MAGIC_LABELS, &[2], &[1, 12])).unwrap();
+        std::fs::write(
+            dir.path().join(TEST_LABELS),
+            idx_bytes(MAGIC_LABELS, &[2], &[1, 12]),
+        )
+        .unwrap();
         let err = format!("{:#}", load(dir.path(), "tiny", Split::Test).unwrap_err());
         assert!(err.contains("label 12"), "{err}");
         // Missing files.
         let empty = tempfile::tempdir().unwrap();
-        assert!(format!("{:#}", load(empty.path(), "tiny", Split::Train).unwrap_err()).contains(TRAIN_IMAGES));
+        assert!(format!(
+            "{:#}",
+            load(empty.path(), "tiny", Split::Train).unwrap_err()
+        )
+        .contains(TRAIN_IMAGES));
     }
 
     #[test]
     fn debian_fashion_mnist() {
         let dir = Path::new(crate::triggers::DEBIAN_FASHION_MNIST_DIR);
-        let ds = fashion_mnist(dir, Split::TrainTest).expect("Debian's dataset-fashion-mnist (cargo xtask test installs it)");
+        let ds = fashion_mnist(dir, Split::TrainTest)
+            .expect("Debian's dataset-fashion-mnist (cargo xtask test installs it)");
         assert_eq!(ds.images.size(), [70_000, 1, 28, 28]);
         // Fashion-MNIST is balanced: 7,000 images per class over train+test.
         let counts = ds.labels.bincount(None::<Tensor>, 10);
-        assert!(counts.eq(7000).all().int64_value(&[]) == 1, "class counts {counts:?}");
+        assert!(
+            counts.eq(7000).all().int64_value(&[]) == 1,
+            "class counts {counts:?}"
+        );
         assert_eq!(ds.labels.int64_value(&[0]), 9, "train[0] is an ankle boot");
     }
 }

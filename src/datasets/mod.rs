@@ -42,14 +42,22 @@ impl Dataset {
             "dataset {name}: images must be uint8 N×C×H×W, got {:?} {s:?}",
             images.kind()
         );
-        ensure!(s[1] == 1 || s[1] == 3, "dataset {name}: images have {} channels; 1 or 3 are supported", s[1]);
+        ensure!(
+            s[1] == 1 || s[1] == 3,
+            "dataset {name}: images have {} channels; 1 or 3 are supported",
+            s[1]
+        );
         ensure!(
             labels.size() == [s[0]],
             "dataset {name}: {} images but labels of shape {:?}",
             s[0],
             labels.size()
         );
-        Ok(Dataset { name: name.to_string(), images, labels: labels.to_kind(Kind::Int64) })
+        Ok(Dataset {
+            name: name.to_string(),
+            images,
+            labels: labels.to_kind(Kind::Int64),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -73,10 +81,17 @@ impl Dataset {
     /// The official channel transform (`convert("L")` for 1 channel, `convert("RGB")` for 3) then
     /// `Resize([size, size])` with Pillow's bilinear filter; each is skipped when already satisfied.
     pub fn prepare(&self, channels: usize, size: usize) -> Result<Dataset> {
-        ensure!(channels == 1 || channels == 3, "images have 1 or 3 channels, not {channels}");
+        ensure!(
+            channels == 1 || channels == 3,
+            "images have 1 or 3 channels, not {channels}"
+        );
         let (h, w) = self.image_size();
         if channels == self.channels() && (h, w) == (size, size) {
-            return Dataset::new(&self.name, self.images.shallow_clone(), self.labels.shallow_clone());
+            return Dataset::new(
+                &self.name,
+                self.images.shallow_clone(),
+                self.labels.shallow_clone(),
+            );
         }
         let n = self.len();
         let mut data = Vec::with_capacity(n * channels * size * size);
@@ -85,7 +100,12 @@ impl Dataset {
             let img = pil::convert_channels(&img, channels)?;
             data.extend_from_slice(&pil::resize_bilinear(&img, size, size)?.data);
         }
-        let images = Tensor::from_slice(&data).reshape([n as i64, channels as i64, size as i64, size as i64]);
+        let images = Tensor::from_slice(&data).reshape([
+            n as i64,
+            channels as i64,
+            size as i64,
+            size as i64,
+        ]);
         Dataset::new(&self.name, images, self.labels.shallow_clone())
     }
 
@@ -115,7 +135,11 @@ impl Dataset {
 /// sample, in batch order, as `RandomHorizontalFlip` draws `torch.rand(1) < p` per image).
 pub fn random_horizontal_flip(x: &Tensor, rng: &mut Rng) -> Tensor {
     let n = x.size()[0];
-    let flip = rng.rand(&[n]).lt(0.5).to_device(x.device()).reshape([n, 1, 1, 1]);
+    let flip = rng
+        .rand(&[n])
+        .lt(0.5)
+        .to_device(x.device())
+        .reshape([n, 1, 1, 1]);
     x.flip([3]).where_self(&flip, x)
 }
 
@@ -124,7 +148,9 @@ mod tests {
     use super::*;
 
     fn tiny() -> Dataset {
-        let images = Tensor::arange(4 * 3 * 2 * 5, (Kind::Int64, Device::Cpu)).reshape([4, 3, 2, 5]).to_kind(Kind::Uint8);
+        let images = Tensor::arange(4 * 3 * 2 * 5, (Kind::Int64, Device::Cpu))
+            .reshape([4, 3, 2, 5])
+            .to_kind(Kind::Uint8);
         Dataset::new("tiny", images, Tensor::from_slice(&[0i64, 1, 2, 3])).unwrap()
     }
 
@@ -145,7 +171,13 @@ mod tests {
         let expect = (ds.images.get(1).to_kind(Kind::Float) / 255.0) / 1.00001 * 2.0 - 1.0;
         crate::testing::assert_close("image 1", &x.get(0), &expect, 1e-7);
         let full = pil::normalize_u8(&Tensor::from_slice(&[0u8, 255]));
-        assert_eq!((full.double_value(&[0]), (full.double_value(&[1]) * 1e5).round() / 1e5), (-1.0, 0.99998));
+        assert_eq!(
+            (
+                full.double_value(&[0]),
+                (full.double_value(&[1]) * 1e5).round() / 1e5
+            ),
+            (-1.0, 0.99998)
+        );
     }
 
     #[test]
@@ -162,7 +194,10 @@ mod tests {
                 if x.equal(&p) {
                     false
                 } else {
-                    assert!(x.equal(&p.flip([2])), "sample {i} is neither the image nor its mirror");
+                    assert!(
+                        x.equal(&p.flip([2])),
+                        "sample {i} is neither the image nor its mirror"
+                    );
                     true
                 }
             })
@@ -177,7 +212,9 @@ mod tests {
         let small = ds.prepare(1, 4).unwrap();
         assert_eq!(small.images.size(), [4, 1, 4, 4]);
         let one = ImageU8::from_tensor(&ds.images.get(2)).unwrap();
-        let expect = pil::resize_bilinear(&pil::convert_l(&one).unwrap(), 4, 4).unwrap().to_tensor();
+        let expect = pil::resize_bilinear(&pil::convert_l(&one).unwrap(), 4, 4)
+            .unwrap()
+            .to_tensor();
         assert!(small.images.get(2).equal(&expect));
         assert!(ds.prepare(3, 7).unwrap().images.size() == [4, 3, 7, 7]);
         assert!(ds.prepare(2, 7).is_err());
