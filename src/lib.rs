@@ -2,8 +2,10 @@
 //!
 //! Data flows fetch → train → sample → measure → frames → report; each module is one concept of
 //! the paper, named as the paper (or the diffusers code we port) names it.
+pub mod backdoor_loss;
 pub mod datasets;
 pub mod pil;
+pub mod poison;
 pub mod python;
 pub mod rng;
 #[cfg(test)]

@@ -143,9 +143,32 @@ pub fn random_horizontal_flip(x: &Tensor, rng: &mut Rng) -> Tensor {
     x.flip([3]).where_self(&flip, x)
 }
 
+/// One epoch's batches of indices, as `DataLoader(shuffle=True, drop_last=False)` makes them: a
+/// permutation drawn from `rng`, cut into `batch_size` chunks, the last one possibly shorter.
+pub fn shuffled_batches(n: usize, batch_size: usize, rng: &mut Rng) -> Vec<Tensor> {
+    assert!(batch_size > 0, "batch size must be positive");
+    let perm = rng.with(|| Tensor::randperm(n as i64, (Kind::Int64, Device::Cpu)));
+    perm.split(batch_size as i64, 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn epoch_batches_cover_every_sample_once() {
+        let mut rng = Rng::seeded(9);
+        let batches = shuffled_batches(1000, 128, &mut rng);
+        let sizes: Vec<i64> = batches.iter().map(|b| b.size()[0]).collect();
+        assert_eq!(sizes.len(), 8);
+        assert_eq!(
+            sizes[7],
+            1000 - 7 * 128,
+            "the last batch keeps the remainder (drop_last=False)"
+        );
+        let all = Tensor::cat(&batches, 0).sort(0, false).0;
+        assert!(all.equal(&Tensor::arange(1000, (Kind::Int64, Device::Cpu))));
+    }
 
     fn tiny() -> Dataset {
         let images = Tensor::arange(4 * 3 * 2 * 5, (Kind::Int64, Device::Cpu))
