@@ -18,12 +18,7 @@ enum Command {
 }
 
 fn version() -> &'static str {
-    concat!(
-        env!("CARGO_PKG_VERSION"),
-        " (libtorch ",
-        env!("BADDIFF_LIBTORCH_VERSION"),
-        ")"
-    )
+    concat!(env!("CARGO_PKG_VERSION"), " (libtorch ", env!("BADDIFF_LIBTORCH_VERSION"), ")")
 }
 
 fn main() {

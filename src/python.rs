@@ -21,10 +21,7 @@ pub fn interpreter() -> Result<PathBuf> {
     if venv.exists() {
         Ok(venv)
     } else {
-        bail!(
-            "the project's Python environment is missing ({}): run `cargo xtask setup`",
-            venv.display()
-        )
+        bail!("the project's Python environment is missing ({}): run `cargo xtask setup`", venv.display())
     }
 }
 
@@ -44,19 +41,8 @@ pub fn run(script_name: &str, args: &[&std::ffi::OsStr]) -> Result<String> {
         .with_context(|| format!("starting {} {}", py.display(), path.display()))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = err
-            .lines()
-            .rev()
-            .take(20)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        bail!(
-            "python/{script_name} failed ({}):\n{}",
-            out.status,
-            tail.join("\n")
-        );
+        let tail: Vec<&str> = err.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+        bail!("python/{script_name} failed ({}):\n{}", out.status, tail.join("\n"));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

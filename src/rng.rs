@@ -30,15 +30,10 @@ impl Rng {
             !HELD_HERE.with(|h| h.get()),
             "an Rng is already held on this thread; pass it down instead of creating a second one"
         );
-        let guard = GLOBAL_GENERATOR
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let guard = GLOBAL_GENERATOR.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         HELD_HERE.with(|h| h.set(true));
         tch::manual_seed(seed as i64);
-        Rng {
-            _guard: guard,
-            seed,
-        }
+        Rng { _guard: guard, seed }
     }
 
     /// The seed this generator was last seeded with.

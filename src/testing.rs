@@ -11,31 +11,19 @@ use tch::Tensor;
 /// Runs `python/oracles/<name>.py` on `inputs` and returns the tensors it wrote.
 pub fn oracle(name: &str, inputs: &[(&str, &Tensor)], args: &[&str]) -> HashMap<String, Tensor> {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (inp, out) = (
-        dir.path().join("in.safetensors"),
-        dir.path().join("out.safetensors"),
-    );
-    let owned: Vec<(&str, Tensor)> = inputs
-        .iter()
-        .map(|(k, t)| (*k, t.to_device(tch::Device::Cpu).contiguous()))
-        .collect();
+    let (inp, out) = (dir.path().join("in.safetensors"), dir.path().join("out.safetensors"));
+    let owned: Vec<(&str, Tensor)> = inputs.iter().map(|(k, t)| (*k, t.to_device(tch::Device::Cpu).contiguous())).collect();
     Tensor::write_safetensors(&owned, &inp).expect("writing oracle inputs");
     let mut argv: Vec<&OsStr> = vec![inp.as_os_str(), out.as_os_str()];
     argv.extend(args.iter().map(OsStr::new));
-    crate::python::run(&format!("oracles/{name}.py"), &argv)
-        .unwrap_or_else(|e| panic!("oracle {name}: {e:#}"));
-    Tensor::read_safetensors(&out)
-        .expect("reading oracle outputs")
-        .into_iter()
-        .collect()
+    crate::python::run(&format!("oracles/{name}.py"), &argv).unwrap_or_else(|e| panic!("oracle {name}: {e:#}"));
+    Tensor::read_safetensors(&out).expect("reading oracle outputs").into_iter().collect()
 }
 
 /// Largest absolute element-wise difference, in float64.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size(), "shapes differ");
-    let d = (a.to_kind(tch::Kind::Double) - b.to_kind(tch::Kind::Double))
-        .abs()
-        .max();
+    let d = (a.to_kind(tch::Kind::Double) - b.to_kind(tch::Kind::Double)).abs().max();
     d.double_value(&[])
 }
 

@@ -4,9 +4,6 @@ use anyhow::Result;
 pub struct Args {}
 
 pub fn run(_: Args) -> Result<()> {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&baddiffusion::runtime_info())?
-    );
+    println!("{}", serde_json::to_string_pretty(&baddiffusion::runtime_info())?);
     Ok(())
 }
