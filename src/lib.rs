@@ -2,6 +2,10 @@
 //!
 //! Data flows fetch → train → sample → measure → frames → report; each module is one concept of
 //! the paper, named as the paper (or the diffusers code we port) names it.
+pub mod backdoor_loss;
+pub mod datasets;
+pub mod pil;
+pub mod poison;
 pub mod python;
 pub mod rng;
 pub mod sampling;
@@ -9,6 +13,7 @@ pub mod scheduler;
 #[cfg(test)]
 pub mod testing;
 pub mod training;
+pub mod triggers;
 
 /// CUDA when a GPU is visible, else the CPU.
 pub fn default_device() -> tch::Device {

@@ -45,3 +45,13 @@ pub fn assert_close(what: &str, ours: &Tensor, theirs: &Tensor, tol: f64) {
     let d = max_abs_diff(ours, theirs);
     assert!(d <= tol, "{what}: max abs difference {d:e} exceeds {tol:e}");
 }
+
+/// The shared, read-only BadDiffusion assets (exact trigger/target tensors, the official source
+/// images under `static/`): `$BADDIFF_SHARED/baddiffusion-assets`, else
+/// `<repo root>/../shared/baddiffusion-assets`.
+pub fn shared_assets() -> std::path::PathBuf {
+    let shared = std::env::var_os("BADDIFF_SHARED")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| crate::python::project_root().join("../shared"));
+    shared.join("baddiffusion-assets")
+}

@@ -57,6 +57,8 @@ fn test(extra: &[String]) -> Result<()> {
     let sh = xshell::Shell::new()?;
     sh.change_dir(project_root());
     pyenv::setup(false)?;
+    // Fashion-MNIST (the SHOE target and the CPU profile's data) comes from Debian's package.
+    ensure_debian_packages(&["dataset-fashion-mnist"])?;
     xshell::cmd!(
         sh,
         "cargo test --workspace --all-targets --locked -- {extra...}"
@@ -64,6 +66,42 @@ fn test(extra: &[String]) -> Result<()> {
     .run()?;
     // Doc tests are not part of --all-targets.
     xshell::cmd!(sh, "cargo test --workspace --doc --locked").run()?;
+    Ok(())
+}
+
+/// Installs the Debian packages the tests need that `dpkg -s` does not report as installed: with
+/// apt-get when running as root, otherwise by printing the command to run and failing.
+fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
+    let installed = |p: &str| {
+        std::process::Command::new("dpkg")
+            .args(["-s", p])
+            .output()
+            .map(|o| {
+                o.status.success()
+                    && String::from_utf8_lossy(&o.stdout).contains("Status: install ok installed")
+            })
+            .unwrap_or(false)
+    };
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    let list = missing.join(" ");
+    if !is_root {
+        anyhow::bail!(
+            "the tests need the Debian package(s) {list}; install them with:\n  sudo apt-get update && sudo apt-get install -y {list}"
+        );
+    }
+    eprintln!("installing Debian package(s) the tests need: {list}");
+    let sh = xshell::Shell::new()?;
+    sh.set_var("DEBIAN_FRONTEND", "noninteractive");
+    xshell::cmd!(sh, "apt-get update -qq").run()?;
+    xshell::cmd!(sh, "apt-get install -y -qq {missing...}").run()?;
     Ok(())
 }
 
