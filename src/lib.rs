@@ -2,10 +2,12 @@
 //!
 //! Data flows fetch → train → sample → measure → frames → report; each module is one concept of
 //! the paper, named as the paper (or the diffusers code we port) names it.
+pub mod checkpoint;
 pub mod python;
 pub mod rng;
 #[cfg(test)]
 pub mod testing;
+pub mod unet;
 
 /// CUDA when a GPU is visible, else the CPU.
 pub fn default_device() -> tch::Device {
