@@ -10,7 +10,7 @@ pub mod resnet;
 pub mod unet_2d_blocks;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use anyhow::Result;
 use tch::{nn, nn::Module, Kind, Tensor};
