@@ -81,8 +81,14 @@ pub fn locate(dir: &Path) -> Result<Located> {
         let v = read_json(&index)?;
         match v.get("unet") {
             Some(Value::Array(a)) if a.get(1).and_then(Value::as_str) == Some("UNet2DModel") => {}
-            Some(other) => bail!("{}: `unet` is {other}, expected [\"diffusers\", \"UNet2DModel\"]", index.display()),
-            None => bail!("{}: no `unet` entry; this is not a UNet2DModel pipeline", index.display()),
+            Some(other) => bail!(
+                "{}: `unet` is {other}, expected [\"diffusers\", \"UNet2DModel\"]",
+                index.display()
+            ),
+            None => bail!(
+                "{}: no `unet` entry; this is not a UNet2DModel pipeline",
+                index.display()
+            ),
         }
         let sched = dir.join("scheduler").join(SCHEDULER_CONFIG);
         return Ok(Located {
@@ -93,7 +99,11 @@ pub fn locate(dir: &Path) -> Result<Located> {
     }
     if dir.join(CONFIG).is_file() {
         let sched = dir.join(SCHEDULER_CONFIG);
-        return Ok(Located { layout: Layout::Bare, unet_dir: dir.to_path_buf(), scheduler_config: sched.is_file().then_some(sched) });
+        return Ok(Located {
+            layout: Layout::Bare,
+            unet_dir: dir.to_path_buf(),
+            scheduler_config: sched.is_file().then_some(sched),
+        });
     }
     bail!(
         "{} is not a diffusers model directory: expected either {MODEL_INDEX} with unet/ and scheduler/ \
@@ -109,12 +119,19 @@ pub fn load(dir: &Path, device: Device) -> Result<Checkpoint> {
     let config_json = read_json(&config_path)?;
     if let Some(class) = config_json.get("_class_name").and_then(Value::as_str) {
         if class != "UNet2DModel" {
-            bail!("{} describes a {class}, not a UNet2DModel", config_path.display());
+            bail!(
+                "{} describes a {class}, not a UNet2DModel",
+                config_path.display()
+            );
         }
     }
-    let config =
-        UNet2DConfig::from_json_value(config_json).with_context(|| format!("UNet config {}", config_path.display()))?;
-    let scheduler_config = located.scheduler_config.as_deref().map(read_json).transpose()?;
+    let config = UNet2DConfig::from_json_value(config_json)
+        .with_context(|| format!("UNet config {}", config_path.display()))?;
+    let scheduler_config = located
+        .scheduler_config
+        .as_deref()
+        .map(read_json)
+        .transpose()?;
     let weights = safetensors_for(&located.unet_dir)?;
 
     let vs = nn::VarStore::new(device);
@@ -122,21 +139,43 @@ pub fn load(dir: &Path, device: Device) -> Result<Checkpoint> {
     let model = UNet2DModel::build(vs.root(), &config, Fill::Zeros)
         .with_context(|| format!("building the UNet of {}", config_path.display()))?;
     load_weights(&vs, &weights.safetensors.path)?;
-    Ok(Checkpoint { vs, model, config, scheduler_config, weights, layout: located.layout })
+    Ok(Checkpoint {
+        vs,
+        model,
+        config,
+        scheduler_config,
+        weights,
+        layout: located.layout,
+    })
 }
 
 /// The safetensors weights of a UNet folder, converting a `.bin` once if that is all there is.
 pub fn safetensors_for(unet_dir: &Path) -> Result<Weights> {
     let st = unet_dir.join(WEIGHTS_SAFETENSORS);
     if st.is_file() {
-        return Ok(Weights { safetensors: WeightFile { sha256: sha256_file(&st)?, path: st }, converted_from: None });
+        return Ok(Weights {
+            safetensors: WeightFile {
+                sha256: sha256_file(&st)?,
+                path: st,
+            },
+            converted_from: None,
+        });
     }
     let bin = unet_dir.join(WEIGHTS_BIN);
     if !bin.is_file() {
-        if unet_dir.join(format!("{WEIGHTS_SAFETENSORS}.index.json")).is_file() {
-            bail!("{}: sharded weights are not supported; re-save the model unsharded", unet_dir.display());
+        if unet_dir
+            .join(format!("{WEIGHTS_SAFETENSORS}.index.json"))
+            .is_file()
+        {
+            bail!(
+                "{}: sharded weights are not supported; re-save the model unsharded",
+                unet_dir.display()
+            );
         }
-        bail!("{}: no {WEIGHTS_SAFETENSORS} or {WEIGHTS_BIN}", unet_dir.display());
+        bail!(
+            "{}: no {WEIGHTS_SAFETENSORS} or {WEIGHTS_BIN}",
+            unet_dir.display()
+        );
     }
     let bin_sha = sha256_file(&bin)?;
     let converted = unet_dir.join(CONVERTED_SAFETENSORS);
@@ -146,8 +185,14 @@ pub fn safetensors_for(unet_dir: &Path) -> Result<Weights> {
         let conv_sha = sha256_file(&converted)?;
         if record["source_sha256"] == bin_sha.as_str() && record["sha256"] == conv_sha.as_str() {
             return Ok(Weights {
-                safetensors: WeightFile { path: converted, sha256: conv_sha },
-                converted_from: Some(WeightFile { path: bin, sha256: bin_sha }),
+                safetensors: WeightFile {
+                    path: converted,
+                    sha256: conv_sha,
+                },
+                converted_from: Some(WeightFile {
+                    path: bin,
+                    sha256: bin_sha,
+                }),
             });
         }
     }
@@ -164,22 +209,37 @@ pub fn safetensors_for(unet_dir: &Path) -> Result<Weights> {
     });
     write_atomic(&record_path, &pretty(&record))?;
     Ok(Weights {
-        safetensors: WeightFile { path: converted, sha256: conv_sha },
-        converted_from: Some(WeightFile { path: bin, sha256: bin_sha }),
+        safetensors: WeightFile {
+            path: converted,
+            sha256: conv_sha,
+        },
+        converted_from: Some(WeightFile {
+            path: bin,
+            sha256: bin_sha,
+        }),
     })
 }
 
 /// diffusers' renames of the attention block's old parameter names (applied on load there too).
-const DEPRECATED_ATTENTION_NAMES: [(&str, &str); 4] =
-    [("query", "to_q"), ("key", "to_k"), ("value", "to_v"), ("proj_attn", "to_out.0")];
+const DEPRECATED_ATTENTION_NAMES: [(&str, &str); 4] = [
+    ("query", "to_q"),
+    ("key", "to_k"),
+    ("value", "to_v"),
+    ("proj_attn", "to_out.0"),
+];
 
 /// Maps `…attentions.N.query.weight` etc. to the current names, where the model expects them.
-fn rename_deprecated_keys(state: &mut BTreeMap<String, Tensor>, expected: &HashMap<String, Tensor>) {
+fn rename_deprecated_keys(
+    state: &mut BTreeMap<String, Tensor>,
+    expected: &HashMap<String, Tensor>,
+) {
     let keys: Vec<String> = state.keys().cloned().collect();
     for key in keys {
         for (old, new) in DEPRECATED_ATTENTION_NAMES {
             for leaf in ["weight", "bias"] {
-                let Some(prefix) = key.strip_suffix(&format!(".{old}.{leaf}")) else { continue };
+                let Some(prefix) = key.strip_suffix(&format!(".{old}.{leaf}")) else {
+                    continue;
+                };
                 let renamed = format!("{prefix}.{new}.{leaf}");
                 if expected.contains_key(&renamed) && !state.contains_key(&renamed) {
                     let t = state.remove(&key).expect("key listed");
@@ -194,7 +254,10 @@ fn rename_deprecated_keys(state: &mut BTreeMap<String, Tensor>, expected: &HashM
 /// deprecated-name mapping): every mismatch is listed in one error.
 pub fn load_weights(vs: &nn::VarStore, file: &Path) -> Result<()> {
     let tensors = Tensor::read_safetensors(file).map_err(|e| {
-        anyhow::anyhow!("{} is not a readable safetensors file (corrupt or truncated?): {e}", file.display())
+        anyhow::anyhow!(
+            "{} is not a readable safetensors file (corrupt or truncated?): {e}",
+            file.display()
+        )
     })?;
     let mut state: BTreeMap<String, Tensor> = tensors.into_iter().collect();
     let vars = vs.variables();
@@ -206,7 +269,8 @@ pub fn load_weights(vs: &nn::VarStore, file: &Path) -> Result<()> {
         .iter()
         .filter_map(|(k, v)| {
             let t = state.get(k)?;
-            (t.size() != v.size()).then(|| format!("{k}: file {:?}, model {:?}", t.size(), v.size()))
+            (t.size() != v.size())
+                .then(|| format!("{k}: file {:?}, model {:?}", t.size(), v.size()))
         })
         .collect();
     missing.sort();
@@ -214,13 +278,25 @@ pub fn load_weights(vs: &nn::VarStore, file: &Path) -> Result<()> {
     if !(missing.is_empty() && unexpected.is_empty() && shapes.is_empty()) {
         let mut msg = format!("{} does not match the model's config:", file.display());
         if !missing.is_empty() {
-            msg += &format!("\n  missing tensors ({}): {}", missing.len(), join(&missing));
+            msg += &format!(
+                "\n  missing tensors ({}): {}",
+                missing.len(),
+                join(&missing)
+            );
         }
         if !unexpected.is_empty() {
-            msg += &format!("\n  unexpected tensors ({}): {}", unexpected.len(), join(&unexpected));
+            msg += &format!(
+                "\n  unexpected tensors ({}): {}",
+                unexpected.len(),
+                join(&unexpected)
+            );
         }
         if !shapes.is_empty() {
-            msg += &format!("\n  wrongly shaped tensors ({}): {}", shapes.len(), shapes.join("; "));
+            msg += &format!(
+                "\n  wrongly shaped tensors ({}): {}",
+                shapes.len(),
+                shapes.join("; ")
+            );
         }
         msg += "\n  (is config.json the one these weights were saved with?)";
         bail!(msg);
@@ -234,14 +310,23 @@ pub fn load_weights(vs: &nn::VarStore, file: &Path) -> Result<()> {
 }
 
 fn join(names: &[&String]) -> String {
-    names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Saves `vs` (a `UNet2DModel` built at the store's root) as a `DDPMPipeline` folder:
 /// `model_index.json`, `unet/config.json`, `unet/diffusion_pytorch_model.safetensors`,
 /// `scheduler/scheduler_config.json`. Each file is written atomically. Returns the weights'
 /// file and sha256.
-pub fn save_pipeline(dir: &Path, vs: &nn::VarStore, config: &UNet2DConfig, scheduler_config: &Value) -> Result<WeightFile> {
+pub fn save_pipeline(
+    dir: &Path,
+    vs: &nn::VarStore,
+    config: &UNet2DConfig,
+    scheduler_config: &Value,
+) -> Result<WeightFile> {
     let Some(sched_class) = scheduler_config.get("_class_name").and_then(Value::as_str) else {
         bail!("the scheduler config has no `_class_name` (e.g. \"DDPMScheduler\"); diffusers needs it to load the pipeline");
     };
@@ -251,12 +336,17 @@ pub fn save_pipeline(dir: &Path, vs: &nn::VarStore, config: &UNet2DConfig, sched
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     let weights = unet_dir.join(WEIGHTS_SAFETENSORS);
-    let mut named: Vec<(String, Tensor)> =
-        vs.variables().into_iter().map(|(k, t)| (k, t.detach().to_device(Device::Cpu).contiguous())).collect();
+    let mut named: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .map(|(k, t)| (k, t.detach().to_device(Device::Cpu).contiguous()))
+        .collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     let tmp = temp_path(&weights);
-    Tensor::write_safetensors(&named, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &weights).with_context(|| format!("renaming {} to {}", tmp.display(), weights.display()))?;
+    Tensor::write_safetensors(&named, &tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &weights)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), weights.display()))?;
     write_atomic(&unet_dir.join(CONFIG), &pretty(&config.to_json_value()))?;
     write_atomic(&sched_dir.join(SCHEDULER_CONFIG), &pretty(scheduler_config))?;
     let index = json!({
@@ -266,7 +356,10 @@ pub fn save_pipeline(dir: &Path, vs: &nn::VarStore, config: &UNet2DConfig, sched
         "unet": ["diffusers", "UNet2DModel"],
     });
     write_atomic(&dir.join(MODEL_INDEX), &pretty(&index))?;
-    Ok(WeightFile { sha256: sha256_file(&weights)?, path: weights })
+    Ok(WeightFile {
+        sha256: sha256_file(&weights)?,
+        path: weights,
+    })
 }
 
 /// JSON as diffusers writes it (two-space indent, trailing newline).
@@ -277,7 +370,10 @@ fn pretty(v: &Value) -> Vec<u8> {
 }
 
 fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
 }
 
@@ -286,11 +382,13 @@ fn temp_path(path: &Path) -> PathBuf {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_path(path);
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
@@ -300,13 +398,19 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 #[cfg(test)]

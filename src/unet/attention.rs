@@ -47,7 +47,9 @@ impl Attention {
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let (b, c, h, w) = x.size4().expect("attention input must be (batch, channels, height, width)");
+        let (b, c, h, w) = x
+            .size4()
+            .expect("attention input must be (batch, channels, height, width)");
         // (B, C, H·W): GroupNorm runs on this view, as in diffusers; tokens are then (B, H·W, C).
         let seq = x.view([b, c, h * w]);
         let normed = match &self.group_norm {
@@ -57,15 +59,29 @@ impl Attention {
         let tokens = normed.transpose(1, 2);
         let split = |t: Tensor| {
             let inner = t.size()[2];
-            t.view([b, -1, self.heads, inner / self.heads]).transpose(1, 2)
+            t.view([b, -1, self.heads, inner / self.heads])
+                .transpose(1, 2)
         };
         let q = split(self.to_q.forward(&tokens));
         let k = split(self.to_k.forward(&tokens));
         let v = split(self.to_v.forward(&tokens));
-        let o = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, false, None, false);
+        let o = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            None::<Tensor>,
+            0.0,
+            false,
+            None,
+            false,
+        );
         let inner = o.size()[1] * o.size()[3];
         let o = o.transpose(1, 2).reshape([b, -1, inner]);
-        let o = self.to_out.forward(&o).transpose(-1, -2).reshape([b, c, h, w]);
+        let o = self
+            .to_out
+            .forward(&o)
+            .transpose(-1, -2)
+            .reshape([b, c, h, w]);
         (o + x) / self.rescale_output_factor
     }
 }

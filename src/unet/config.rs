@@ -32,11 +32,23 @@ impl SampleSize {
 #[serde(deny_unknown_fields)]
 pub struct UNet2DConfig {
     /// Metadata written by diffusers; carried along, never interpreted.
-    #[serde(rename = "_class_name", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "_class_name",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub class_name: Option<String>,
-    #[serde(rename = "_diffusers_version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "_diffusers_version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub diffusers_version: Option<String>,
-    #[serde(rename = "_name_or_path", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "_name_or_path",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub name_or_path: Option<String>,
 
     #[serde(default)]
@@ -138,10 +150,20 @@ fn d_mid_block() -> Option<String> {
     Some("UNetMidBlock2D".into())
 }
 fn d_down_blocks() -> Vec<String> {
-    strings(&["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"])
+    strings(&[
+        "DownBlock2D",
+        "AttnDownBlock2D",
+        "AttnDownBlock2D",
+        "AttnDownBlock2D",
+    ])
 }
 fn d_up_blocks() -> Vec<String> {
-    strings(&["AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"])
+    strings(&[
+        "AttnUpBlock2D",
+        "AttnUpBlock2D",
+        "AttnUpBlock2D",
+        "UpBlock2D",
+    ])
 }
 fn d_block_out_channels() -> Vec<i64> {
     vec![224, 448, 672, 896]
@@ -177,7 +199,12 @@ impl UNet2DConfig {
         UNet2DConfig {
             sample_size: Some(SampleSize::Square(32)),
             block_out_channels: vec![128, 256, 256, 256],
-            down_block_types: strings(&["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"]),
+            down_block_types: strings(&[
+                "DownBlock2D",
+                "AttnDownBlock2D",
+                "DownBlock2D",
+                "DownBlock2D",
+            ]),
             up_block_types: strings(&["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"]),
             ..Self::ddpm_common()
         }
@@ -248,19 +275,23 @@ impl UNet2DConfig {
 
     /// Reads and checks a diffusers `config.json`.
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Self::from_json_str(&text).with_context(|| format!("UNet config {}", path.display()))
     }
 
     /// Deserialises, naming the offending field when a value has the wrong type.
     pub fn from_json_value(value: serde_json::Value) -> Result<Self> {
-        let serde_json::Value::Object(map) = &value else { bail!("a UNet config must be a JSON object") };
+        let serde_json::Value::Object(map) = &value else {
+            bail!("a UNet config must be a JSON object")
+        };
         let cfg: UNet2DConfig = match serde_json::from_value(value.clone()) {
             Ok(c) => c,
             Err(e) => {
                 // serde reports unknown fields by name but type errors only by position: find the field.
                 for (k, v) in map {
-                    let one = serde_json::Value::Object([(k.clone(), v.clone())].into_iter().collect());
+                    let one =
+                        serde_json::Value::Object([(k.clone(), v.clone())].into_iter().collect());
                     if let Err(fe) = serde_json::from_value::<UNet2DConfig>(one) {
                         if fe.to_string().starts_with("unknown field") {
                             bail!("unsupported UNet2DModel config field `{k}` ({fe}); remove it or use a model without it");
@@ -297,11 +328,19 @@ impl UNet2DConfig {
                 bail!("unsupported value {got:?} for config field `{field}`: supported {ok:?}")
             }
         };
-        want("time_embedding_type", &self.time_embedding_type, &["positional"])?;
+        want(
+            "time_embedding_type",
+            &self.time_embedding_type,
+            &["positional"],
+        )?;
         want("downsample_type", &self.downsample_type, &["conv"])?;
         want("upsample_type", &self.upsample_type, &["conv"])?;
         want("act_fn", &self.act_fn, &["silu", "swish"])?;
-        want("resnet_time_scale_shift", &self.resnet_time_scale_shift, &["default"])?;
+        want(
+            "resnet_time_scale_shift",
+            &self.resnet_time_scale_shift,
+            &["default"],
+        )?;
         if let Some(m) = &self.mid_block_type {
             want("mid_block_type", m, &["UNetMidBlock2D"])?;
         }
@@ -312,7 +351,10 @@ impl UNet2DConfig {
             bail!("unsupported value {c} for config field `num_class_embeds`: class embeddings are not implemented (use null)");
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            bail!("config field `dropout` must be in [0, 1), got {}", self.dropout);
+            bail!(
+                "config field `dropout` must be in [0, 1), got {}",
+                self.dropout
+            );
         }
         let positive = |field: &str, v: i64| -> Result<()> {
             if v > 0 {
@@ -373,14 +415,16 @@ impl UNet2DConfig {
 
     /// Width of the timestep embedding MLP.
     pub fn time_embed_dim(&self) -> i64 {
-        self.time_embedding_dim.unwrap_or(self.block_out_channels[0] * 4)
+        self.time_embedding_dim
+            .unwrap_or(self.block_out_channels[0] * 4)
     }
 
     /// The config as diffusers' `save_pretrained` writes it (every field, with class and version).
     pub fn to_json_value(&self) -> serde_json::Value {
         let mut c = self.clone();
         c.class_name = Some("UNet2DModel".into());
-        c.diffusers_version.get_or_insert_with(|| DIFFUSERS_VERSION.into());
+        c.diffusers_version
+            .get_or_insert_with(|| DIFFUSERS_VERSION.into());
         serde_json::to_value(&c).expect("config serialises")
     }
 }
@@ -396,7 +440,11 @@ mod tests {
 
     #[test]
     fn spec_configs_validate() {
-        for c in [UNet2DConfig::cifar10_32(), UNet2DConfig::celebahq_256(), UNet2DConfig::scale(16, 3)] {
+        for c in [
+            UNet2DConfig::cifar10_32(),
+            UNet2DConfig::celebahq_256(),
+            UNet2DConfig::scale(16, 3),
+        ] {
             c.validate().unwrap();
             let back = UNet2DConfig::from_json_value(c.to_json_value()).unwrap();
             assert_eq!(back.block_out_channels, c.block_out_channels);
@@ -427,14 +475,22 @@ mod tests {
 
     #[test]
     fn unknown_block_type_is_named() {
-        let e = err(r#"{"down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D", "DownBlock2D"]}"#);
-        assert!(e.contains("CrossAttnDownBlock2D") && e.contains("down_block_types"), "{e}");
+        let e = err(
+            r#"{"down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D", "DownBlock2D"]}"#,
+        );
+        assert!(
+            e.contains("CrossAttnDownBlock2D") && e.contains("down_block_types"),
+            "{e}"
+        );
     }
 
     #[test]
     fn unsupported_values_are_named() {
         let e = err(r#"{"resnet_time_scale_shift": "scale_shift"}"#);
-        assert!(e.contains("`resnet_time_scale_shift`") && e.contains("scale_shift"), "{e}");
+        assert!(
+            e.contains("`resnet_time_scale_shift`") && e.contains("scale_shift"),
+            "{e}"
+        );
         let e = err(r#"{"class_embed_type": "timestep"}"#);
         assert!(e.contains("`class_embed_type`"), "{e}");
         let e = err(r#"{"num_class_embeds": 10}"#);

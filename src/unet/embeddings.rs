@@ -7,7 +7,12 @@ use super::Fill;
 /// diffusers `get_timestep_embedding`: `[sin(t·f), cos(t·f)]` (or cos first when
 /// `flip_sin_to_cos`) with frequencies `f_i = exp(-ln(10000)·i / (dim/2 − freq_shift))`.
 /// `timesteps` is 1-D (one per sample) and may be fractional.
-pub fn get_timestep_embedding(timesteps: &Tensor, embedding_dim: i64, flip_sin_to_cos: bool, downscale_freq_shift: f64) -> Tensor {
+pub fn get_timestep_embedding(
+    timesteps: &Tensor,
+    embedding_dim: i64,
+    flip_sin_to_cos: bool,
+    downscale_freq_shift: f64,
+) -> Tensor {
     assert_eq!(timesteps.dim(), 1, "timesteps must be a 1-D tensor");
     let half_dim = embedding_dim / 2;
     let exponent = Tensor::arange(half_dim, (Kind::Float, timesteps.device())) * (-(10000f64.ln()));
@@ -16,7 +21,13 @@ pub fn get_timestep_embedding(timesteps: &Tensor, embedding_dim: i64, flip_sin_t
     let emb = timesteps.to_kind(Kind::Float).unsqueeze(1) * freqs.unsqueeze(0);
     let emb = Tensor::cat(&[emb.sin(), emb.cos()], -1);
     let emb = if flip_sin_to_cos {
-        Tensor::cat(&[emb.narrow(1, half_dim, half_dim), emb.narrow(1, 0, half_dim)], -1)
+        Tensor::cat(
+            &[
+                emb.narrow(1, half_dim, half_dim),
+                emb.narrow(1, 0, half_dim),
+            ],
+            -1,
+        )
     } else {
         emb
     };
@@ -37,7 +48,12 @@ pub struct Timesteps {
 
 impl Timesteps {
     pub fn forward(&self, timesteps: &Tensor) -> Tensor {
-        get_timestep_embedding(timesteps, self.num_channels, self.flip_sin_to_cos, self.downscale_freq_shift)
+        get_timestep_embedding(
+            timesteps,
+            self.num_channels,
+            self.flip_sin_to_cos,
+            self.downscale_freq_shift,
+        )
     }
 }
 
@@ -72,8 +88,18 @@ mod tests {
         let e = get_timestep_embedding(&t, 8, false, 1.0);
         assert_eq!(e.size(), [2, 8]);
         // t = 0: sin half is 0, cos half is 1.
-        assert_eq!(e.get(0).narrow(0, 0, 4).abs().sum(Kind::Float).double_value(&[]), 0.0);
-        assert_eq!(e.get(0).narrow(0, 4, 4).sum(Kind::Float).double_value(&[]), 4.0);
+        assert_eq!(
+            e.get(0)
+                .narrow(0, 0, 4)
+                .abs()
+                .sum(Kind::Float)
+                .double_value(&[]),
+            0.0
+        );
+        assert_eq!(
+            e.get(0).narrow(0, 4, 4).sum(Kind::Float).double_value(&[]),
+            4.0
+        );
         // First frequency is exp(0) = 1: sin(3).
         assert!((e.double_value(&[1, 0]) - 3f64.sin()).abs() < 1e-6);
         let f = get_timestep_embedding(&t, 8, true, 1.0);

@@ -15,11 +15,13 @@ pub(crate) mod tests;
 use anyhow::Result;
 use tch::{nn, nn::Module, Kind, Tensor};
 
-pub use config::{SampleSize, UNet2DConfig};
 use config::{DownBlockType, UpBlockType};
+pub use config::{SampleSize, UNet2DConfig};
 use embeddings::{TimestepEmbedding, Timesteps};
 use resnet::ResnetOpts;
-use unet_2d_blocks::{AttnDownBlock2D, AttnUpBlock2D, BlockOpts, DownBlock2D, UNetMidBlock2D, UpBlock2D};
+use unet_2d_blocks::{
+    AttnDownBlock2D, AttnUpBlock2D, BlockOpts, DownBlock2D, UNetMidBlock2D, UpBlock2D,
+};
 
 /// How new variables are initialised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,19 +45,56 @@ impl Fill {
         }
     }
 
-    pub(crate) fn conv2d(self, p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
+    pub(crate) fn conv2d(
+        self,
+        p: nn::Path,
+        c_in: i64,
+        c_out: i64,
+        k: i64,
+        stride: i64,
+        padding: i64,
+    ) -> nn::Conv2D {
         let init = self.uniform(c_in * k * k);
-        let cfg = nn::ConvConfig { stride, padding, ws_init: init, bs_init: init, ..Default::default() };
+        let cfg = nn::ConvConfig {
+            stride,
+            padding,
+            ws_init: init,
+            bs_init: init,
+            ..Default::default()
+        };
         nn::conv2d(p, c_in, c_out, k, cfg)
     }
 
     pub(crate) fn linear(self, p: nn::Path, d_in: i64, d_out: i64) -> nn::Linear {
         let init = self.uniform(d_in);
-        nn::linear(p, d_in, d_out, nn::LinearConfig { ws_init: init, bs_init: Some(init), bias: true })
+        nn::linear(
+            p,
+            d_in,
+            d_out,
+            nn::LinearConfig {
+                ws_init: init,
+                bs_init: Some(init),
+                bias: true,
+            },
+        )
     }
 
-    pub(crate) fn group_norm(self, p: nn::Path, groups: i64, channels: i64, eps: f64) -> nn::GroupNorm {
-        nn::group_norm(p, groups, channels, nn::GroupNormConfig { eps, ..Default::default() })
+    pub(crate) fn group_norm(
+        self,
+        p: nn::Path,
+        groups: i64,
+        channels: i64,
+        eps: f64,
+    ) -> nn::GroupNorm {
+        nn::group_norm(
+            p,
+            groups,
+            channels,
+            nn::GroupNormConfig {
+                eps,
+                ..Default::default()
+            },
+        )
     }
 }
 
@@ -112,9 +151,13 @@ impl UNet2DModel {
         };
 
         let conv_in = fill.conv2d(&path / "conv_in", c.in_channels, boc[0], 3, 1, 1);
-        let time_proj =
-            Timesteps { num_channels: boc[0], flip_sin_to_cos: c.flip_sin_to_cos, downscale_freq_shift: c.freq_shift as f64 };
-        let time_embedding = TimestepEmbedding::new(&path / "time_embedding", boc[0], temb_dim, fill);
+        let time_proj = Timesteps {
+            num_channels: boc[0],
+            flip_sin_to_cos: c.flip_sin_to_cos,
+            downscale_freq_shift: c.freq_shift as f64,
+        };
+        let time_embedding =
+            TimestepEmbedding::new(&path / "time_embedding", boc[0], temb_dim, fill);
 
         let mut down_blocks = Vec::with_capacity(n);
         let mut out_ch = boc[0];
@@ -124,12 +167,24 @@ impl UNet2DModel {
             let last = i == n - 1;
             let p = &path / "down_blocks" / i;
             down_blocks.push(match kind {
-                DownBlockType::DownBlock2D => {
-                    DownBlock::Plain(DownBlock2D::new(p, in_ch, out_ch, c.layers_per_block, !last, &opts, fill))
-                }
-                DownBlockType::AttnDownBlock2D => {
-                    DownBlock::Attn(AttnDownBlock2D::new(p, in_ch, out_ch, c.layers_per_block, !last, &opts, fill)?)
-                }
+                DownBlockType::DownBlock2D => DownBlock::Plain(DownBlock2D::new(
+                    p,
+                    in_ch,
+                    out_ch,
+                    c.layers_per_block,
+                    !last,
+                    &opts,
+                    fill,
+                )),
+                DownBlockType::AttnDownBlock2D => DownBlock::Attn(AttnDownBlock2D::new(
+                    p,
+                    in_ch,
+                    out_ch,
+                    c.layers_per_block,
+                    !last,
+                    &opts,
+                    fill,
+                )?),
             });
         }
 
@@ -160,16 +215,21 @@ impl UNet2DModel {
             let p = &path / "up_blocks" / i;
             let layers = c.layers_per_block + 1;
             up_blocks.push(match kind {
-                UpBlockType::UpBlock2D => {
-                    UpBlock::Plain(UpBlock2D::new(p, in_ch, prev_out, out_ch, layers, !last, &opts, fill))
-                }
-                UpBlockType::AttnUpBlock2D => {
-                    UpBlock::Attn(AttnUpBlock2D::new(p, in_ch, prev_out, out_ch, layers, !last, &opts, fill)?)
-                }
+                UpBlockType::UpBlock2D => UpBlock::Plain(UpBlock2D::new(
+                    p, in_ch, prev_out, out_ch, layers, !last, &opts, fill,
+                )),
+                UpBlockType::AttnUpBlock2D => UpBlock::Attn(AttnUpBlock2D::new(
+                    p, in_ch, prev_out, out_ch, layers, !last, &opts, fill,
+                )?),
             });
         }
 
-        let conv_norm_out = fill.group_norm(&path / "conv_norm_out", c.norm_num_groups, boc[0], c.norm_eps);
+        let conv_norm_out = fill.group_norm(
+            &path / "conv_norm_out",
+            c.norm_num_groups,
+            boc[0],
+            c.norm_eps,
+        );
         let conv_out = fill.conv2d(&path / "conv_out", boc[0], c.out_channels, 3, 1, 1);
         Ok(UNet2DModel {
             config: c.clone(),
@@ -192,11 +252,18 @@ impl UNet2DModel {
     /// the whole batch) or one per sample, integer or fractional. `train` enables dropout.
     pub fn forward_t(&self, sample: &Tensor, timesteps: &Tensor, train: bool) -> Tensor {
         let batch = sample.size()[0];
-        let sample =
-            if self.config.center_input_sample { sample * 2.0 - 1.0 } else { sample.shallow_clone() };
+        let sample = if self.config.center_input_sample {
+            sample * 2.0 - 1.0
+        } else {
+            sample.shallow_clone()
+        };
 
         // Broadcast to the batch as diffusers does (a scalar becomes one per sample).
-        let t = if timesteps.dim() == 0 { timesteps.unsqueeze(0) } else { timesteps.shallow_clone() };
+        let t = if timesteps.dim() == 0 {
+            timesteps.unsqueeze(0)
+        } else {
+            timesteps.shallow_clone()
+        };
         let t = t.to_device(sample.device()) * Tensor::ones([batch], (t.kind(), sample.device()));
         let t_emb = self.time_proj.forward(&t).to_kind(sample.kind());
         let emb = self.time_embedding.forward(&t_emb);
@@ -227,11 +294,18 @@ impl UNet2DModel {
 
     /// `forward_t` at one integer timestep for the whole batch.
     pub fn forward_at(&self, sample: &Tensor, timestep: i64, train: bool) -> Tensor {
-        self.forward_t(sample, &Tensor::scalar_tensor(timestep, (Kind::Int64, tch::Device::Cpu)), train)
+        self.forward_t(
+            sample,
+            &Tensor::scalar_tensor(timestep, (Kind::Int64, tch::Device::Cpu)),
+            train,
+        )
     }
 }
 
 /// Number of scalar parameters in a variable store.
 pub fn parameter_count(vs: &nn::VarStore) -> i64 {
-    vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+    vs.trainable_variables()
+        .iter()
+        .map(|t| t.numel() as i64)
+        .sum()
 }

@@ -29,7 +29,13 @@ pub struct ResnetOpts {
 }
 
 impl ResnetBlock2D {
-    pub fn new(p: nn::Path, in_channels: i64, out_channels: i64, o: ResnetOpts, fill: Fill) -> Self {
+    pub fn new(
+        p: nn::Path,
+        in_channels: i64,
+        out_channels: i64,
+        o: ResnetOpts,
+        fill: Fill,
+    ) -> Self {
         ResnetBlock2D {
             norm1: fill.group_norm(&p / "norm1", o.groups, in_channels, o.eps),
             conv1: fill.conv2d(&p / "conv1", in_channels, out_channels, 3, 1, 1),
@@ -46,7 +52,11 @@ impl ResnetBlock2D {
 
     pub fn forward_t(&self, input: &Tensor, temb: &Tensor, train: bool) -> Tensor {
         let h = self.conv1.forward(&self.norm1.forward(input).silu());
-        let t = self.time_emb_proj.forward(&temb.silu()).unsqueeze(-1).unsqueeze(-1);
+        let t = self
+            .time_emb_proj
+            .forward(&temb.silu())
+            .unsqueeze(-1)
+            .unsqueeze(-1);
         let h = self.norm2.forward(&(h + t)).silu();
         let h = h.dropout(self.dropout, train);
         let h = self.conv2.forward(&h);
@@ -68,7 +78,10 @@ pub struct Downsample2D {
 
 impl Downsample2D {
     pub fn new(p: nn::Path, channels: i64, padding: i64, fill: Fill) -> Self {
-        Downsample2D { conv: fill.conv2d(&p / "conv", channels, channels, 3, 2, padding), padding }
+        Downsample2D {
+            conv: fill.conv2d(&p / "conv", channels, channels, 3, 2, padding),
+            padding,
+        }
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
@@ -88,12 +101,15 @@ pub struct Upsample2D {
 
 impl Upsample2D {
     pub fn new(p: nn::Path, channels: i64, fill: Fill) -> Self {
-        Upsample2D { conv: fill.conv2d(&p / "conv", channels, channels, 3, 1, 1) }
+        Upsample2D {
+            conv: fill.conv2d(&p / "conv", channels, channels, 3, 1, 1),
+        }
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let (h, w) = (x.size()[2], x.size()[3]);
-        self.conv.forward(&x.upsample_nearest2d([2 * h, 2 * w], 2.0, 2.0))
+        self.conv
+            .forward(&x.upsample_nearest2d([2 * h, 2 * w], 2.0, 2.0))
     }
 }
 
@@ -121,7 +137,13 @@ mod tests {
     #[test]
     fn dropout_only_in_training() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let o = ResnetOpts { temb_channels: 4, groups: 2, eps: 1e-6, dropout: 0.5, output_scale_factor: 1.0 };
+        let o = ResnetOpts {
+            temb_channels: 4,
+            groups: 2,
+            eps: 1e-6,
+            dropout: 0.5,
+            output_scale_factor: 1.0,
+        };
         let mut rng = crate::rng::Rng::seeded(0);
         let r = rng.with(|| ResnetBlock2D::new(vs.root(), 4, 4, o, Fill::Torch));
         let x = rng.randn(&[2, 4, 4, 4]);

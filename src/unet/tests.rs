@@ -19,23 +19,46 @@ pub(crate) struct Saved<'a> {
     pub old_keys: bool,
 }
 
-pub(crate) const BARE_SAFETENSORS: Saved = Saved { layout: "bare", format: "safetensors", old_keys: false };
+pub(crate) const BARE_SAFETENSORS: Saved = Saved {
+    layout: "bare",
+    format: "safetensors",
+    old_keys: false,
+};
 
 /// Random inputs for a model: (sample, per-sample timesteps).
 pub(crate) fn inputs(cfg: &UNet2DConfig, batch: i64, size: i64, seed: u64) -> (Tensor, Tensor) {
     let mut rng = Rng::seeded(seed);
-    (rng.randn(&[batch, cfg.in_channels, size, size]), rng.randint(1000, &[batch]))
+    (
+        rng.randn(&[batch, cfg.in_channels, size, size]),
+        rng.randint(1000, &[batch]),
+    )
 }
 
 /// Runs our forward at every oracle timestep and compares with diffusers' outputs.
-pub(crate) fn compare(what: &str, model: &UNet2DModel, sample: &Tensor, t_batch: &Tensor, out: &std::collections::HashMap<String, Tensor>) {
+pub(crate) fn compare(
+    what: &str,
+    model: &UNet2DModel,
+    sample: &Tensor,
+    t_batch: &Tensor,
+    out: &std::collections::HashMap<String, Tensor>,
+) {
     tch::no_grad(|| {
         for (k, &t) in TIMESTEPS.iter().enumerate() {
             let ours = model.forward_at(sample, t, false);
-            assert_close(&format!("{what}, t = {t}"), &ours, &out[&format!("out_scalar_{k}")], 1e-4);
+            assert_close(
+                &format!("{what}, t = {t}"),
+                &ours,
+                &out[&format!("out_scalar_{k}")],
+                1e-4,
+            );
         }
         let ours = model.forward_t(sample, t_batch, false);
-        assert_close(&format!("{what}, per-sample t {t_batch:?}"), &ours, &out["out_batch"], 1e-4);
+        assert_close(
+            &format!("{what}, per-sample t {t_batch:?}"),
+            &ours,
+            &out["out_batch"],
+            1e-4,
+        );
     });
 }
 
@@ -48,7 +71,11 @@ pub(crate) fn make_with_oracle(
     t_batch: &Tensor,
 ) -> std::collections::HashMap<String, Tensor> {
     let cfg_path = dir.join("config_in.json");
-    std::fs::write(&cfg_path, serde_json::to_string(&cfg.to_json_value()).unwrap()).unwrap();
+    std::fs::write(
+        &cfg_path,
+        serde_json::to_string(&cfg.to_json_value()).unwrap(),
+    )
+    .unwrap();
     let model_dir = dir.join("model");
     let (c, m) = (cfg_path.to_str().unwrap(), model_dir.to_str().unwrap());
     let mut args = vec!["make", c, m, saved.layout, saved.format];
@@ -56,7 +83,11 @@ pub(crate) fn make_with_oracle(
         args.push("old-keys");
     }
     let ts = Tensor::from_slice(&TIMESTEPS);
-    oracle("unet_diffusers", &[("sample", sample), ("timesteps", &ts), ("t_batch", t_batch)], &args)
+    oracle(
+        "unet_diffusers",
+        &[("sample", sample), ("timesteps", &ts), ("t_batch", t_batch)],
+        &args,
+    )
 }
 
 fn parity(what: &str, cfg: &UNet2DConfig, batch: i64, size: i64) {
@@ -64,7 +95,13 @@ fn parity(what: &str, cfg: &UNet2DConfig, batch: i64, size: i64) {
     let (sample, t_batch) = inputs(cfg, batch, size, 11);
     let out = make_with_oracle(cfg, dir.path(), &BARE_SAFETENSORS, &sample, &t_batch);
     let ck = checkpoint::load(&dir.path().join("model"), Device::Cpu).unwrap();
-    assert_eq!(&ck.config, &UNet2DConfig { diffusers_version: ck.config.diffusers_version.clone(), ..cfg.clone() });
+    assert_eq!(
+        &ck.config,
+        &UNet2DConfig {
+            diffusers_version: ck.config.diffusers_version.clone(),
+            ..cfg.clone()
+        }
+    );
     compare(what, &ck.model, &sample, &t_batch, &out);
 }
 
@@ -75,7 +112,12 @@ fn parity_cifar10_32() {
 
 #[test]
 fn parity_celebahq_256_at_64px() {
-    parity("CelebA-HQ config at 64 px", &UNet2DConfig::celebahq_256(), 2, 64);
+    parity(
+        "CelebA-HQ config at 64 px",
+        &UNet2DConfig::celebahq_256(),
+        2,
+        64,
+    );
 }
 
 #[test]
@@ -85,7 +127,10 @@ fn parity_scale_config() {
 
 #[test]
 fn parity_multi_head_attention() {
-    let cfg = UNet2DConfig { attention_head_dim: Some(8), ..UNet2DConfig::scale(16, 3) };
+    let cfg = UNet2DConfig {
+        attention_head_dim: Some(8),
+        ..UNet2DConfig::scale(16, 3)
+    };
     parity("scale config, 8-channel heads", &cfg, 2, 16);
 }
 
@@ -109,7 +154,11 @@ fn parity_one_channel_and_other_options() {
 
 #[test]
 fn parity_without_mid_attention() {
-    let cfg = UNet2DConfig { add_attention: false, dropout: 0.1, ..UNet2DConfig::scale(8, 3) };
+    let cfg = UNet2DConfig {
+        add_attention: false,
+        dropout: 0.1,
+        ..UNet2DConfig::scale(8, 3)
+    };
     parity("scale config, no mid attention, dropout (eval)", &cfg, 2, 8);
 }
 

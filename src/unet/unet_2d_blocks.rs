@@ -30,13 +30,33 @@ pub struct DownBlock2D {
 }
 
 impl DownBlock2D {
-    pub fn new(p: nn::Path, in_ch: i64, out_ch: i64, num_layers: i64, add_downsample: bool, o: &BlockOpts, fill: Fill) -> Self {
+    pub fn new(
+        p: nn::Path,
+        in_ch: i64,
+        out_ch: i64,
+        num_layers: i64,
+        add_downsample: bool,
+        o: &BlockOpts,
+        fill: Fill,
+    ) -> Self {
         let resnets = (0..num_layers)
-            .map(|i| ResnetBlock2D::new(&p / "resnets" / i, if i == 0 { in_ch } else { out_ch }, out_ch, o.resnet, fill))
+            .map(|i| {
+                ResnetBlock2D::new(
+                    &p / "resnets" / i,
+                    if i == 0 { in_ch } else { out_ch },
+                    out_ch,
+                    o.resnet,
+                    fill,
+                )
+            })
             .collect();
-        let downsampler =
-            add_downsample.then(|| Downsample2D::new(&p / "downsamplers" / 0, out_ch, o.downsample_padding, fill));
-        DownBlock2D { resnets, downsampler }
+        let downsampler = add_downsample.then(|| {
+            Downsample2D::new(&p / "downsamplers" / 0, out_ch, o.downsample_padding, fill)
+        });
+        DownBlock2D {
+            resnets,
+            downsampler,
+        }
     }
 
     pub fn forward_t(&self, x: &Tensor, temb: &Tensor, train: bool) -> (Tensor, Vec<Tensor>) {
@@ -75,7 +95,13 @@ impl AttnDownBlock2D {
         let mut resnets = Vec::new();
         let mut attentions = Vec::new();
         for i in 0..num_layers {
-            resnets.push(ResnetBlock2D::new(&p / "resnets" / i, if i == 0 { in_ch } else { out_ch }, out_ch, o.resnet, fill));
+            resnets.push(ResnetBlock2D::new(
+                &p / "resnets" / i,
+                if i == 0 { in_ch } else { out_ch },
+                out_ch,
+                o.resnet,
+                fill,
+            ));
             attentions.push(Attention::new(
                 &p / "attentions" / i,
                 out_ch,
@@ -86,9 +112,14 @@ impl AttnDownBlock2D {
                 fill,
             )?);
         }
-        let downsampler =
-            add_downsample.then(|| Downsample2D::new(&p / "downsamplers" / 0, out_ch, o.downsample_padding, fill));
-        Ok(AttnDownBlock2D { resnets, attentions, downsampler })
+        let downsampler = add_downsample.then(|| {
+            Downsample2D::new(&p / "downsamplers" / 0, out_ch, o.downsample_padding, fill)
+        });
+        Ok(AttnDownBlock2D {
+            resnets,
+            attentions,
+            downsampler,
+        })
     }
 
     pub fn forward_t(&self, x: &Tensor, temb: &Tensor, train: bool) -> (Tensor, Vec<Tensor>) {
@@ -116,8 +147,17 @@ pub struct UNetMidBlock2D {
 
 impl UNetMidBlock2D {
     /// `attn_groups`: the config's `attn_norm_num_groups`, defaulting to the ResNet groups.
-    pub fn new(p: nn::Path, channels: i64, o: &BlockOpts, attn_groups: Option<i64>, add_attention: bool, fill: Fill) -> Result<Self> {
-        let resnets = (0..2).map(|i| ResnetBlock2D::new(&p / "resnets" / i, channels, channels, o.resnet, fill)).collect();
+    pub fn new(
+        p: nn::Path,
+        channels: i64,
+        o: &BlockOpts,
+        attn_groups: Option<i64>,
+        add_attention: bool,
+        fill: Fill,
+    ) -> Result<Self> {
+        let resnets = (0..2)
+            .map(|i| ResnetBlock2D::new(&p / "resnets" / i, channels, channels, o.resnet, fill))
+            .collect();
         let attention = if add_attention {
             Some(Attention::new(
                 &p / "attentions" / 0,
@@ -152,7 +192,9 @@ fn up_resnet_in(i: i64, num_layers: i64, in_ch: i64, prev_out_ch: i64, out_ch: i
 
 /// Pops the newest skip state and concatenates it to `h` along channels.
 fn cat_skip(h: &Tensor, skips: &mut Vec<Tensor>) -> Tensor {
-    let s = skips.pop().expect("the down path produced a skip state for every up-path ResNet");
+    let s = skips
+        .pop()
+        .expect("the down path produced a skip state for every up-path ResNet");
     Tensor::cat(&[h, &s], 1)
 }
 
@@ -189,7 +231,13 @@ impl UpBlock2D {
         self.resnets.len()
     }
 
-    pub fn forward_t(&self, x: &Tensor, skips: &mut Vec<Tensor>, temb: &Tensor, train: bool) -> Tensor {
+    pub fn forward_t(
+        &self,
+        x: &Tensor,
+        skips: &mut Vec<Tensor>,
+        temb: &Tensor,
+        train: bool,
+    ) -> Tensor {
         let mut h = x.shallow_clone();
         for r in &self.resnets {
             h = r.forward_t(&cat_skip(&h, skips), temb, train);
@@ -225,7 +273,13 @@ impl AttnUpBlock2D {
         let mut attentions = Vec::new();
         for i in 0..num_layers {
             let c = up_resnet_in(i, num_layers, in_ch, prev_out_ch, out_ch);
-            resnets.push(ResnetBlock2D::new(&p / "resnets" / i, c, out_ch, o.resnet, fill));
+            resnets.push(ResnetBlock2D::new(
+                &p / "resnets" / i,
+                c,
+                out_ch,
+                o.resnet,
+                fill,
+            ));
             attentions.push(Attention::new(
                 &p / "attentions" / i,
                 out_ch,
@@ -237,14 +291,24 @@ impl AttnUpBlock2D {
             )?);
         }
         let upsampler = add_upsample.then(|| Upsample2D::new(&p / "upsamplers" / 0, out_ch, fill));
-        Ok(AttnUpBlock2D { resnets, attentions, upsampler })
+        Ok(AttnUpBlock2D {
+            resnets,
+            attentions,
+            upsampler,
+        })
     }
 
     pub fn num_resnets(&self) -> usize {
         self.resnets.len()
     }
 
-    pub fn forward_t(&self, x: &Tensor, skips: &mut Vec<Tensor>, temb: &Tensor, train: bool) -> Tensor {
+    pub fn forward_t(
+        &self,
+        x: &Tensor,
+        skips: &mut Vec<Tensor>,
+        temb: &Tensor,
+        train: bool,
+    ) -> Tensor {
         let mut h = x.shallow_clone();
         for (r, a) in self.resnets.iter().zip(&self.attentions) {
             h = a.forward(&r.forward_t(&cat_skip(&h, skips), temb, train));
