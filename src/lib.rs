@@ -3,6 +3,7 @@
 //! Data flows fetch → train → sample → measure → frames → report; each module is one concept of
 //! the paper, named as the paper (or the diffusers code we port) names it.
 pub mod backdoor_loss;
+pub mod checkpoint;
 pub mod datasets;
 pub mod pil;
 pub mod poison;
@@ -14,6 +15,7 @@ pub mod scheduler;
 pub mod testing;
 pub mod training;
 pub mod triggers;
+pub mod unet;
 
 /// CUDA when a GPU is visible, else the CPU.
 pub fn default_device() -> tch::Device {
