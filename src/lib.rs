@@ -2,6 +2,7 @@
 //!
 //! Data flows fetch → train → sample → measure → frames → report; each module is one concept of
 //! the paper, named as the paper (or the diffusers code we port) names it.
+pub mod metrics;
 pub mod python;
 pub mod rng;
 #[cfg(test)]
