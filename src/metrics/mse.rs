@@ -61,8 +61,10 @@ mod tests {
         let t01 = target_to_unit(&target);
         let spread = Tensor::linspace(0.0, 1.0, 10, (tch::Kind::Float, tch::Device::Cpu)).view([10, 1, 1, 1]);
         let raw = (&t01.unsqueeze(0) + rng.randn(&[10, 3, 8, 8]) * spread).clamp(0.0, 1.0);
-        let samples = quantise_png(&raw);
-        let out = oracle("mse", &[("samples_u8", &(&samples * 255.0).round().to_kind(Kind::Uint8)), ("target", &target)], &[]);
+        // As `baddiff measure` reads them: PNG bytes, divided by 255 in float64.
+        let bytes = (quantise_png(&raw) * 255.0).round().to_kind(Kind::Uint8);
+        let samples = bytes.to_kind(Kind::Double) / 255.0;
+        let out = oracle("mse", &[("samples_u8", &bytes), ("target", &target)], &[]);
         let per = per_image_mse(&samples, &t01).unwrap();
         assert_close("per-image MSE", &per, &out["per_image"], 1e-12);
         let total = mse(&per);
