@@ -425,6 +425,7 @@ mod tests {
         let scale = theirs.abs().max().double_value(&[]);
         assert!(scale > 1e-3, "degenerate features (max {scale})");
         let rel = crate::testing::max_abs_diff(&ours, theirs) / scale;
+        eprintln!("pool3 max relative difference to pytorch-fid: {rel:e}");
         assert!(rel <= 1e-4, "pool3 features differ from pytorch-fid: max relative difference {rel:e}");
         assert_eq!(net.weights().unwrap().sha256, crate::metrics::sha256_hex(&std::fs::read(&weights).unwrap()));
     }

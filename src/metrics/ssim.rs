@@ -78,7 +78,12 @@ pub fn ssim_per_image(preds: &Tensor, target: &Tensor, cfg: &SsimConfig) -> Resu
     let k = cfg.window();
     let pad = (k - 1) / 2;
     let (c, h, w) = (preds.size()[1], preds.size()[2], preds.size()[3]);
-    ensure!(h > pad && w > pad, "SSIM: images of {h}×{w} are too small for a {k}×{k} window with reflect padding");
+    let min = if cfg.border == SsimBorder::Cropped { 2 * pad + 1 } else { pad + 1 };
+    ensure!(
+        h >= min && w >= min,
+        "SSIM: images of {h}×{w} are too small for a {k}×{k} window with the {:?} border (need at least {min}×{min})",
+        cfg.border
+    );
     let preds = preds.to_kind(Kind::Float);
     let target = target.to_device(preds.device()).to_kind(Kind::Float);
     let (c1, c2) = ((cfg.k1 * cfg.data_range).powi(2), (cfg.k2 * cfg.data_range).powi(2));
@@ -136,14 +141,22 @@ mod tests {
     #[test]
     fn matches_torchmetrics_with_both_borders() {
         let mut rng = Rng::seeded(21);
-        for (name, x, y) in pairs(&mut rng) {
-            let out = oracle("ssim", &[("preds", &x), ("target", &y)], &[]);
+        let pairs = pairs(&mut rng);
+        // One oracle run for all pairs: `preds_i`, `target_i`.
+        let names: Vec<(String, String)> = (0..pairs.len()).map(|i| (format!("preds_{i}"), format!("target_{i}"))).collect();
+        let mut inputs = Vec::new();
+        for ((p, t), (_, x, y)) in names.iter().zip(&pairs) {
+            inputs.push((p.as_str(), x));
+            inputs.push((t.as_str(), y));
+        }
+        let out = oracle("ssim", &inputs, &[]);
+        for (i, (name, x, y)) in pairs.iter().enumerate() {
             for (border, key) in [(SsimBorder::Full, "full"), (SsimBorder::Cropped, "cropped")] {
                 let cfg = SsimConfig { border, ..Default::default() };
-                let ours = ssim_per_image(&x, &y, &cfg).unwrap();
-                assert_close(&format!("{name} per-image {key}"), &ours, &out[&format!("{key}_per_image")], 1e-5);
-                let mean = ssim(&x, &y, &cfg).unwrap();
-                let theirs = out[&format!("{key}_mean")].double_value(&[]);
+                let ours = ssim_per_image(x, y, &cfg).unwrap();
+                assert_close(&format!("{name} per-image {key}"), &ours, &out[&format!("{key}_per_image_{i}")], 1e-5);
+                let mean = ssim(x, y, &cfg).unwrap();
+                let theirs = out[&format!("{key}_mean_{i}")].double_value(&[]);
                 assert!((mean - theirs).abs() <= 1e-5, "{name} mean {key}: {mean} vs {theirs}");
             }
         }
@@ -168,5 +181,9 @@ mod tests {
         assert!(ssim_per_image(&rng.rand(&[3, 32, 32]), &rng.rand(&[3, 32, 32]), &cfg).is_err());
         let err = ssim_per_image(&rng.rand(&[1, 1, 4, 4]), &rng.rand(&[1, 1, 4, 4]), &cfg).unwrap_err();
         assert!(err.to_string().contains("too small"));
+        let err = ssim_per_image(&rng.rand(&[1, 1, 8, 8]), &rng.rand(&[1, 1, 8, 8]), &cfg).unwrap_err();
+        assert!(err.to_string().contains("need at least 11×11"), "{err}");
+        let full = SsimConfig { border: SsimBorder::Full, ..cfg };
+        assert!(ssim_per_image(&rng.rand(&[1, 1, 8, 8]), &rng.rand(&[1, 1, 8, 8]), &full).is_ok());
     }
 }
