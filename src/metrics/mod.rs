@@ -1,5 +1,6 @@
 //! The paper's metrics (spec §5): FID (pytorch-fid's Inception, Fréchet distance of pool3
-//! statistics), MSE to the backdoor target and its threshold rate, and SSIM. Every number leaves
+//! statistics, or a clearly named proxy where the Inception weights are unavailable), MSE to the
+//! backdoor target and its threshold rate, and SSIM. Every number leaves
 //! this module as a [`MetricRow`] carrying the [`Protocol`] that produced it.
 pub mod fid;
 pub mod frechet;
@@ -7,6 +8,7 @@ pub mod image_folder;
 pub mod inception;
 pub mod mse;
 pub mod protocol;
+pub mod proxy;
 pub mod ssim;
 
 pub use protocol::{MetricRow, Protocol};
