@@ -26,14 +26,17 @@ fn ssim(c: &mut Criterion) {
     let cfg = SsimConfig::default();
     let mut g = c.benchmark_group("ssim");
     g.throughput(Throughput::Elements(64));
-    g.bench_function("64x3x32x32", |b| b.iter(|| ssim_per_image(&x, &y, &cfg).unwrap()));
+    g.bench_function("64x3x32x32", |b| {
+        b.iter(|| ssim_per_image(&x, &y, &cfg).unwrap())
+    });
     g.finish();
 }
 
 fn frechet(c: &mut Criterion) {
     let mut rng = Rng::seeded(3);
     let a = Statistics::from_features(&rng.randn(&[512, 256]).to_kind(Kind::Double)).unwrap();
-    let b = Statistics::from_features(&(rng.randn(&[512, 256]) * 1.1).to_kind(Kind::Double)).unwrap();
+    let b =
+        Statistics::from_features(&(rng.randn(&[512, 256]) * 1.1).to_kind(Kind::Double)).unwrap();
     drop(rng);
     let mut g = c.benchmark_group("frechet");
     g.sample_size(10);

@@ -42,11 +42,22 @@ pub fn run(args: Args) -> Result<()> {
         )?;
     let net = FidInceptionV3::from_safetensors(&weights, baddiffusion::default_device())?;
     let cache = FeatureCache::new(args.cache.unwrap_or_else(fid::default_cache_dir));
-    let opts = FidOptions { batch: args.batch, limit: args.n, reference_split: args.reference_split };
-    let row = fid::fid(&FidInput::from_path(&args.dir_a)?, &FidInput::from_path(&args.dir_b)?, &net, &cache, &opts)?;
+    let opts = FidOptions {
+        batch: args.batch,
+        limit: args.n,
+        reference_split: args.reference_split,
+    };
+    let row = fid::fid(
+        &FidInput::from_path(&args.dir_a)?,
+        &FidInput::from_path(&args.dir_b)?,
+        &net,
+        &cache,
+        &opts,
+    )?;
     println!("FID: {}", row.value);
     if let Some(out) = args.out {
-        std::fs::write(&out, serde_json::to_string_pretty(&[&row])?).with_context(|| format!("writing {}", out.display()))?;
+        std::fs::write(&out, serde_json::to_string_pretty(&[&row])?)
+            .with_context(|| format!("writing {}", out.display()))?;
     }
     Ok(())
 }

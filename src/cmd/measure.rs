@@ -31,10 +31,16 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let samples = ImageSet::read_png_dir(&args.samples, args.n, Channels::Native)?;
     let (target, sha) = metrics::load_target(&args.target)?;
-    let cfg = SsimConfig { border: args.ssim_border, ..Default::default() };
+    let cfg = SsimConfig {
+        border: args.ssim_border,
+        ..Default::default()
+    };
     let rows = metrics::target_metrics(&samples, &target, &sha, &cfg, args.threshold)?;
     for row in &rows {
-        println!("{}: {:.6} (N = {})", row.metric, row.value, row.protocol.n_generated);
+        println!(
+            "{}: {:.6} (N = {})",
+            row.metric, row.value, row.protocol.n_generated
+        );
     }
     std::fs::write(&args.out, serde_json::to_string_pretty(&rows)?)
         .with_context(|| format!("writing {}", args.out.display()))

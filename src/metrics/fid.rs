@@ -46,7 +46,9 @@ impl FeatureNet for FidInceptionV3 {
     fn weights_sha256(&self) -> Result<String> {
         match self.weights() {
             Some(w) => Ok(w.sha256.clone()),
-            None => bail!("the Inception network has no weights loaded; pass --inception-weights PATH"),
+            None => {
+                bail!("the Inception network has no weights loaded; pass --inception-weights PATH")
+            }
         }
     }
     fn channels(&self) -> Channels {
@@ -85,9 +87,15 @@ pub struct FeatureCache {
 /// half a file.
 fn write_atomic(path: &Path, tensors: &[(&str, &Tensor)]) -> Result<()> {
     let parent = path.parent().expect("cache paths have a parent");
-    std::fs::create_dir_all(parent).with_context(|| format!("creating cache folder {}", parent.display()))?;
-    let tmp = parent.join(format!(".{}.{}.tmp", path.file_name().unwrap().to_string_lossy(), std::process::id()));
-    Tensor::write_safetensors(tensors, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("creating cache folder {}", parent.display()))?;
+    let tmp = parent.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().unwrap().to_string_lossy(),
+        std::process::id()
+    ));
+    Tensor::write_safetensors(tensors, &tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("moving {} into the cache", path.display()))
 }
 
@@ -104,7 +112,9 @@ impl FeatureCache {
     fn known(&self, weights_sha: &str, wanted: &[[u8; 32]]) -> Result<HashMap<[u8; 32], Tensor>> {
         let dir = self.net_dir(weights_sha).join("features");
         let mut found = HashMap::new();
-        let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(found) };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(found);
+        };
         let wanted: std::collections::HashSet<&[u8; 32]> = wanted.iter().collect();
         for entry in entries {
             let path = entry?.path();
@@ -112,11 +122,16 @@ impl FeatureCache {
                 continue;
             }
             let shard: HashMap<String, Tensor> = Tensor::read_safetensors(&path)
-                .with_context(|| format!("corrupt feature cache file {}: delete it", path.display()))?
+                .with_context(|| {
+                    format!("corrupt feature cache file {}: delete it", path.display())
+                })?
                 .into_iter()
                 .collect();
             let (Some(hashes), Some(feats)) = (shard.get("hashes"), shard.get("features")) else {
-                bail!("feature cache file {} lacks `hashes` or `features`: delete it", path.display());
+                bail!(
+                    "feature cache file {} lacks `hashes` or `features`: delete it",
+                    path.display()
+                );
             };
             let bytes = Vec::<u8>::try_from(hashes.flatten(0, -1))?;
             for (row, h) in bytes.chunks_exact(32).enumerate() {
@@ -137,7 +152,9 @@ impl FeatureCache {
         ensure!(batch > 0, "batch size must be positive");
         let sha = net.weights_sha256()?;
         let known = self.known(&sha, &set.image_hashes)?;
-        let todo: Vec<usize> = (0..set.len()).filter(|&i| !known.contains_key(&set.image_hashes[i])).collect();
+        let todo: Vec<usize> = (0..set.len())
+            .filter(|&i| !known.contains_key(&set.image_hashes[i]))
+            .collect();
         let mut computed: HashMap<[u8; 32], Tensor> = HashMap::new();
         if !todo.is_empty() {
             let bar = (todo.len() > 200).then(|| progress(todo.len(), &net.metric_name()));
@@ -153,8 +170,16 @@ impl FeatureCache {
             let feats = Tensor::cat(&rows, 0);
             let hashes: Vec<u8> = todo.iter().flat_map(|&i| set.image_hashes[i]).collect();
             let hashes = Tensor::from_slice(&hashes).reshape([todo.len() as i64, 32]);
-            let shard_hash = super::image_folder::set_hash(&todo.iter().map(|&i| set.image_hashes[i]).collect::<Vec<_>>());
-            let path = self.net_dir(&sha).join("features").join(format!("{shard_hash}.safetensors"));
+            let shard_hash = super::image_folder::set_hash(
+                &todo
+                    .iter()
+                    .map(|&i| set.image_hashes[i])
+                    .collect::<Vec<_>>(),
+            );
+            let path = self
+                .net_dir(&sha)
+                .join("features")
+                .join(format!("{shard_hash}.safetensors"));
             write_atomic(&path, &[("features", &feats), ("hashes", &hashes)])?;
             for (k, &i) in todo.iter().enumerate() {
                 computed.insert(set.image_hashes[i], feats.get(k as i64));
@@ -163,14 +188,28 @@ impl FeatureCache {
         let rows: Vec<Tensor> = set
             .image_hashes
             .iter()
-            .map(|h| known.get(h).or_else(|| computed.get(h)).expect("every image has features").shallow_clone())
+            .map(|h| {
+                known
+                    .get(h)
+                    .or_else(|| computed.get(h))
+                    .expect("every image has features")
+                    .shallow_clone()
+            })
             .collect();
         Ok(Tensor::stack(&rows, 0))
     }
 
     /// Statistics of a set, from the cache when this set was measured with these weights before.
-    pub fn statistics(&self, net: &dyn FeatureNet, set: &ImageSet, batch: usize) -> Result<Statistics> {
-        let path = self.net_dir(&net.weights_sha256()?).join("stats").join(format!("{}.safetensors", set.set_hash()));
+    pub fn statistics(
+        &self,
+        net: &dyn FeatureNet,
+        set: &ImageSet,
+        batch: usize,
+    ) -> Result<Statistics> {
+        let path = self
+            .net_dir(&net.weights_sha256()?)
+            .join("stats")
+            .join(format!("{}.safetensors", set.set_hash()));
         if path.exists() {
             if let Ok(stats) = Statistics::load(&path) {
                 return Ok(stats);
@@ -178,7 +217,10 @@ impl FeatureCache {
         }
         let stats = Statistics::from_features(&self.features(net, set, batch)?)?;
         let n = Tensor::from_slice(&[stats.n]);
-        write_atomic(&path, &[("mu", &stats.mu), ("sigma", &stats.sigma), ("n", &n)])?;
+        write_atomic(
+            &path,
+            &[("mu", &stats.mu), ("sigma", &stats.sigma), ("n", &n)],
+        )?;
         Ok(stats)
     }
 }
@@ -186,8 +228,10 @@ impl FeatureCache {
 fn progress(n: usize, what: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(n as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} features {bar:30} {pos}/{len} [{elapsed} < {eta}, {per_sec}]")
-            .expect("valid template"),
+        indicatif::ProgressStyle::with_template(
+            "{msg} features {bar:30} {pos}/{len} [{elapsed} < {eta}, {per_sec}]",
+        )
+        .expect("valid template"),
     );
     bar.set_message(what.to_string());
     bar
@@ -205,10 +249,17 @@ impl FidInput {
         if path.is_dir() {
             return Ok(FidInput::Images(path.to_path_buf()));
         }
-        ensure!(path.exists(), "{} does not exist (expected an image folder or a statistics file)", path.display());
+        ensure!(
+            path.exists(),
+            "{} does not exist (expected an image folder or a statistics file)",
+            path.display()
+        );
         match path.extension().and_then(|e| e.to_str()) {
             Some("npz" | "safetensors") => Ok(FidInput::Stats(path.to_path_buf())),
-            _ => bail!("{} is neither an image folder nor a .npz/.safetensors statistics file", path.display()),
+            _ => bail!(
+                "{} is neither an image folder nor a .npz/.safetensors statistics file",
+                path.display()
+            ),
         }
     }
 }
@@ -223,7 +274,12 @@ pub struct FidOptions {
 }
 
 /// Statistics of one side, with its size and content hash.
-fn side(input: &FidInput, net: &dyn FeatureNet, cache: &FeatureCache, opts: &FidOptions) -> Result<(Statistics, String)> {
+fn side(
+    input: &FidInput,
+    net: &dyn FeatureNet,
+    cache: &FeatureCache,
+    opts: &FidOptions,
+) -> Result<(Statistics, String)> {
     match input {
         FidInput::Images(dir) => {
             let set = ImageSet::read_png_dir(dir, opts.limit, net.channels())?;
@@ -231,7 +287,8 @@ fn side(input: &FidInput, net: &dyn FeatureNet, cache: &FeatureCache, opts: &Fid
             Ok((stats, set.set_hash()))
         }
         FidInput::Stats(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             Ok((Statistics::load(path)?, super::sha256_hex(&bytes)))
         }
     }

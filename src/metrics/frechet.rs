@@ -26,9 +26,16 @@ pub struct Statistics {
 impl Statistics {
     /// Statistics of features `[N, D]`, computed in float64. Needs N ≥ 2.
     pub fn from_features(features: &Tensor) -> Result<Self> {
-        ensure!(features.dim() == 2, "features must be [N, D], got {:?}", features.size());
+        ensure!(
+            features.dim() == 2,
+            "features must be [N, D], got {:?}",
+            features.size()
+        );
         let n = features.size()[0];
-        ensure!(n >= 2, "a covariance needs at least 2 feature vectors, got {n}");
+        ensure!(
+            n >= 2,
+            "a covariance needs at least 2 feature vectors, got {n}"
+        );
         let x = features.to_device(Device::Cpu).to_kind(Kind::Double);
         let mu = x.mean_dim(0, false, Kind::Double);
         let centred = &x - &mu;
@@ -67,7 +74,10 @@ impl Statistics {
         let tensors = match ext {
             "safetensors" => Tensor::read_safetensors(path),
             "npz" => Tensor::read_npz(path),
-            _ => bail!("statistics file {} must be .safetensors (ours) or .npz (pytorch-fid's)", path.display()),
+            _ => bail!(
+                "statistics file {} must be .safetensors (ours) or .npz (pytorch-fid's)",
+                path.display()
+            ),
         }
         .with_context(|| format!("reading statistics {}", path.display()))?;
         let get = |key: &str| {
@@ -114,10 +124,19 @@ pub fn trace_sqrt_product(sigma1: &Tensor, sigma2: &Tensor) -> f64 {
 
 /// The Fréchet distance between N(μ₁, Σ₁) and N(μ₂, Σ₂), in float64.
 pub fn frechet_distance(a: &Statistics, b: &Statistics) -> Result<f64> {
-    ensure!(a.dim() == b.dim(), "statistics have different feature dimensions: {} vs {}", a.dim(), b.dim());
+    ensure!(
+        a.dim() == b.dim(),
+        "statistics have different feature dimensions: {} vs {}",
+        a.dim(),
+        b.dim()
+    );
     for (name, s) in [("first", a), ("second", b)] {
-        let finite = s.mu.isfinite().all().int64_value(&[]) == 1 && s.sigma.isfinite().all().int64_value(&[]) == 1;
-        ensure!(finite, "the {name} statistics contain NaN or infinity (were the features finite?)");
+        let finite = s.mu.isfinite().all().int64_value(&[]) == 1
+            && s.sigma.isfinite().all().int64_value(&[]) == 1;
+        ensure!(
+            finite,
+            "the {name} statistics contain NaN or infinity (were the features finite?)"
+        );
     }
     let diff = &a.mu - &b.mu;
     let mean_term = diff.dot(&diff).double_value(&[]);
@@ -152,18 +171,27 @@ mod tests {
             + rng.randn(&[300, d]).to_kind(Kind::Double) * 1e-4;
         let near_y = (rng.randn(&[300, 4]).to_kind(Kind::Double) * 0.8).matmul(&mix)
             + rng.randn(&[300, d]).to_kind(Kind::Double) * 1e-4;
-        vec![("full rank", full_x, full_y), ("N < D", few_x, few_y), ("near-singular", near_x, near_y)]
+        vec![
+            ("full rank", full_x, full_y),
+            ("N < D", few_x, few_y),
+            ("near-singular", near_x, near_y),
+        ]
     }
 
     #[test]
     fn matches_pytorch_fid_calculate_frechet_distance() {
         let mut rng = Rng::seeded(11);
         for (name, x, y) in cases(&mut rng) {
-            let ours =
-                frechet_distance(&Statistics::from_features(&x).unwrap(), &Statistics::from_features(&y).unwrap())
-                    .unwrap();
+            let ours = frechet_distance(
+                &Statistics::from_features(&x).unwrap(),
+                &Statistics::from_features(&y).unwrap(),
+            )
+            .unwrap();
             let theirs = oracle_fd(&x, &y);
-            assert!(rel(ours, theirs) <= 1e-6, "{name}: ours {ours} vs pytorch-fid {theirs}");
+            assert!(
+                rel(ours, theirs) <= 1e-6,
+                "{name}: ours {ours} vs pytorch-fid {theirs}"
+            );
         }
     }
 
@@ -181,13 +209,22 @@ mod tests {
     fn distance_to_itself_is_zero_and_distance_is_symmetric() {
         let mut rng = Rng::seeded(13);
         for (name, x, y) in cases(&mut rng) {
-            let (sx, sy) = (Statistics::from_features(&x).unwrap(), Statistics::from_features(&y).unwrap());
+            let (sx, sy) = (
+                Statistics::from_features(&x).unwrap(),
+                Statistics::from_features(&y).unwrap(),
+            );
             let scale = sx.sigma.trace().double_value(&[]);
             let tol = 1e-10;
             let self_d = frechet_distance(&sx, &sx).unwrap();
             assert!(self_d.abs() <= tol * scale, "{name}: FD(X, X) = {self_d}");
-            let (xy, yx) = (frechet_distance(&sx, &sy).unwrap(), frechet_distance(&sy, &sx).unwrap());
-            assert!(rel(xy, yx) <= 1e-9, "{name}: FD(X, Y) = {xy} but FD(Y, X) = {yx}");
+            let (xy, yx) = (
+                frechet_distance(&sx, &sy).unwrap(),
+                frechet_distance(&sy, &sx).unwrap(),
+            );
+            assert!(
+                rel(xy, yx) <= 1e-9,
+                "{name}: FD(X, Y) = {xy} but FD(Y, X) = {yx}"
+            );
             assert!(xy > 0.0);
         }
     }
@@ -197,7 +234,10 @@ mod tests {
         let mut rng = Rng::seeded(14);
         let few = Statistics::from_features(&rng.randn(&[10, 16])).unwrap();
         let many = Statistics::from_features(&rng.randn(&[40, 16])).unwrap();
-        assert!(few.warning().unwrap().contains("only 10 feature vectors for 16 dimensions"));
+        assert!(few
+            .warning()
+            .unwrap()
+            .contains("only 10 feature vectors for 16 dimensions"));
         assert!(many.warning().is_none());
     }
 
@@ -208,7 +248,10 @@ mod tests {
         assert!(Statistics::from_features(&rng.randn(&[5])).is_err());
         let a = Statistics::from_features(&rng.randn(&[5, 4])).unwrap();
         let b = Statistics::from_features(&rng.randn(&[5, 3])).unwrap();
-        assert!(frechet_distance(&a, &b).unwrap_err().to_string().contains("different feature dimensions"));
+        assert!(frechet_distance(&a, &b)
+            .unwrap_err()
+            .to_string()
+            .contains("different feature dimensions"));
         let nan = Statistics::from_features(&(rng.randn(&[5, 4]) * f64::NAN)).unwrap();
         assert!(frechet_distance(&a, &nan).is_err());
     }
@@ -226,9 +269,18 @@ mod tests {
         // pytorch-fid's own format, written by numpy.savez_compressed.
         let npz = dir.path().join("stats.npz");
         let x = rng.randn(&[30, 6]).to_kind(Kind::Double);
-        crate::testing::oracle("frechet", &[("x", &x), ("y", &x)], &["--npz", npz.to_str().unwrap()]);
+        crate::testing::oracle(
+            "frechet",
+            &[("x", &x), ("y", &x)],
+            &["--npz", npz.to_str().unwrap()],
+        );
         let from_np = Statistics::load(&npz).unwrap();
-        crate::testing::assert_close("npz sigma", &from_np.sigma, &Statistics::from_features(&x).unwrap().sigma, 1e-12);
+        crate::testing::assert_close(
+            "npz sigma",
+            &from_np.sigma,
+            &Statistics::from_features(&x).unwrap().sigma,
+            1e-12,
+        );
         let err = Statistics::load(&dir.path().join("stats.txt")).unwrap_err();
         assert!(err.to_string().contains("stats.txt"));
     }

@@ -31,7 +31,11 @@ pub struct ImageSet {
 /// Numbered files (`0.png`, `2.png`, `10.png`) in numeric order first, then the rest by name,
 /// so that "the first N samples" means what a sampler numbered 0..N.
 fn natural_order(a: &Path, b: &Path) -> Ordering {
-    let num = |p: &Path| p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u64>().ok());
+    let num = |p: &Path| {
+        p.file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<u64>().ok())
+    };
     match (num(a), num(b)) {
         (Some(x), Some(y)) => x.cmp(&y),
         (Some(_), None) => Ordering::Less,
@@ -42,15 +46,27 @@ fn natural_order(a: &Path, b: &Path) -> Ordering {
 
 /// The PNG files of `dir`, in natural order.
 pub fn list_pngs(dir: &Path) -> Result<Vec<PathBuf>> {
-    ensure!(dir.is_dir(), "image folder {} does not exist or is not a directory", dir.display());
+    ensure!(
+        dir.is_dir(),
+        "image folder {} does not exist or is not a directory",
+        dir.display()
+    );
     let mut files = Vec::new();
     let mut others = 0usize;
-    for entry in std::fs::read_dir(dir).with_context(|| format!("listing image folder {}", dir.display()))? {
-        let path = entry.with_context(|| format!("listing image folder {}", dir.display()))?.path();
+    for entry in
+        std::fs::read_dir(dir).with_context(|| format!("listing image folder {}", dir.display()))?
+    {
+        let path = entry
+            .with_context(|| format!("listing image folder {}", dir.display()))?
+            .path();
         if !path.is_file() {
             continue;
         }
-        match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()) {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+        {
             Some(e) if e == "png" => files.push(path),
             _ => others += 1,
         }
@@ -93,7 +109,8 @@ impl ImageSet {
         let mut hashes = Vec::with_capacity(files.len());
         let mut shape: Option<(u32, u32, u32, &Path)> = None;
         for file in &files {
-            let img = image::open(file).with_context(|| format!("cannot read image {}", file.display()))?;
+            let img = image::open(file)
+                .with_context(|| format!("cannot read image {}", file.display()))?;
             let gray = channels == Channels::Native && !img.color().has_color();
             let (w, h, c, pixels) = if gray {
                 let g = img.to_luma8();
@@ -124,8 +141,14 @@ impl ImageSet {
             }
         }
         let (w, h, c, _) = shape.expect("at least one image");
-        let images = Tensor::from_slice(&data).reshape([files.len() as i64, c as i64, h as i64, w as i64]);
-        Ok(ImageSet { dir: dir.to_path_buf(), files, images, image_hashes: hashes })
+        let images =
+            Tensor::from_slice(&data).reshape([files.len() as i64, c as i64, h as i64, w as i64]);
+        Ok(ImageSet {
+            dir: dir.to_path_buf(),
+            files,
+            images,
+            image_hashes: hashes,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -169,15 +192,28 @@ pub(crate) mod tests {
         for i in 0..s[0] {
             let hwc = images.get(i).permute([1, 2, 0]).contiguous();
             let bytes = Vec::<u8>::try_from(hwc.flatten(0, -1)).unwrap();
-            let color = if s[1] == 1 { image::ExtendedColorType::L8 } else { image::ExtendedColorType::Rgb8 };
-            image::save_buffer(dir.join(format!("{i}.png")), &bytes, s[3] as u32, s[2] as u32, color).unwrap();
+            let color = if s[1] == 1 {
+                image::ExtendedColorType::L8
+            } else {
+                image::ExtendedColorType::Rgb8
+            };
+            image::save_buffer(
+                dir.join(format!("{i}.png")),
+                &bytes,
+                s[3] as u32,
+                s[2] as u32,
+                color,
+            )
+            .unwrap();
         }
     }
 
     #[test]
     fn reads_back_what_was_written_in_natural_order() {
         let dir = tempfile::tempdir().unwrap();
-        let imgs = Tensor::arange(12 * 3 * 5 * 4, (Kind::Int64, tch::Device::Cpu)).remainder(251).to_kind(Kind::Uint8);
+        let imgs = Tensor::arange(12 * 3 * 5 * 4, (Kind::Int64, tch::Device::Cpu))
+            .remainder(251)
+            .to_kind(Kind::Uint8);
         let imgs = imgs.reshape([12, 3, 5, 4]);
         write_pngs(dir.path(), &imgs);
         let set = ImageSet::read_png_dir(dir.path(), None, Channels::Native).unwrap();
@@ -186,15 +222,23 @@ pub(crate) mod tests {
         let first = ImageSet::read_png_dir(dir.path(), Some(3), Channels::Native).unwrap();
         assert!(first.images.equal(&imgs.narrow(0, 0, 3)));
         assert_ne!(first.set_hash(), set.set_hash());
-        assert_eq!(set_hash(&set.image_hashes.iter().rev().cloned().collect::<Vec<_>>()), set.set_hash());
+        assert_eq!(
+            set_hash(&set.image_hashes.iter().rev().cloned().collect::<Vec<_>>()),
+            set.set_hash()
+        );
     }
 
     #[test]
     fn grayscale_is_one_channel_natively_and_replicated_as_rgb() {
         let dir = tempfile::tempdir().unwrap();
-        let imgs = Tensor::arange(2 * 6 * 6, (Kind::Int64, tch::Device::Cpu)).to_kind(Kind::Uint8).reshape([2, 1, 6, 6]);
+        let imgs = Tensor::arange(2 * 6 * 6, (Kind::Int64, tch::Device::Cpu))
+            .to_kind(Kind::Uint8)
+            .reshape([2, 1, 6, 6]);
         write_pngs(dir.path(), &imgs);
-        assert!(ImageSet::read_png_dir(dir.path(), None, Channels::Native).unwrap().images.equal(&imgs));
+        assert!(ImageSet::read_png_dir(dir.path(), None, Channels::Native)
+            .unwrap()
+            .images
+            .equal(&imgs));
         let rgb = ImageSet::read_png_dir(dir.path(), None, Channels::Rgb).unwrap();
         assert!(rgb.images.equal(&imgs.expand([2, 3, 6, 6], false)));
     }
@@ -202,24 +246,59 @@ pub(crate) mod tests {
     #[test]
     fn bad_folders_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let err = ImageSet::read_png_dir(dir.path(), None, Channels::Rgb).unwrap_err().to_string();
-        assert!(err.contains("no .png images") && err.contains(&dir.path().display().to_string()), "{err}");
+        let err = ImageSet::read_png_dir(dir.path(), None, Channels::Rgb)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no .png images") && err.contains(&dir.path().display().to_string()),
+            "{err}"
+        );
         let missing = dir.path().join("nope");
-        assert!(format!("{:#}", ImageSet::read_png_dir(&missing, None, Channels::Rgb).unwrap_err()).contains("nope"));
+        assert!(format!(
+            "{:#}",
+            ImageSet::read_png_dir(&missing, None, Channels::Rgb).unwrap_err()
+        )
+        .contains("nope"));
 
-        write_pngs(&dir.path().join("mixed"), &Tensor::zeros([2, 3, 8, 8], (Kind::Uint8, tch::Device::Cpu)));
-        write_pngs(&dir.path().join("mixed/x"), &Tensor::zeros([1, 3, 9, 8], (Kind::Uint8, tch::Device::Cpu)));
-        std::fs::rename(dir.path().join("mixed/x/0.png"), dir.path().join("mixed/2.png")).unwrap();
-        let err = ImageSet::read_png_dir(&dir.path().join("mixed"), None, Channels::Rgb).unwrap_err().to_string();
-        assert!(err.contains("mixed image sizes") && err.contains("2.png"), "{err}");
+        write_pngs(
+            &dir.path().join("mixed"),
+            &Tensor::zeros([2, 3, 8, 8], (Kind::Uint8, tch::Device::Cpu)),
+        );
+        write_pngs(
+            &dir.path().join("mixed/x"),
+            &Tensor::zeros([1, 3, 9, 8], (Kind::Uint8, tch::Device::Cpu)),
+        );
+        std::fs::rename(
+            dir.path().join("mixed/x/0.png"),
+            dir.path().join("mixed/2.png"),
+        )
+        .unwrap();
+        let err = ImageSet::read_png_dir(&dir.path().join("mixed"), None, Channels::Rgb)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("mixed image sizes") && err.contains("2.png"),
+            "{err}"
+        );
 
         let broken = dir.path().join("broken");
-        write_pngs(&broken, &Tensor::zeros([2, 3, 8, 8], (Kind::Uint8, tch::Device::Cpu)));
+        write_pngs(
+            &broken,
+            &Tensor::zeros([2, 3, 8, 8], (Kind::Uint8, tch::Device::Cpu)),
+        );
         std::fs::write(broken.join("1.png"), b"not a png at all").unwrap();
-        let err = format!("{:#}", ImageSet::read_png_dir(&broken, None, Channels::Rgb).unwrap_err());
-        assert!(err.contains("cannot read image") && err.contains("1.png"), "{err}");
+        let err = format!(
+            "{:#}",
+            ImageSet::read_png_dir(&broken, None, Channels::Rgb).unwrap_err()
+        );
+        assert!(
+            err.contains("cannot read image") && err.contains("1.png"),
+            "{err}"
+        );
 
-        let err = ImageSet::read_png_dir(&broken, Some(5), Channels::Rgb).unwrap_err().to_string();
+        let err = ImageSet::read_png_dir(&broken, Some(5), Channels::Rgb)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("fewer than the 5 requested"), "{err}");
     }
 }

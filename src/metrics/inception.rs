@@ -34,12 +34,23 @@ struct BasicConv2d {
 }
 
 impl BasicConv2d {
-    fn new(p: &nn::Path, c_in: i64, c_out: i64, kernel: [i64; 2], stride: i64, padding: [i64; 2]) -> Self {
+    fn new(
+        p: &nn::Path,
+        c_in: i64,
+        c_out: i64,
+        kernel: [i64; 2],
+        stride: i64,
+        padding: [i64; 2],
+    ) -> Self {
         // Zeros: the real values always come from a weights file, so no random draw happens here.
         let conv = p.sub("conv");
         let bn = p.sub("bn");
         BasicConv2d {
-            weight: conv.var("weight", &[c_out, c_in, kernel[0], kernel[1]], Init::Const(0.)),
+            weight: conv.var(
+                "weight",
+                &[c_out, c_in, kernel[0], kernel[1]],
+                Init::Const(0.),
+            ),
             bn_weight: bn.var("weight", &[c_out], Init::Const(1.)),
             bn_bias: bn.var("bias", &[c_out], Init::Const(0.)),
             running_mean: bn.zeros_no_train("running_mean", &[c_out]),
@@ -54,18 +65,25 @@ impl BasicConv2d {
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        x.conv2d(&self.weight, None::<Tensor>, self.stride, self.padding, [1, 1], 1)
-            .batch_norm(
-                Some(&self.bn_weight),
-                Some(&self.bn_bias),
-                Some(&self.running_mean),
-                Some(&self.running_var),
-                false,
-                0.1,
-                1e-3,
-                true,
-            )
-            .relu()
+        x.conv2d(
+            &self.weight,
+            None::<Tensor>,
+            self.stride,
+            self.padding,
+            [1, 1],
+            1,
+        )
+        .batch_norm(
+            Some(&self.bn_weight),
+            Some(&self.bn_bias),
+            Some(&self.running_mean),
+            Some(&self.running_var),
+            false,
+            0.1,
+            1e-3,
+            true,
+        )
+        .relu()
     }
 }
 
@@ -105,7 +123,9 @@ impl InceptionA {
     fn forward(&self, x: &Tensor) -> Tensor {
         let b1 = self.branch1x1.forward(x);
         let b5 = self.branch5x5_2.forward(&self.branch5x5_1.forward(x));
-        let b3 = self.branch3x3dbl_3.forward(&self.branch3x3dbl_2.forward(&self.branch3x3dbl_1.forward(x)));
+        let b3 = self
+            .branch3x3dbl_3
+            .forward(&self.branch3x3dbl_2.forward(&self.branch3x3dbl_1.forward(x)));
         let bp = self.branch_pool.forward(&avg_pool_exclude_pad(x));
         Tensor::cat(&[b1, b5, b3, bp], 1)
     }
@@ -131,7 +151,9 @@ impl InceptionB {
 
     fn forward(&self, x: &Tensor) -> Tensor {
         let b3 = self.branch3x3.forward(x);
-        let bd = self.branch3x3dbl_3.forward(&self.branch3x3dbl_2.forward(&self.branch3x3dbl_1.forward(x)));
+        let bd = self
+            .branch3x3dbl_3
+            .forward(&self.branch3x3dbl_2.forward(&self.branch3x3dbl_1.forward(x)));
         Tensor::cat(&[b3, bd, max_pool_3x3_s2(x)], 1)
     }
 }
@@ -147,11 +169,17 @@ struct InceptionC {
 impl InceptionC {
     fn new(p: &nn::Path, c_in: i64, c7: i64) -> Self {
         let (row, col) = (([1, 7], [0, 3]), ([7, 1], [3, 0]));
-        let conv = |name: &str, ci, co, (k, pad): ([i64; 2], [i64; 2])| BasicConv2d::new(&p.sub(name), ci, co, k, 1, pad);
+        let conv = |name: &str, ci, co, (k, pad): ([i64; 2], [i64; 2])| {
+            BasicConv2d::new(&p.sub(name), ci, co, k, 1, pad)
+        };
         let one = ([1, 1], [0, 0]);
         InceptionC {
             branch1x1: conv("branch1x1", c_in, 192, one),
-            branch7x7: [conv("branch7x7_1", c_in, c7, one), conv("branch7x7_2", c7, c7, row), conv("branch7x7_3", c7, 192, col)],
+            branch7x7: [
+                conv("branch7x7_1", c_in, c7, one),
+                conv("branch7x7_2", c7, c7, row),
+                conv("branch7x7_3", c7, 192, col),
+            ],
             branch7x7dbl: [
                 conv("branch7x7dbl_1", c_in, c7, one),
                 conv("branch7x7dbl_2", c7, c7, col),
@@ -164,7 +192,8 @@ impl InceptionC {
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        let chain = |convs: &[BasicConv2d]| convs.iter().fold(x.shallow_clone(), |h, c| c.forward(&h));
+        let chain =
+            |convs: &[BasicConv2d]| convs.iter().fold(x.shallow_clone(), |h, c| c.forward(&h));
         let b1 = self.branch1x1.forward(x);
         let b7 = chain(&self.branch7x7);
         let bd = chain(&self.branch7x7dbl);
@@ -182,7 +211,8 @@ struct InceptionD {
 
 impl InceptionD {
     fn new(p: &nn::Path, c_in: i64) -> Self {
-        let sq = |name: &str, ci, co, k, s, pad| BasicConv2d::square(&p.sub(name), ci, co, k, s, pad);
+        let sq =
+            |name: &str, ci, co, k, s, pad| BasicConv2d::square(&p.sub(name), ci, co, k, s, pad);
         InceptionD {
             branch3x3_1: sq("branch3x3_1", c_in, 192, 1, 1, 0),
             branch3x3_2: sq("branch3x3_2", 192, 320, 3, 2, 0),
@@ -197,7 +227,10 @@ impl InceptionD {
 
     fn forward(&self, x: &Tensor) -> Tensor {
         let b3 = self.branch3x3_2.forward(&self.branch3x3_1.forward(x));
-        let b7 = self.branch7x7x3.iter().fold(x.shallow_clone(), |h, c| c.forward(&h));
+        let b7 = self
+            .branch7x7x3
+            .iter()
+            .fold(x.shallow_clone(), |h, c| c.forward(&h));
         Tensor::cat(&[b3, b7, max_pool_3x3_s2(x)], 1)
     }
 }
@@ -226,7 +259,9 @@ struct InceptionE {
 
 impl InceptionE {
     fn new(p: &nn::Path, c_in: i64, pool: EPool) -> Self {
-        let c = |name: &str, ci, co, k: [i64; 2], pad: [i64; 2]| BasicConv2d::new(&p.sub(name), ci, co, k, 1, pad);
+        let c = |name: &str, ci, co, k: [i64; 2], pad: [i64; 2]| {
+            BasicConv2d::new(&p.sub(name), ci, co, k, 1, pad)
+        };
         InceptionE {
             branch1x1: c("branch1x1", c_in, 320, [1, 1], [0, 0]),
             branch3x3_1: c("branch3x3_1", c_in, 384, [1, 1], [0, 0]),
@@ -244,9 +279,18 @@ impl InceptionE {
     fn forward(&self, x: &Tensor) -> Tensor {
         let b1 = self.branch1x1.forward(x);
         let h = self.branch3x3_1.forward(x);
-        let b3 = Tensor::cat(&[self.branch3x3_2a.forward(&h), self.branch3x3_2b.forward(&h)], 1);
+        let b3 = Tensor::cat(
+            &[self.branch3x3_2a.forward(&h), self.branch3x3_2b.forward(&h)],
+            1,
+        );
         let h = self.branch3x3dbl_2.forward(&self.branch3x3dbl_1.forward(x));
-        let bd = Tensor::cat(&[self.branch3x3dbl_3a.forward(&h), self.branch3x3dbl_3b.forward(&h)], 1);
+        let bd = Tensor::cat(
+            &[
+                self.branch3x3dbl_3a.forward(&h),
+                self.branch3x3dbl_3b.forward(&h),
+            ],
+            1,
+        );
         let pooled = match self.pool {
             EPool::AvgExcludePad => avg_pool_exclude_pad(x),
             EPool::Max => x.max_pool2d([3, 3], [1, 1], [1, 1], [1, 1], false),
@@ -308,7 +352,17 @@ impl FidInceptionV3 {
         let _ = fc.var("weight", &[NUM_CLASSES, POOL3_DIM], Init::Const(0.));
         let _ = fc.var("bias", &[NUM_CLASSES], Init::Const(0.));
         vs.freeze();
-        FidInceptionV3 { vs, stem, mixed_5, mixed_6a, mixed_6, mixed_7a, mixed_7b, mixed_7c, weights: None }
+        FidInceptionV3 {
+            vs,
+            stem,
+            mixed_5,
+            mixed_6a,
+            mixed_6,
+            mixed_7a,
+            mixed_7b,
+            mixed_7c,
+            weights: None,
+        }
     }
 
     /// Builds the network and loads a safetensors file holding pytorch-fid's state_dict keys.
@@ -323,12 +377,20 @@ impl FidInceptionV3 {
     pub fn load(&mut self, path: &Path) -> Result<()> {
         let hint = "convert pytorch-fid's pt_inception-2015-12-05-6726825d.pth with `python/convert_pth.py IN.pth OUT.safetensors`";
         if path.extension().and_then(|e| e.to_str()) != Some("safetensors") {
-            bail!("Inception weights {} are not a .safetensors file; {hint}", path.display());
+            bail!(
+                "Inception weights {} are not a .safetensors file; {hint}",
+                path.display()
+            );
         }
-        let bytes = std::fs::read(path).with_context(|| format!("reading Inception weights {}", path.display()))?;
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("reading Inception weights {}", path.display()))?;
         let sha256 = crate::metrics::sha256_hex(&bytes);
-        let file = Tensor::read_safetensors(path)
-            .with_context(|| format!("Inception weights {} are not a valid safetensors file; {hint}", path.display()))?;
+        let file = Tensor::read_safetensors(path).with_context(|| {
+            format!(
+                "Inception weights {} are not a valid safetensors file; {hint}",
+                path.display()
+            )
+        })?;
         let mut vars = self.vs.variables();
         let ours: BTreeSet<String> = vars.keys().cloned().collect();
         let mut seen = BTreeSet::new();
@@ -340,9 +402,11 @@ impl FidInceptionV3 {
                 }
                 match vars.get_mut(name) {
                     None => unexpected.push(name.clone()),
-                    Some(var) if var.size() != value.size() => {
-                        wrong_shape.push(format!("{name}: file {:?}, network {:?}", value.size(), var.size()))
-                    }
+                    Some(var) if var.size() != value.size() => wrong_shape.push(format!(
+                        "{name}: file {:?}, network {:?}",
+                        value.size(),
+                        var.size()
+                    )),
                     Some(var) => {
                         var.copy_(&value.to_kind(Kind::Float));
                         seen.insert(name.clone());
@@ -365,7 +429,10 @@ impl FidInceptionV3 {
                 show(&wrong_shape),
             );
         }
-        self.weights = Some(WeightsInfo { path: path.to_path_buf(), sha256 });
+        self.weights = Some(WeightsInfo {
+            path: path.to_path_buf(),
+            sha256,
+        });
         Ok(())
     }
 
@@ -398,11 +465,12 @@ impl FidInceptionV3 {
             h = self.mixed_7a.forward(&h);
             h = self.mixed_7b.forward(&h);
             h = self.mixed_7c.forward(&h);
-            h.adaptive_avg_pool2d([1, 1]).flatten(1, -1).to_device(Device::Cpu)
+            h.adaptive_avg_pool2d([1, 1])
+                .flatten(1, -1)
+                .to_device(Device::Cpu)
         })
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -417,7 +485,11 @@ mod tests {
         let images = Rng::seeded(41).rand(&[4, 3, 32, 32]);
         let dir = tempfile::tempdir().unwrap();
         let weights = dir.path().join("inception.safetensors");
-        let out = crate::testing::oracle("fid_inception", &[("images", &images)], &["7", weights.to_str().unwrap()]);
+        let out = crate::testing::oracle(
+            "fid_inception",
+            &[("images", &images)],
+            &["7", weights.to_str().unwrap()],
+        );
         let net = FidInceptionV3::from_safetensors(&weights, Device::Cpu).unwrap();
         let ours = net.pool3(&images);
         let theirs = &out["features"];
@@ -426,8 +498,14 @@ mod tests {
         assert!(scale > 1e-3, "degenerate features (max {scale})");
         let rel = crate::testing::max_abs_diff(&ours, theirs) / scale;
         eprintln!("pool3 max relative difference to pytorch-fid: {rel:e}");
-        assert!(rel <= 1e-4, "pool3 features differ from pytorch-fid: max relative difference {rel:e}");
-        assert_eq!(net.weights().unwrap().sha256, crate::metrics::sha256_hex(&std::fs::read(&weights).unwrap()));
+        assert!(
+            rel <= 1e-4,
+            "pool3 features differ from pytorch-fid: max relative difference {rel:e}"
+        );
+        assert_eq!(
+            net.weights().unwrap().sha256,
+            crate::metrics::sha256_hex(&std::fs::read(&weights).unwrap())
+        );
     }
 
     #[test]
@@ -435,22 +513,49 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pth = dir.path().join("pt_inception.pth");
         std::fs::write(&pth, b"pickle").unwrap();
-        let err = FidInceptionV3::from_safetensors(&pth, Device::Cpu).err().unwrap().to_string();
-        assert!(err.contains("pt_inception.pth") && err.contains("convert_pth.py"), "{err}");
+        let err = FidInceptionV3::from_safetensors(&pth, Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("pt_inception.pth") && err.contains("convert_pth.py"),
+            "{err}"
+        );
 
         let garbage = dir.path().join("garbage.safetensors");
         std::fs::write(&garbage, b"\x08\0\0\0\0\0\0\0{}").unwrap();
-        let err = format!("{:#}", FidInceptionV3::from_safetensors(&garbage, Device::Cpu).err().unwrap());
+        let err = format!(
+            "{:#}",
+            FidInceptionV3::from_safetensors(&garbage, Device::Cpu)
+                .err()
+                .unwrap()
+        );
         assert!(err.contains("garbage.safetensors"), "{err}");
 
         let other = dir.path().join("other.safetensors");
         let w = Tensor::zeros([32, 3, 3, 3], (Kind::Float, Device::Cpu));
         let odd = Tensor::zeros([3], (Kind::Float, Device::Cpu));
-        Tensor::write_safetensors(&[("Conv2d_1a_3x3.conv.weight", &w), ("Conv2d_2a_3x3.bn.bias", &odd), ("unet.x", &odd)], &other)
-            .unwrap();
-        let err = FidInceptionV3::from_safetensors(&other, Device::Cpu).err().unwrap().to_string();
-        assert!(err.contains("other.safetensors") && err.contains("1 unexpected [unet.x]"), "{err}");
-        assert!(err.contains("1 wrongly shaped [Conv2d_2a_3x3.bn.bias"), "{err}");
+        Tensor::write_safetensors(
+            &[
+                ("Conv2d_1a_3x3.conv.weight", &w),
+                ("Conv2d_2a_3x3.bn.bias", &odd),
+                ("unet.x", &odd),
+            ],
+            &other,
+        )
+        .unwrap();
+        let err = FidInceptionV3::from_safetensors(&other, Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("other.safetensors") && err.contains("1 unexpected [unet.x]"),
+            "{err}"
+        );
+        assert!(
+            err.contains("1 wrongly shaped [Conv2d_2a_3x3.bn.bias"),
+            "{err}"
+        );
         assert!(err.contains("missing [Conv2d_1a_3x3.bn.bias"), "{err}");
     }
 }

@@ -33,22 +33,40 @@ use tch::{Kind, Tensor};
 /// Reads a backdoor target (values in [−1, 1], `[C, H, W]` or `[1, C, H, W]`) from `.npy` or
 /// `.safetensors` (a single tensor, or one named `target`), with the file's sha256.
 pub fn load_target(path: &Path) -> Result<(Tensor, String)> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading target {}", path.display()))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading target {}", path.display()))?;
     let t = match path.extension().and_then(|e| e.to_str()) {
-        Some("npy") => Tensor::read_npy(path).with_context(|| format!("target {} is not a valid .npy file", path.display()))?,
+        Some("npy") => Tensor::read_npy(path)
+            .with_context(|| format!("target {} is not a valid .npy file", path.display()))?,
         Some("safetensors") => {
-            let mut all = Tensor::read_safetensors(path)
-                .with_context(|| format!("target {} is not a valid safetensors file", path.display()))?;
+            let mut all = Tensor::read_safetensors(path).with_context(|| {
+                format!("target {} is not a valid safetensors file", path.display())
+            })?;
             match all.iter().position(|(k, _)| k == "target") {
                 Some(i) => all.swap_remove(i).1,
                 None if all.len() == 1 => all.remove(0).1,
-                None => bail!("target {} holds several tensors and none is named `target`", path.display()),
+                None => bail!(
+                    "target {} holds several tensors and none is named `target`",
+                    path.display()
+                ),
             }
         }
-        _ => bail!("target {} must be a .npy or .safetensors file", path.display()),
+        _ => bail!(
+            "target {} must be a .npy or .safetensors file",
+            path.display()
+        ),
     };
-    let t = if t.dim() == 4 && t.size()[0] == 1 { t.squeeze_dim(0) } else { t };
-    ensure!(t.dim() == 3, "target {} must be one image [C, H, W], got shape {:?}", path.display(), t.size());
+    let t = if t.dim() == 4 && t.size()[0] == 1 {
+        t.squeeze_dim(0)
+    } else {
+        t
+    };
+    ensure!(
+        t.dim() == 3,
+        "target {} must be one image [C, H, W], got shape {:?}",
+        path.display(),
+        t.size()
+    );
     Ok((t.to_kind(Kind::Float), sha256_hex(&bytes)))
 }
 
@@ -140,18 +158,30 @@ mod tests {
         assert_eq!(sha, sha256_hex(&std::fs::read(&out).unwrap()));
 
         let samples = dir.path().join("samples");
-        write_pngs(&samples, &(rng.rand(&[5, 3, 16, 16]) * 255.0).to_kind(Kind::Uint8));
+        write_pngs(
+            &samples,
+            &(rng.rand(&[5, 3, 16, 16]) * 255.0).to_kind(Kind::Uint8),
+        );
         let set = ImageSet::read_png_dir(&samples, None, Channels::Native).unwrap();
         let rows = target_metrics(&set, &loaded, &sha, &ssim::SsimConfig::default(), 0.1).unwrap();
         let names: Vec<&str> = rows.iter().map(|r| r.metric.as_str()).collect();
         assert_eq!(names, ["MSE", "MSE_threshold_rate", "SSIM"]);
-        let per = mse::per_image_mse(&(set.images.to_kind(Kind::Double) / 255.0), &mse::target_to_unit(&loaded)).unwrap();
+        let per = mse::per_image_mse(
+            &(set.images.to_kind(Kind::Double) / 255.0),
+            &mse::target_to_unit(&loaded),
+        )
+        .unwrap();
         assert_eq!(rows[0].value, mse::mse(&per));
-        assert!(rows.iter().all(|r| r.protocol.n_generated == 5 && r.protocol.reference_hash.as_deref() == Some(&sha)));
+        assert!(rows
+            .iter()
+            .all(|r| r.protocol.n_generated == 5
+                && r.protocol.reference_hash.as_deref() == Some(&sha)));
         assert!(rows.iter().all(|r| !r.metric.contains("FID")));
 
         let gray = Tensor::zeros([1, 16, 16], (Kind::Float, tch::Device::Cpu));
-        let err = target_metrics(&set, &gray, "x", &ssim::SsimConfig::default(), 0.1).unwrap_err().to_string();
+        let err = target_metrics(&set, &gray, "x", &ssim::SsimConfig::default(), 0.1)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("samples") && err.contains("target"), "{err}");
         let bad = dir.path().join("t.txt");
         std::fs::write(&bad, "x").unwrap();

@@ -23,8 +23,16 @@ pub fn quantise_png(x01: &Tensor) -> Tensor {
 /// Per-image MSE `[N]` (float64) of samples `[N, C, H, W]` against a target `[C, H, W]`,
 /// `[1, C, H, W]` or `[N, C, H, W]`, both already in [0, 1].
 pub fn per_image_mse(samples01: &Tensor, target01: &Tensor) -> Result<Tensor> {
-    ensure!(samples01.dim() == 4, "samples must be [N, C, H, W], got {:?}", samples01.size());
-    let target = if target01.dim() == 3 { target01.unsqueeze(0) } else { target01.shallow_clone() };
+    ensure!(
+        samples01.dim() == 4,
+        "samples must be [N, C, H, W], got {:?}",
+        samples01.size()
+    );
+    let target = if target01.dim() == 3 {
+        target01.unsqueeze(0)
+    } else {
+        target01.shallow_clone()
+    };
     let (s, t) = (samples01.size(), target.size());
     ensure!(
         t.len() == 4 && t[1..] == s[1..] && (t[0] == 1 || t[0] == s[0]),
@@ -32,8 +40,12 @@ pub fn per_image_mse(samples01: &Tensor, target01: &Tensor) -> Result<Tensor> {
         s,
         t
     );
-    let diff = samples01.to_kind(Kind::Double) - target.to_device(samples01.device()).to_kind(Kind::Double);
-    Ok(diff.square().reshape([s[0], -1]).mean_dim(-1, false, Kind::Double))
+    let diff = samples01.to_kind(Kind::Double)
+        - target.to_device(samples01.device()).to_kind(Kind::Double);
+    Ok(diff
+        .square()
+        .reshape([s[0], -1])
+        .mean_dim(-1, false, Kind::Double))
 }
 
 /// The MSE over all elements; with equally sized images this is the mean of the per-image MSE.
@@ -43,7 +55,11 @@ pub fn mse(per_image: &Tensor) -> f64 {
 
 /// Fraction of samples whose per-image MSE is strictly below `threshold`.
 pub fn mse_threshold_rate(per_image: &Tensor, threshold: f64) -> f64 {
-    per_image.lt(threshold).to_kind(Kind::Double).mean(Kind::Double).double_value(&[])
+    per_image
+        .lt(threshold)
+        .to_kind(Kind::Double)
+        .mean(Kind::Double)
+        .double_value(&[])
 }
 
 #[cfg(test)]
@@ -59,7 +75,8 @@ mod tests {
         // some fall below the threshold and some above.
         let target = (rng.rand(&[3, 8, 8]) * 2.4 - 1.2).to_kind(Kind::Float);
         let t01 = target_to_unit(&target);
-        let spread = Tensor::linspace(0.0, 1.0, 10, (tch::Kind::Float, tch::Device::Cpu)).view([10, 1, 1, 1]);
+        let spread = Tensor::linspace(0.0, 1.0, 10, (tch::Kind::Float, tch::Device::Cpu))
+            .view([10, 1, 1, 1]);
         let raw = (&t01.unsqueeze(0) + rng.randn(&[10, 3, 8, 8]) * spread).clamp(0.0, 1.0);
         // As `baddiff measure` reads them: PNG bytes, divided by 255 in float64.
         let bytes = (quantise_png(&raw) * 255.0).round().to_kind(Kind::Uint8);
@@ -68,10 +85,16 @@ mod tests {
         let per = per_image_mse(&samples, &t01).unwrap();
         assert_close("per-image MSE", &per, &out["per_image"], 1e-12);
         let total = mse(&per);
-        assert!((total - out["mse"].double_value(&[0])).abs() <= 1e-12, "MSE {total}");
+        assert!(
+            (total - out["mse"].double_value(&[0])).abs() <= 1e-12,
+            "MSE {total}"
+        );
         let rate = mse_threshold_rate(&per, MSE_THRESHOLD);
         assert_eq!(rate, out["threshold_rate"].double_value(&[0]));
-        assert!(rate > 0.0 && rate < 1.0, "the fixture should straddle the threshold, rate {rate}");
+        assert!(
+            rate > 0.0 && rate < 1.0,
+            "the fixture should straddle the threshold, rate {rate}"
+        );
     }
 
     #[test]

@@ -43,7 +43,13 @@ pub struct SsimConfig {
 
 impl Default for SsimConfig {
     fn default() -> Self {
-        SsimConfig { sigma: 1.5, k1: 0.01, k2: 0.03, data_range: 1.0, border: SsimBorder::Cropped }
+        SsimConfig {
+            sigma: 1.5,
+            k1: 0.01,
+            k2: 0.03,
+            data_range: 1.0,
+            border: SsimBorder::Cropped,
+        }
     }
 }
 
@@ -61,14 +67,24 @@ fn gaussian_window(channels: i64, k: i64, sigma: f64, device: Device) -> Tensor 
     let dist = Tensor::arange_start_step(start, start + k as f64, 1.0, (Kind::Float, device));
     let g = (-(dist / sigma).pow_tensor_scalar(2) / 2.0).exp();
     let g = (&g / g.sum(Kind::Float)).unsqueeze(0);
-    g.transpose(0, 1).matmul(&g).expand([channels, 1, k, k], false)
+    g.transpose(0, 1)
+        .matmul(&g)
+        .expand([channels, 1, k, k], false)
 }
 
 /// Per-image SSIM `[N]` (float32) of `preds` against `target`, both `[N, C, H, W]` in
 /// `[0, data_range]`; a single `[C, H, W]` target is compared with every image.
 pub fn ssim_per_image(preds: &Tensor, target: &Tensor, cfg: &SsimConfig) -> Result<Tensor> {
-    ensure!(preds.dim() == 4, "SSIM needs images [N, C, H, W], got {:?}", preds.size());
-    let target = if target.dim() == 3 { target.unsqueeze(0).expand_as(preds) } else { target.shallow_clone() };
+    ensure!(
+        preds.dim() == 4,
+        "SSIM needs images [N, C, H, W], got {:?}",
+        preds.size()
+    );
+    let target = if target.dim() == 3 {
+        target.unsqueeze(0).expand_as(preds)
+    } else {
+        target.shallow_clone()
+    };
     ensure!(
         target.size() == preds.size(),
         "SSIM: images {:?} and target {:?} differ in shape",
@@ -78,7 +94,11 @@ pub fn ssim_per_image(preds: &Tensor, target: &Tensor, cfg: &SsimConfig) -> Resu
     let k = cfg.window();
     let pad = (k - 1) / 2;
     let (c, h, w) = (preds.size()[1], preds.size()[2], preds.size()[3]);
-    let min = if cfg.border == SsimBorder::Cropped { 2 * pad + 1 } else { pad + 1 };
+    let min = if cfg.border == SsimBorder::Cropped {
+        2 * pad + 1
+    } else {
+        pad + 1
+    };
     ensure!(
         h >= min && w >= min,
         "SSIM: images of {h}×{w} are too small for a {k}×{k} window with the {:?} border (need at least {min}×{min})",
@@ -86,14 +106,23 @@ pub fn ssim_per_image(preds: &Tensor, target: &Tensor, cfg: &SsimConfig) -> Resu
     );
     let preds = preds.to_kind(Kind::Float);
     let target = target.to_device(preds.device()).to_kind(Kind::Float);
-    let (c1, c2) = ((cfg.k1 * cfg.data_range).powi(2), (cfg.k2 * cfg.data_range).powi(2));
+    let (c1, c2) = (
+        (cfg.k1 * cfg.data_range).powi(2),
+        (cfg.k2 * cfg.data_range).powi(2),
+    );
     let p = preds.reflection_pad2d([pad, pad, pad, pad]);
     let t = target.reflection_pad2d([pad, pad, pad, pad]);
     let stacked = Tensor::cat(&[&p, &t, &(&p * &p), &(&t * &t), &(&p * &t)], 0);
     let window = gaussian_window(c, k, cfg.sigma, preds.device());
-    let out = stacked.conv2d(&window, None::<Tensor>, [1, 1], [0, 0], [1, 1], c).chunk(5, 0);
+    let out = stacked
+        .conv2d(&window, None::<Tensor>, [1, 1], [0, 0], [1, 1], c)
+        .chunk(5, 0);
     let (mu_p, mu_t) = (&out[0], &out[1]);
-    let (mu_p_sq, mu_t_sq, mu_pt) = (mu_p.pow_tensor_scalar(2), mu_t.pow_tensor_scalar(2), mu_p * mu_t);
+    let (mu_p_sq, mu_t_sq, mu_pt) = (
+        mu_p.pow_tensor_scalar(2),
+        mu_t.pow_tensor_scalar(2),
+        mu_p * mu_t,
+    );
     let var_p = (&out[2] - &mu_p_sq).clamp_min(0.0);
     let var_t = (&out[3] - &mu_t_sq).clamp_min(0.0);
     let cov = &out[4] - &mu_pt;
@@ -110,7 +139,9 @@ pub fn ssim_per_image(preds: &Tensor, target: &Tensor, cfg: &SsimConfig) -> Resu
 
 /// Mean SSIM over the batch, as the metric's `compute()` returns it.
 pub fn ssim(preds: &Tensor, target: &Tensor, cfg: &SsimConfig) -> Result<f64> {
-    Ok(ssim_per_image(preds, target, cfg)?.mean(Kind::Double).double_value(&[]))
+    Ok(ssim_per_image(preds, target, cfg)?
+        .mean(Kind::Double)
+        .double_value(&[]))
 }
 
 #[cfg(test)]
@@ -125,7 +156,9 @@ mod tests {
         let b = rng.rand(&[4, 3, 32, 32]);
         let noisy = (&a + rng.randn(&[4, 3, 32, 32]) * 0.05).clamp(0.0, 1.0);
         let ramp = Tensor::linspace(0.0, 1.0, 32, (Kind::Float, Device::Cpu));
-        let grad = (ramp.view([1, 1, 1, 32]) * ramp.view([1, 1, 32, 1])).expand([2, 1, 32, 32], false).contiguous();
+        let grad = (ramp.view([1, 1, 1, 32]) * ramp.view([1, 1, 32, 1]))
+            .expand([2, 1, 32, 32], false)
+            .contiguous();
         let shifted = grad.roll([3], [3]);
         let flat = Tensor::full([1, 3, 16, 20], 0.3, (Kind::Float, Device::Cpu));
         let boxed = flat.copy();
@@ -143,7 +176,9 @@ mod tests {
         let mut rng = Rng::seeded(21);
         let pairs = pairs(&mut rng);
         // One oracle run for all pairs: `preds_i`, `target_i`.
-        let names: Vec<(String, String)> = (0..pairs.len()).map(|i| (format!("preds_{i}"), format!("target_{i}"))).collect();
+        let names: Vec<(String, String)> = (0..pairs.len())
+            .map(|i| (format!("preds_{i}"), format!("target_{i}")))
+            .collect();
         let mut inputs = Vec::new();
         for ((p, t), (_, x, y)) in names.iter().zip(&pairs) {
             inputs.push((p.as_str(), x));
@@ -152,12 +187,23 @@ mod tests {
         let out = oracle("ssim", &inputs, &[]);
         for (i, (name, x, y)) in pairs.iter().enumerate() {
             for (border, key) in [(SsimBorder::Full, "full"), (SsimBorder::Cropped, "cropped")] {
-                let cfg = SsimConfig { border, ..Default::default() };
+                let cfg = SsimConfig {
+                    border,
+                    ..Default::default()
+                };
                 let ours = ssim_per_image(x, y, &cfg).unwrap();
-                assert_close(&format!("{name} per-image {key}"), &ours, &out[&format!("{key}_per_image_{i}")], 1e-5);
+                assert_close(
+                    &format!("{name} per-image {key}"),
+                    &ours,
+                    &out[&format!("{key}_per_image_{i}")],
+                    1e-5,
+                );
                 let mean = ssim(x, y, &cfg).unwrap();
                 let theirs = out[&format!("{key}_mean_{i}")].double_value(&[]);
-                assert!((mean - theirs).abs() <= 1e-5, "{name} mean {key}: {mean} vs {theirs}");
+                assert!(
+                    (mean - theirs).abs() <= 1e-5,
+                    "{name} mean {key}: {mean} vs {theirs}"
+                );
             }
         }
     }
@@ -167,7 +213,12 @@ mod tests {
         let mut rng = Rng::seeded(22);
         let x = rng.rand(&[3, 3, 32, 32]);
         let v = ssim_per_image(&x, &x, &SsimConfig::default()).unwrap();
-        assert_close("SSIM(x, x)", &v, &Tensor::ones([3], (Kind::Float, Device::Cpu)), 1e-6);
+        assert_close(
+            "SSIM(x, x)",
+            &v,
+            &Tensor::ones([3], (Kind::Float, Device::Cpu)),
+            1e-6,
+        );
         let target = x.get(1);
         let one = ssim_per_image(&x, &target, &SsimConfig::default()).unwrap();
         assert!((one.double_value(&[1]) - 1.0).abs() < 1e-6 && one.double_value(&[0]) < 0.5);
@@ -177,13 +228,20 @@ mod tests {
     fn bad_shapes_are_refused() {
         let mut rng = Rng::seeded(23);
         let cfg = SsimConfig::default();
-        assert!(ssim_per_image(&rng.rand(&[2, 3, 32, 32]), &rng.rand(&[2, 3, 16, 16]), &cfg).is_err());
+        assert!(
+            ssim_per_image(&rng.rand(&[2, 3, 32, 32]), &rng.rand(&[2, 3, 16, 16]), &cfg).is_err()
+        );
         assert!(ssim_per_image(&rng.rand(&[3, 32, 32]), &rng.rand(&[3, 32, 32]), &cfg).is_err());
-        let err = ssim_per_image(&rng.rand(&[1, 1, 4, 4]), &rng.rand(&[1, 1, 4, 4]), &cfg).unwrap_err();
+        let err =
+            ssim_per_image(&rng.rand(&[1, 1, 4, 4]), &rng.rand(&[1, 1, 4, 4]), &cfg).unwrap_err();
         assert!(err.to_string().contains("too small"));
-        let err = ssim_per_image(&rng.rand(&[1, 1, 8, 8]), &rng.rand(&[1, 1, 8, 8]), &cfg).unwrap_err();
+        let err =
+            ssim_per_image(&rng.rand(&[1, 1, 8, 8]), &rng.rand(&[1, 1, 8, 8]), &cfg).unwrap_err();
         assert!(err.to_string().contains("need at least 11×11"), "{err}");
-        let full = SsimConfig { border: SsimBorder::Full, ..cfg };
+        let full = SsimConfig {
+            border: SsimBorder::Full,
+            ..cfg
+        };
         assert!(ssim_per_image(&rng.rand(&[1, 1, 8, 8]), &rng.rand(&[1, 1, 8, 8]), &full).is_ok());
     }
 }

@@ -49,21 +49,43 @@ fn fid_caches_per_image_and_matches_a_direct_computation() {
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     let a_imgs = random_set(&mut rng, 40);
     write_pngs(&a, &a_imgs);
-    write_pngs(&b, &(a_imgs.to_kind(Kind::Float) * 0.7).to_kind(Kind::Uint8));
+    write_pngs(
+        &b,
+        &(a_imgs.to_kind(Kind::Float) * 0.7).to_kind(Kind::Uint8),
+    );
     let net = MomentNet { seen: Cell::new(0) };
     let cache = FeatureCache::new(dir.path().join("cache"));
-    let opts = FidOptions { batch: 16, limit: None, reference_split: Some("test-b".into()) };
-    let (ia, ib) = (FidInput::from_path(&a).unwrap(), FidInput::from_path(&b).unwrap());
+    let opts = FidOptions {
+        batch: 16,
+        limit: None,
+        reference_split: Some("test-b".into()),
+    };
+    let (ia, ib) = (
+        FidInput::from_path(&a).unwrap(),
+        FidInput::from_path(&b).unwrap(),
+    );
 
     let row = fid(&ia, &ib, &net, &cache, &opts).unwrap();
     assert_eq!(net.seen.get(), 80);
     let direct = frechet_distance(
         &Statistics::from_features(&net.features(&(a_imgs.to_kind(Kind::Float) / 255.0))).unwrap(),
-        &Statistics::from_features(&cache.features(&net, &ImageSet::read_png_dir(&b, None, Channels::Rgb).unwrap(), 7).unwrap())
-            .unwrap(),
+        &Statistics::from_features(
+            &cache
+                .features(
+                    &net,
+                    &ImageSet::read_png_dir(&b, None, Channels::Rgb).unwrap(),
+                    7,
+                )
+                .unwrap(),
+        )
+        .unwrap(),
     )
     .unwrap();
-    assert!((row.value - direct).abs() <= 1e-9 * direct.abs(), "{} vs {direct}", row.value);
+    assert!(
+        (row.value - direct).abs() <= 1e-9 * direct.abs(),
+        "{} vs {direct}",
+        row.value
+    );
     assert_eq!(row.metric, "FD_moments");
     let p = &row.protocol;
     assert_eq!((p.n_generated, p.n_reference), (40, 40));
@@ -75,17 +97,38 @@ fn fid_caches_per_image_and_matches_a_direct_computation() {
     net.seen.set(0);
     let again = fid(&ia, &ib, &net, &cache, &opts).unwrap();
     assert_eq!(again.value, row.value);
-    let fewer = fid(&ia, &ib, &net, &cache, &FidOptions { limit: Some(25), ..opts }).unwrap();
-    let opts = FidOptions { batch: 16, limit: None, reference_split: None };
+    let fewer = fid(
+        &ia,
+        &ib,
+        &net,
+        &cache,
+        &FidOptions {
+            limit: Some(25),
+            ..opts
+        },
+    )
+    .unwrap();
+    let opts = FidOptions {
+        batch: 16,
+        limit: None,
+        reference_split: None,
+    };
     let swapped = fid(&ib, &ia, &net, &cache, &opts).unwrap();
     assert_eq!(net.seen.get(), 0, "cached features were recomputed");
     assert_eq!(fewer.protocol.n_generated, 25);
-    assert!((swapped.value - row.value).abs() <= 1e-9 * row.value, "FID is not symmetric");
+    assert!(
+        (swapped.value - row.value).abs() <= 1e-9 * row.value,
+        "FID is not symmetric"
+    );
 
     // A superset only runs the new images.
     write_pngs(&dir.path().join("c"), &random_set(&mut rng, 3));
     for i in 0..3 {
-        std::fs::copy(dir.path().join(format!("c/{i}.png")), a.join(format!("{}.png", 40 + i))).unwrap();
+        std::fs::copy(
+            dir.path().join(format!("c/{i}.png")),
+            a.join(format!("{}.png", 40 + i)),
+        )
+        .unwrap();
     }
     fid(&ia, &ib, &net, &cache, &opts).unwrap();
     assert_eq!(net.seen.get(), 3);
@@ -104,15 +147,42 @@ fn statistics_files_stand_in_for_folders() {
     write_pngs(&b, &random_set(&mut rng, 30));
     let net = MomentNet { seen: Cell::new(0) };
     let cache = FeatureCache::new(dir.path().join("cache"));
-    let opts = FidOptions { batch: 8, limit: None, reference_split: None };
-    let from_dirs = fid(&FidInput::from_path(&a).unwrap(), &FidInput::from_path(&b).unwrap(), &net, &cache, &opts).unwrap();
-    let stats = cache.statistics(&net, &ImageSet::read_png_dir(&b, None, Channels::Rgb).unwrap(), 8).unwrap();
+    let opts = FidOptions {
+        batch: 8,
+        limit: None,
+        reference_split: None,
+    };
+    let from_dirs = fid(
+        &FidInput::from_path(&a).unwrap(),
+        &FidInput::from_path(&b).unwrap(),
+        &net,
+        &cache,
+        &opts,
+    )
+    .unwrap();
+    let stats = cache
+        .statistics(
+            &net,
+            &ImageSet::read_png_dir(&b, None, Channels::Rgb).unwrap(),
+            8,
+        )
+        .unwrap();
     let file = dir.path().join("b_stats.safetensors");
     stats.save(&file).unwrap();
-    let from_file = fid(&FidInput::from_path(&a).unwrap(), &FidInput::from_path(&file).unwrap(), &net, &cache, &opts).unwrap();
+    let from_file = fid(
+        &FidInput::from_path(&a).unwrap(),
+        &FidInput::from_path(&file).unwrap(),
+        &net,
+        &cache,
+        &opts,
+    )
+    .unwrap();
     assert_eq!(from_file.value, from_dirs.value);
     assert_eq!(from_file.protocol.n_reference, 30);
-    assert_eq!(from_file.protocol.reference_hash, Some(crate::metrics::sha256_hex(&std::fs::read(&file).unwrap())));
+    assert_eq!(
+        from_file.protocol.reference_hash,
+        Some(crate::metrics::sha256_hex(&std::fs::read(&file).unwrap()))
+    );
 }
 
 #[test]
@@ -123,22 +193,48 @@ fn few_images_warn_and_bad_inputs_are_named() {
     write_pngs(&a, &random_set(&mut rng, 5));
     let net = MomentNet { seen: Cell::new(0) };
     let cache = FeatureCache::new(dir.path().join("cache"));
-    let opts = FidOptions { batch: 8, limit: None, reference_split: None };
+    let opts = FidOptions {
+        batch: 8,
+        limit: None,
+        reference_split: None,
+    };
     let ia = FidInput::from_path(&a).unwrap();
     let row = fid(&ia, &ia, &net, &cache, &opts).unwrap();
     assert_eq!(row.protocol.warnings.len(), 2);
     assert!(row.protocol.warnings[0].contains("only 5 feature vectors for 18 dimensions"));
 
-    let err = FidInput::from_path(&dir.path().join("missing")).err().unwrap().to_string();
-    assert!(err.contains("missing") && err.contains("does not exist"), "{err}");
+    let err = FidInput::from_path(&dir.path().join("missing"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("missing") && err.contains("does not exist"),
+        "{err}"
+    );
     std::fs::write(dir.path().join("x.txt"), "x").unwrap();
-    let err = FidInput::from_path(&dir.path().join("x.txt")).err().unwrap().to_string();
+    let err = FidInput::from_path(&dir.path().join("x.txt"))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("x.txt"), "{err}");
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    let err = fid(&ia, &FidInput::from_path(&empty).unwrap(), &net, &cache, &opts).unwrap_err().to_string();
-    assert!(err.contains("no .png images") && err.contains("empty"), "{err}");
+    let err = fid(
+        &ia,
+        &FidInput::from_path(&empty).unwrap(),
+        &net,
+        &cache,
+        &opts,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("no .png images") && err.contains("empty"),
+        "{err}"
+    );
     let no_weights = FidInceptionV3::new(Device::Cpu);
-    let err = fid(&ia, &ia, &no_weights, &cache, &opts).unwrap_err().to_string();
+    let err = fid(&ia, &ia, &no_weights, &cache, &opts)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("--inception-weights"), "{err}");
 }
