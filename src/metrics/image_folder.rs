@@ -122,7 +122,7 @@ impl ImageSet {
             match shape {
                 None => shape = Some((w, h, c, file)),
                 Some((w0, h0, c0, first)) if (w0, h0, c0) != (w, h, c) => bail!(
-                    "mixed image sizes in {}: {} is {w}×{h}×{c} but {} is {w0}×{h0}×{c0}",
+                    "mixed image sizes in {}: {} is {w}×{h} px with {c} channels but {} is {w0}×{h0} px with {c0}",
                     dir.display(),
                     file.display(),
                     first.display()
