@@ -5,6 +5,7 @@
 pub mod backdoor_loss;
 pub mod checkpoint;
 pub mod datasets;
+pub mod metrics;
 pub mod pil;
 pub mod poison;
 pub mod python;

@@ -15,6 +15,10 @@ struct Cli {
 enum Command {
     /// Print what this binary runs on (versions, device, threads) as JSON, for run records.
     Env(cmd::env::Args),
+    /// Backdoor metrics (MSE, MSE-threshold rate, SSIM) of a sample folder against its target.
+    Measure(cmd::measure::Args),
+    /// FID between two image folders or statistics files.
+    Fid(cmd::fid::Args),
 }
 
 fn version() -> &'static str {
@@ -29,6 +33,8 @@ fn version() -> &'static str {
 fn main() {
     let result = match Cli::parse().command {
         Command::Env(args) => cmd::env::run(args),
+        Command::Measure(args) => cmd::measure::run(args),
+        Command::Fid(args) => cmd::fid::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

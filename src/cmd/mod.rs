@@ -1,2 +1,4 @@
 //! One file per `baddiff` subcommand: argument parsing and printing only; the library computes.
 pub mod env;
+pub mod fid;
+pub mod measure;

@@ -1,0 +1,190 @@
+//! The paper's metrics (spec §5): FID (pytorch-fid's Inception, Fréchet distance of pool3
+//! statistics, or a clearly named proxy where the Inception weights are unavailable), MSE to the
+//! backdoor target and its threshold rate, and SSIM. Every number leaves
+//! this module as a [`MetricRow`] carrying the [`Protocol`] that produced it.
+pub mod fid;
+pub mod frechet;
+pub mod image_folder;
+pub mod inception;
+pub mod mse;
+pub mod protocol;
+pub mod proxy;
+pub mod ssim;
+
+pub use protocol::{MetricRow, Protocol};
+
+use sha2::{Digest, Sha256};
+
+/// Lower-case hex sha256 of some bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+use std::path::Path;
+
+use anyhow::{bail, ensure, Context, Result};
+use tch::{Kind, Tensor};
+
+/// Reads a backdoor target (values in [−1, 1], `[C, H, W]` or `[1, C, H, W]`) from `.npy` or
+/// `.safetensors` (a single tensor, or one named `target`), with the file's sha256.
+pub fn load_target(path: &Path) -> Result<(Tensor, String)> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading target {}", path.display()))?;
+    let t = match path.extension().and_then(|e| e.to_str()) {
+        Some("npy") => Tensor::read_npy(path)
+            .with_context(|| format!("target {} is not a valid .npy file", path.display()))?,
+        Some("safetensors") => {
+            let mut all = Tensor::read_safetensors(path).with_context(|| {
+                format!("target {} is not a valid safetensors file", path.display())
+            })?;
+            match all.iter().position(|(k, _)| k == "target") {
+                Some(i) => all.swap_remove(i).1,
+                None if all.len() == 1 => all.remove(0).1,
+                None => bail!(
+                    "target {} holds several tensors and none is named `target`",
+                    path.display()
+                ),
+            }
+        }
+        _ => bail!(
+            "target {} must be a .npy or .safetensors file",
+            path.display()
+        ),
+    };
+    let t = if t.dim() == 4 && t.size()[0] == 1 {
+        t.squeeze_dim(0)
+    } else {
+        t
+    };
+    ensure!(
+        t.dim() == 3,
+        "target {} must be one image [C, H, W], got shape {:?}",
+        path.display(),
+        t.size()
+    );
+    Ok((t.to_kind(Kind::Float), sha256_hex(&bytes)))
+}
+
+/// The backdoor metrics of samples against their target (spec §5): `MSE`,
+/// `MSE_threshold_rate` and `SSIM`, each a row with its protocol.
+pub fn target_metrics(
+    samples: &image_folder::ImageSet,
+    target: &Tensor,
+    target_sha256: &str,
+    ssim_cfg: &ssim::SsimConfig,
+    threshold: f64,
+) -> Result<Vec<MetricRow>> {
+    let s = samples.images.size();
+    ensure!(
+        target.size()[..] == s[1..],
+        "samples in {} are {:?} (C, H, W) but the target is {:?}: use the target made for this dataset's image \
+         size and channels",
+        samples.dir.display(),
+        &s[1..],
+        target.size()
+    );
+    let y01 = mse::target_to_unit(target);
+    // PNG bytes / 255 in float64 for MSE, float32 for SSIM as torchmetrics sees them.
+    let per_image = mse::per_image_mse(&(samples.images.to_kind(Kind::Double) / 255.0), &y01)?;
+    let ssim_value = ssim::ssim(&samples.to_unit(), &y01, ssim_cfg)?;
+    let protocol = |implementation: String, dtype: &str| Protocol {
+        implementation,
+        version: env!("CARGO_PKG_VERSION").into(),
+        weights_sha256: None,
+        n_generated: s[0],
+        n_reference: 1,
+        reference_split: Some("backdoor target".into()),
+        reference_hash: Some(target_sha256.into()),
+        resize: None,
+        image_format: "png (8-bit) / 255 vs target clamp(y/2+0.5, 0, 1) unquantised".into(),
+        dtype: dtype.into(),
+        device: "Cpu".into(),
+        warnings: vec![],
+    };
+    let mse_impl = "baddiffusion MSE (official measure: mean over N·C·H·W)".to_string();
+    Ok(vec![
+        MetricRow { metric: "MSE".into(), value: mse::mse(&per_image), protocol: protocol(mse_impl, "float64") },
+        MetricRow {
+            metric: "MSE_threshold_rate".into(),
+            value: mse::mse_threshold_rate(&per_image, threshold),
+            protocol: protocol(format!("baddiffusion MSE threshold rate (per-image MSE < {threshold})"), "float64"),
+        },
+        MetricRow {
+            metric: "SSIM".into(),
+            value: ssim_value,
+            protocol: protocol(
+                format!(
+                    "baddiffusion SSIM (torchmetrics defaults, data_range 1, window {}, sigma {}, border: {})",
+                    ssim_cfg.window(),
+                    ssim_cfg.sigma,
+                    ssim_cfg.border.describe()
+                ),
+                "float32",
+            ),
+        },
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::image_folder::{tests::write_pngs, Channels, ImageSet};
+    use crate::rng::Rng;
+
+    /// `convert_pth.py` turns a real `torch.save` pickle into safetensors our loader reads.
+    #[test]
+    fn convert_pth_then_load_target_and_measure() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = Rng::seeded(61);
+        let target = rng.rand(&[3, 16, 16]) * 2.0 - 1.0;
+        let pth = dir.path().join("target.pth");
+        let py = format!("import torch; from safetensors.torch import load_file; torch.save({{'target': load_file('{0}')['target']}}, '{1}')", "IN", pth.display());
+        let input = dir.path().join("in.safetensors");
+        Tensor::write_safetensors(&[("target", &target)], &input).unwrap();
+        let status = std::process::Command::new(crate::python::interpreter().unwrap())
+            .args(["-c", &py.replace("IN", input.to_str().unwrap())])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let out = dir.path().join("target.safetensors");
+        crate::python::run("convert_pth.py", &[pth.as_os_str(), out.as_os_str()]).unwrap();
+        let (loaded, sha) = load_target(&out).unwrap();
+        assert!(loaded.equal(&target));
+        assert_eq!(sha, sha256_hex(&std::fs::read(&out).unwrap()));
+
+        let samples = dir.path().join("samples");
+        write_pngs(
+            &samples,
+            &(rng.rand(&[5, 3, 16, 16]) * 255.0).to_kind(Kind::Uint8),
+        );
+        let set = ImageSet::read_png_dir(&samples, None, Channels::Native).unwrap();
+        let rows = target_metrics(&set, &loaded, &sha, &ssim::SsimConfig::default(), 0.1).unwrap();
+        let names: Vec<&str> = rows.iter().map(|r| r.metric.as_str()).collect();
+        assert_eq!(names, ["MSE", "MSE_threshold_rate", "SSIM"]);
+        let per = mse::per_image_mse(
+            &(set.images.to_kind(Kind::Double) / 255.0),
+            &mse::target_to_unit(&loaded),
+        )
+        .unwrap();
+        assert_eq!(rows[0].value, mse::mse(&per));
+        assert!(rows
+            .iter()
+            .all(|r| r.protocol.n_generated == 5
+                && r.protocol.reference_hash.as_deref() == Some(&sha)));
+        assert!(rows.iter().all(|r| !r.metric.contains("FID")));
+
+        let gray = Tensor::zeros([1, 16, 16], (Kind::Float, tch::Device::Cpu));
+        let err = target_metrics(&set, &gray, "x", &ssim::SsimConfig::default(), 0.1)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("samples") && err.contains("target"), "{err}");
+        let bad = dir.path().join("t.txt");
+        std::fs::write(&bad, "x").unwrap();
+        assert!(load_target(&bad).unwrap_err().to_string().contains("t.txt"));
+    }
+}
