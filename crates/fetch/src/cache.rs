@@ -35,7 +35,10 @@ pub enum CacheError {
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
-    move |source| CacheError::Io { path: path.to_path_buf(), source }
+    move |source| CacheError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// An exclusive lock held until dropped (advisory, across processes).
@@ -58,7 +61,9 @@ impl Cache {
         let base = std::env::var_os("XDG_CACHE_HOME")
             .filter(|d| !d.is_empty())
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".cache"));
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".cache")
+            });
         base.join("baddiffusion")
     }
 
@@ -68,7 +73,14 @@ impl Cache {
 
     /// Opens (creating if needed) a cache rooted at `root`.
     pub fn open(root: &Path) -> Result<Cache, CacheError> {
-        for d in ["objects/sha256", "extracted", "by-name", "partial", "locks", "quarantine"] {
+        for d in [
+            "objects/sha256",
+            "extracted",
+            "by-name",
+            "partial",
+            "locks",
+            "quarantine",
+        ] {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
@@ -82,7 +94,10 @@ impl Cache {
 
     /// Where a verified object with this sha256 lives (whether or not it is present).
     pub fn object_path(&self, sha256: &str) -> PathBuf {
-        self.root.join("objects/sha256").join(&sha256[..2]).join(sha256)
+        self.root
+            .join("objects/sha256")
+            .join(&sha256[..2])
+            .join(sha256)
     }
 
     pub fn has_object(&self, sha256: &str) -> bool {
@@ -107,14 +122,25 @@ impl Cache {
         if dir.join(COMPLETE).is_file() {
             Ok(dir)
         } else {
-            Err(CacheError::NotCached { name: name.to_string(), root: self.root.clone() })
+            Err(CacheError::NotCached {
+                name: name.to_string(),
+                root: self.root.clone(),
+            })
         }
     }
 
     /// Takes an exclusive lock named `key`, waiting for another process that holds it.
     pub fn lock(&self, key: &str) -> Result<LockGuard, CacheError> {
-        let safe: String =
-            key.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+        let safe: String = key
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         let p = self.root.join("locks").join(format!("{safe}.lock"));
         let f = File::create(&p).map_err(io_err(&p))?;
         f.lock_exclusive().map_err(io_err(&p))?;
@@ -126,7 +152,9 @@ impl Cache {
         let dst = self.object_path(sha256);
         let parent = dst.parent().unwrap();
         fs::create_dir_all(parent).map_err(io_err(parent))?;
-        let mut perm = fs::metadata(verified).map_err(io_err(verified))?.permissions();
+        let mut perm = fs::metadata(verified)
+            .map_err(io_err(verified))?
+            .permissions();
         perm.set_readonly(true);
         fs::set_permissions(verified, perm).map_err(io_err(verified))?;
         fs::rename(verified, &dst).map_err(io_err(&dst))?;
@@ -175,7 +203,12 @@ impl Cache {
         }
         let extracted = self.root.join("extracted");
         for list in read_dir(&extracted)? {
-            let Some(sha) = list.file_name().unwrap().to_str().and_then(|n| n.strip_suffix(".files")) else {
+            let Some(sha) = list
+                .file_name()
+                .unwrap()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".files"))
+            else {
                 continue;
             };
             let tree = self.extracted_dir(sha);
@@ -183,8 +216,13 @@ impl Cache {
             let mut ok = tree.is_dir();
             for line in text.lines() {
                 rep.checked += 1;
-                let Some((h, rel)) = line.split_once('\t') else { continue };
-                if digest_file(&tree.join(rel)).map(|d| d.sha256 != h).unwrap_or(true) {
+                let Some((h, rel)) = line.split_once('\t') else {
+                    continue;
+                };
+                if digest_file(&tree.join(rel))
+                    .map(|d| d.sha256 != h)
+                    .unwrap_or(true)
+                {
                     ok = false;
                     break;
                 }
@@ -192,7 +230,8 @@ impl Cache {
             if !ok {
                 let q = self.quarantine(&tree, &format!("extracted-{sha}"))?;
                 fs::remove_file(&list).map_err(io_err(&list))?;
-                rep.quarantined.push((format!("extracted tree of {sha}"), q));
+                rep.quarantined
+                    .push((format!("extracted tree of {sha}"), q));
             }
         }
         // Unmark artifacts whose links now dangle.
@@ -206,8 +245,14 @@ impl Cache {
     }
 
     fn quarantine(&self, path: &Path, label: &str) -> Result<PathBuf, CacheError> {
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let q = self.root.join("quarantine").join(format!("{label}.{stamp}"));
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let q = self
+            .root
+            .join("quarantine")
+            .join(format!("{label}.{stamp}"));
         fs::rename(path, &q).map_err(io_err(path))?;
         Ok(q)
     }
@@ -229,10 +274,14 @@ fn read_dir(p: &Path) -> Result<Vec<PathBuf>, CacheError> {
 }
 
 fn has_dangling_link(dir: &Path) -> bool {
-    let Ok(rd) = fs::read_dir(dir) else { return false };
+    let Ok(rd) = fs::read_dir(dir) else {
+        return false;
+    };
     rd.flatten().any(|e| {
         let p = e.path();
-        let is_link = fs::symlink_metadata(&p).map(|m| m.file_type().is_symlink()).unwrap_or(false);
+        let is_link = fs::symlink_metadata(&p)
+            .map(|m| m.file_type().is_symlink())
+            .unwrap_or(false);
         if is_link {
             !p.exists()
         } else {

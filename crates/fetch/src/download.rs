@@ -36,7 +36,12 @@ pub(crate) fn agent(timeout: Duration) -> ureq::Agent {
 
 /// Downloads `url` into `part`, continuing after the bytes `part` already holds when the server
 /// honours `Range` (206), starting over when it answers 200.
-pub(crate) fn download(agent: &ureq::Agent, url: &str, part: &Path, bar: &ProgressBar) -> Result<(), Failure> {
+pub(crate) fn download(
+    agent: &ureq::Agent,
+    url: &str,
+    part: &Path,
+    bar: &ProgressBar,
+) -> Result<(), Failure> {
     let have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
     let mut req = agent.get(url);
     if have > 0 {
@@ -57,19 +62,36 @@ pub(crate) fn download(agent: &ureq::Agent, url: &str, part: &Path, bar: &Progre
             });
         }
         Err(ureq::Error::Transport(t)) => {
-            let msg = format!("{url}: {t}");
-            return Err(match t.kind() {
-                ureq::ErrorKind::InvalidUrl | ureq::ErrorKind::UnknownScheme => Failure::Permanent(msg),
+            let kind = t.kind();
+            // ureq names the URL itself when it knows it.
+            let t = t.to_string();
+            let msg = if t.starts_with(url) {
+                t
+            } else {
+                format!("{url}: {t}")
+            };
+            return Err(match kind {
+                ureq::ErrorKind::InvalidUrl | ureq::ErrorKind::UnknownScheme => {
+                    Failure::Permanent(msg)
+                }
                 _ => Failure::Transient(msg),
             });
         }
     };
     let io = |e: std::io::Error| Failure::Permanent(format!("{}: {e}", part.display()));
-    let mut f = OpenOptions::new().create(true).append(false).write(true).truncate(false).open(part).map_err(io)?;
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(false)
+        .write(true)
+        .truncate(false)
+        .open(part)
+        .map_err(io)?;
     let start = if resp.status() == 206 && have > 0 {
         let range = resp.header("Content-Range").unwrap_or("");
         if !range.starts_with(&format!("bytes {have}-")) {
-            return Err(Failure::Transient(format!("{url}: server sent range `{range}`, asked from byte {have}")));
+            return Err(Failure::Transient(format!(
+                "{url}: server sent range `{range}`, asked from byte {have}"
+            )));
         }
         have
     } else {
@@ -90,7 +112,10 @@ pub(crate) fn download(agent: &ureq::Agent, url: &str, part: &Path, bar: &Progre
             Ok(n) => n,
             Err(e) => {
                 f.flush().ok();
-                return Err(Failure::Transient(format!("{url}: transfer interrupted after {} bytes: {e}", start + got)));
+                return Err(Failure::Transient(format!(
+                    "{url}: transfer interrupted after {} bytes: {e}",
+                    start + got
+                )));
             }
         };
         if n == 0 {
@@ -103,7 +128,11 @@ pub(crate) fn download(agent: &ureq::Agent, url: &str, part: &Path, bar: &Progre
     f.sync_all().map_err(io)?;
     if let Some(n) = expected {
         if got < n {
-            return Err(Failure::Transient(format!("{url}: connection closed after {} of {} bytes", start + got, start + n)));
+            return Err(Failure::Transient(format!(
+                "{url}: connection closed after {} of {} bytes",
+                start + got,
+                start + n
+            )));
         }
     }
     Ok(())

@@ -11,7 +11,11 @@ use crate::manifest::ArchiveFormat;
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
     #[error("archive {archive}: member `{member}` refused: {why}")]
-    Refused { archive: PathBuf, member: String, why: String },
+    Refused {
+        archive: PathBuf,
+        member: String,
+        why: String,
+    },
     #[error("archive {archive}: {source}")]
     Io { archive: PathBuf, source: io::Error },
 }
@@ -36,7 +40,10 @@ pub fn extract(
     let result = unpack_into(archive, format, &tmp, limits);
     match result {
         Ok(files) => {
-            fs::rename(&tmp, dest).map_err(|source| ExtractError::Io { archive: archive.into(), source })?;
+            fs::rename(&tmp, dest).map_err(|source| ExtractError::Io {
+                archive: archive.into(),
+                source,
+            })?;
             Ok(files)
         }
         Err(e) => {
@@ -52,7 +59,10 @@ fn unpack_into(
     dest: &Path,
     limits: Limits,
 ) -> Result<Vec<(String, String)>, ExtractError> {
-    let io_err = |source| ExtractError::Io { archive: archive.into(), source };
+    let io_err = |source| ExtractError::Io {
+        archive: archive.into(),
+        source,
+    };
     fs::create_dir_all(dest).map_err(io_err)?;
     let file = fs::File::open(archive).map_err(io_err)?;
     let reader: Box<dyn Read> = match format {
@@ -65,7 +75,11 @@ fn unpack_into(
     for entry in ar.entries().map_err(io_err)? {
         let mut entry = entry.map_err(io_err)?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).to_string();
-        let refuse = |why: &str| ExtractError::Refused { archive: archive.into(), member: raw.clone(), why: why.into() };
+        let refuse = |why: &str| ExtractError::Refused {
+            archive: archive.into(),
+            member: raw.clone(),
+            why: why.into(),
+        };
         let rel = safe_member_path(&raw).map_err(|w| refuse(&w))?;
         if rel.as_os_str().is_empty() {
             continue; // "./" itself
@@ -74,7 +88,10 @@ fn unpack_into(
         let mut prefix = dest.to_path_buf();
         for c in rel.parent().into_iter().flat_map(|p| p.components()) {
             prefix.push(c);
-            if fs::symlink_metadata(&prefix).map(|m| m.file_type().is_symlink()).unwrap_or(false) {
+            if fs::symlink_metadata(&prefix)
+                .map(|m| m.file_type().is_symlink())
+                .unwrap_or(false)
+            {
                 return Err(refuse("its parent directory is a link inside the archive"));
             }
         }
@@ -85,7 +102,10 @@ fn unpack_into(
         } else if kind.is_file() {
             let size = entry.header().size().map_err(io_err)?;
             if size > limits.max_member_bytes {
-                return Err(refuse(&format!("{size} bytes exceeds the limit of {} per member", limits.max_member_bytes)));
+                return Err(refuse(&format!(
+                    "{size} bytes exceeds the limit of {} per member",
+                    limits.max_member_bytes
+                )));
             }
             if let Some(p) = out.parent() {
                 fs::create_dir_all(p).map_err(io_err)?;
@@ -105,19 +125,33 @@ fn unpack_into(
                 n_member += n as u64;
                 total += n as u64;
                 if n_member > limits.max_member_bytes {
-                    return Err(refuse(&format!("exceeds the limit of {} bytes per member", limits.max_member_bytes)));
+                    return Err(refuse(&format!(
+                        "exceeds the limit of {} bytes per member",
+                        limits.max_member_bytes
+                    )));
                 }
                 if total > limits.max_total_bytes {
-                    return Err(refuse(&format!("archive exceeds the limit of {} bytes in total", limits.max_total_bytes)));
+                    return Err(refuse(&format!(
+                        "archive exceeds the limit of {} bytes in total",
+                        limits.max_total_bytes
+                    )));
                 }
                 h.update(&buf[..n]);
                 w.write_all(&buf[..n]).map_err(io_err)?;
             }
             written.push((h.finish().sha256, rel.to_string_lossy().to_string()));
         } else if kind.is_symlink() || kind.is_hard_link() {
-            let target = entry.link_name().map_err(io_err)?.ok_or_else(|| refuse("link without a target"))?;
-            let base = if kind.is_symlink() { rel.parent().unwrap_or(Path::new("")).to_path_buf() } else { PathBuf::new() };
-            let resolved = lexical_join(&base, &target).ok_or_else(|| refuse("link points outside the target directory"))?;
+            let target = entry
+                .link_name()
+                .map_err(io_err)?
+                .ok_or_else(|| refuse("link without a target"))?;
+            let base = if kind.is_symlink() {
+                rel.parent().unwrap_or(Path::new("")).to_path_buf()
+            } else {
+                PathBuf::new()
+            };
+            let resolved = lexical_join(&base, &target)
+                .ok_or_else(|| refuse("link points outside the target directory"))?;
             if let Some(p) = out.parent() {
                 fs::create_dir_all(p).map_err(io_err)?;
             }
@@ -170,7 +204,10 @@ fn symlink(target: &Path, link: &Path) -> io::Result<()> {
 
 #[cfg(not(unix))]
 fn symlink(_target: &Path, _link: &Path) -> io::Result<()> {
-    Err(io::Error::new(io::ErrorKind::Unsupported, "symbolic links in archives need a Unix system"))
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "symbolic links in archives need a Unix system",
+    ))
 }
 
 #[cfg(test)]

@@ -106,10 +106,19 @@ pub fn fetch(
     } else {
         ProgressDrawTarget::hidden()
     });
-    let ctx = Ctx { cache, opts, agent: download::agent(opts.timeout), bars };
+    let ctx = Ctx {
+        cache,
+        opts,
+        agent: download::agent(opts.timeout),
+        bars,
+    };
 
-    let jobs: Vec<(&Artifact, &FileSpec)> = selected.iter().flat_map(|a| a.files.iter().map(move |f| (*a, f))).collect();
-    let results: Mutex<Vec<Option<(FileReport, Option<LockedFile>)>>> = Mutex::new(vec![None; jobs.len()]);
+    let jobs: Vec<(&Artifact, &FileSpec)> = selected
+        .iter()
+        .flat_map(|a| a.files.iter().map(move |f| (*a, f)))
+        .collect();
+    let results: Mutex<Vec<Option<(FileReport, Option<LockedFile>)>>> =
+        Mutex::new(vec![None; jobs.len()]);
     let next = AtomicUsize::new(0);
     std::thread::scope(|s| {
         for _ in 0..opts.jobs.clamp(1, jobs.len().max(1)) {
@@ -121,8 +130,12 @@ pub fn fetch(
             });
         }
     });
-    let results: Vec<(FileReport, Option<LockedFile>)> =
-        results.into_inner().unwrap().into_iter().map(|r| r.expect("every job ran")).collect();
+    let results: Vec<(FileReport, Option<LockedFile>)> = results
+        .into_inner()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.expect("every job ran"))
+        .collect();
 
     let mut report = FetchReport::default();
     for (r, rec) in results {
@@ -130,7 +143,9 @@ pub fn fetch(
         report.files.push(r);
     }
     for a in &selected {
-        report.artifacts.push(finish_artifact(cache, a, &report.files)?);
+        report
+            .artifacts
+            .push(finish_artifact(cache, a, &report.files)?);
     }
     if !report.lock_updates.is_empty() {
         if let Some(p) = &manifest.lock_path {
@@ -155,12 +170,18 @@ fn check(spec: &FileSpec, expected: Option<&str>, d: &Digests) -> Result<(), Str
     }
     if let Some(m) = &spec.md5 {
         if &d.md5 != m {
-            return Err(format!("md5 mismatch: upstream publishes {m}, got {} (sha256 {})", d.md5, d.sha256));
+            return Err(format!(
+                "md5 mismatch: upstream publishes {m}, got {} (sha256 {})",
+                d.md5, d.sha256
+            ));
         }
     }
     if let Some(p) = &spec.sha256_prefix {
         if !d.sha256.starts_with(p.as_str()) {
-            return Err(format!("sha256 {} does not start with the published prefix {p}", d.sha256));
+            return Err(format!(
+                "sha256 {} does not start with the published prefix {p}",
+                d.sha256
+            ));
         }
     }
     if let Some(s) = spec.size {
@@ -179,7 +200,11 @@ fn local_candidates(ctx: &Ctx, a: &Artifact, f: &FileSpec) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = Vec::new();
     for m in &ctx.opts.mirrors {
         if let Mirror::Dir(d) = m {
-            v.extend([d.join(&a.name).join(&f.path), d.join(&f.path), d.join(file_name(&f.path))]);
+            v.extend([
+                d.join(&a.name).join(&f.path),
+                d.join(&f.path),
+                d.join(file_name(&f.path)),
+            ]);
         }
     }
     if ctx.opts.system_copies {
@@ -204,11 +229,21 @@ fn url_candidates(ctx: &Ctx, a: &Artifact, f: &FileSpec) -> Vec<String> {
 }
 
 fn sha_hex(s: &str) -> String {
-    crate::hash::digest_reader(s.as_bytes()).map(|d| d.sha256).unwrap_or_default()
+    crate::hash::digest_reader(s.as_bytes())
+        .map(|d| d.sha256)
+        .unwrap_or_default()
 }
 
-fn fetch_file(ctx: &Ctx, a: &Artifact, f: &FileSpec, locked: Option<&LockedFile>) -> (FileReport, Option<LockedFile>) {
-    let expected: Option<String> = f.sha256.clone().or_else(|| locked.map(|l| l.sha256.clone()));
+fn fetch_file(
+    ctx: &Ctx,
+    a: &Artifact,
+    f: &FileSpec,
+    locked: Option<&LockedFile>,
+) -> (FileReport, Option<LockedFile>) {
+    let expected: Option<String> = f
+        .sha256
+        .clone()
+        .or_else(|| locked.map(|l| l.sha256.clone()));
     let trust = if f.sha256.is_some() {
         Trust::Pinned
     } else if let Some(l) = locked {
@@ -237,7 +272,9 @@ fn fetch_file(ctx: &Ctx, a: &Artifact, f: &FileSpec, locked: Option<&LockedFile>
                 artifact: a.name.clone(),
                 path: f.path.clone(),
                 sha256: sha.clone(),
-                size: std::fs::metadata(ctx.cache.object_path(&sha)).map(|m| m.len()).unwrap_or(0),
+                size: std::fs::metadata(ctx.cache.object_path(&sha))
+                    .map(|m| m.len())
+                    .unwrap_or(0),
                 source: match &outcome {
                     Outcome::Fetched { source } => source.clone(),
                     _ => String::new(),
@@ -257,7 +294,12 @@ fn fetch_file(ctx: &Ctx, a: &Artifact, f: &FileSpec, locked: Option<&LockedFile>
 }
 
 /// Returns the outcome and the sha256 of the cached object, or the failure outcome.
-fn fetch_file_inner(ctx: &Ctx, a: &Artifact, f: &FileSpec, expected: Option<&str>) -> Result<(Outcome, String), Outcome> {
+fn fetch_file_inner(
+    ctx: &Ctx,
+    a: &Artifact,
+    f: &FileSpec,
+    expected: Option<&str>,
+) -> Result<(Outcome, String), Outcome> {
     let cache = ctx.cache;
     if let Some(e) = expected {
         if cache.has_object(e) {
@@ -269,7 +311,9 @@ fn fetch_file_inner(ctx: &Ctx, a: &Artifact, f: &FileSpec, expected: Option<&str
         None => format!("tofu-{}", &sha_hex(&format!("{}/{}", a.name, f.path))[..16]),
     };
     let failed = |errors: Vec<String>| Outcome::Failed { errors };
-    let _guard = cache.lock(&format!("file-{key}")).map_err(|e| failed(vec![e.to_string()]))?;
+    let _guard = cache
+        .lock(&format!("file-{key}"))
+        .map_err(|e| failed(vec![e.to_string()]))?;
     if let Some(e) = expected {
         if cache.has_object(e) {
             return Ok((Outcome::Cached, e.to_string())); // another process finished it meanwhile
@@ -288,7 +332,14 @@ fn fetch_file_inner(ctx: &Ctx, a: &Artifact, f: &FileSpec, expected: Option<&str
         match copy_hashing(&src, &tmp) {
             Ok(d) => match check(f, expected, &d) {
                 Ok(()) => match cache.adopt(&tmp, &d.sha256) {
-                    Ok(_) => return Ok((Outcome::Fetched { source: src.display().to_string() }, d.sha256)),
+                    Ok(_) => {
+                        return Ok((
+                            Outcome::Fetched {
+                                source: src.display().to_string(),
+                            },
+                            d.sha256,
+                        ))
+                    }
                     Err(e) => errors.push(e.to_string()),
                 },
                 Err(m) => errors.push(format!("{}: {m}; not used", src.display())),
@@ -304,12 +355,18 @@ fn fetch_file_inner(ctx: &Ctx, a: &Artifact, f: &FileSpec, expected: Option<&str
     } else {
         for url in urls {
             // Pinned files resume across mirrors (same bytes); first-use files resume per URL.
-            let part_key = if expected.is_some() { key.clone() } else { format!("{key}-{}", &sha_hex(&url)[..16]) };
+            let part_key = if expected.is_some() {
+                key.clone()
+            } else {
+                format!("{key}-{}", &sha_hex(&url)[..16])
+            };
             let part = partial.join(format!("{part_key}.part"));
             let bar = ctx.bars.add(ProgressBar::new(0));
             bar.set_style(
-                ProgressStyle::with_template("{msg:40!} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
-                    .unwrap(),
+                ProgressStyle::with_template(
+                    "{msg:40!} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                )
+                .unwrap(),
             );
             bar.set_message(format!("{}/{}", a.name, f.path));
             let mut ok = false;
@@ -324,7 +381,12 @@ fn fetch_file_inner(ctx: &Ctx, a: &Artifact, f: &FileSpec, expected: Option<&str
                         break;
                     }
                     Err(e @ Failure::Transient(_)) => {
-                        errors.push(format!("{} (attempt {} of {})", e.message(), attempt + 1, ctx.opts.retries + 1));
+                        errors.push(format!(
+                            "{} (attempt {} of {})",
+                            e.message(),
+                            attempt + 1,
+                            ctx.opts.retries + 1
+                        ));
                         if attempt < ctx.opts.retries {
                             std::thread::sleep(ctx.opts.backoff * 2u32.saturating_pow(attempt));
                         }
@@ -354,15 +416,28 @@ fn fetch_file_inner(ctx: &Ctx, a: &Artifact, f: &FileSpec, expected: Option<&str
             }
         }
     }
-    Err(if errors.is_empty() { Outcome::Missing { tried } } else { failed(errors) })
+    Err(if errors.is_empty() {
+        Outcome::Missing { tried }
+    } else {
+        failed(errors)
+    })
 }
 
 /// Links an artifact's files into `by-name/`, unpacks its archive, and marks it complete when every
 /// required file is there.
-fn finish_artifact(cache: &Cache, a: &Artifact, files: &[FileReport]) -> Result<ArtifactReport, FetchError> {
+fn finish_artifact(
+    cache: &Cache,
+    a: &Artifact,
+    files: &[FileReport],
+) -> Result<ArtifactReport, FetchError> {
     let _g = cache.lock(&format!("artifact-{}", a.name))?;
     let mine: Vec<&FileReport> = files.iter().filter(|r| r.artifact == a.name).collect();
-    let mut rep = ArtifactReport { name: a.name.clone(), complete: false, manual: a.manual.clone(), error: None };
+    let mut rep = ArtifactReport {
+        name: a.name.clone(),
+        complete: false,
+        manual: a.manual.clone(),
+        error: None,
+    };
     if a.files.is_empty() {
         cache.mark_complete(&a.name, false).ok();
         return Ok(rep);
@@ -375,7 +450,11 @@ fn finish_artifact(cache: &Cache, a: &Artifact, files: &[FileReport]) -> Result<
     let complete = mine.iter().all(|r| r.optional || r.outcome.is_present());
     if complete {
         if let Some(x) = &a.extract {
-            let sha = mine.iter().find(|r| r.path == x.file).and_then(|r| r.sha256.clone()).expect("archive present");
+            let sha = mine
+                .iter()
+                .find(|r| r.path == x.file)
+                .and_then(|r| r.sha256.clone())
+                .expect("archive present");
             if let Err(e) = ensure_extracted(cache, &sha, x) {
                 rep.error = Some(e);
                 cache.mark_complete(&a.name, false)?;
@@ -390,15 +469,21 @@ fn finish_artifact(cache: &Cache, a: &Artifact, files: &[FileReport]) -> Result<
 }
 
 fn ensure_extracted(cache: &Cache, sha: &str, x: &crate::manifest::Extract) -> Result<(), String> {
-    let _g = cache.lock(&format!("extract-{sha}")).map_err(|e| e.to_string())?;
+    let _g = cache
+        .lock(&format!("extract-{sha}"))
+        .map_err(|e| e.to_string())?;
     let dest = cache.extracted_dir(sha);
     let list = dest.with_extension("files");
     if dest.is_dir() && list.is_file() {
         return Ok(());
     }
     let _ = std::fs::remove_dir_all(&dest);
-    let limits = Limits { max_member_bytes: x.max_member_bytes, max_total_bytes: x.max_total_bytes };
-    let files = extract::extract(&cache.object_path(sha), x.format, &dest, limits).map_err(|e| e.to_string())?;
+    let limits = Limits {
+        max_member_bytes: x.max_member_bytes,
+        max_total_bytes: x.max_total_bytes,
+    };
+    let files = extract::extract(&cache.object_path(sha), x.format, &dest, limits)
+        .map_err(|e| e.to_string())?;
     let body: String = files.iter().map(|(h, p)| format!("{h}\t{p}\n")).collect();
     write_atomic(&list, body.as_bytes()).map_err(|e| e.to_string())
 }

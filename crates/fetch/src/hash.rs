@@ -27,7 +27,11 @@ impl Hasher {
         self.size += b.len() as u64;
     }
     pub fn finish(self) -> Digests {
-        Digests { sha256: hex(&self.sha.finalize()), md5: hex(&self.md5.finalize()), size: self.size }
+        Digests {
+            sha256: hex(&self.sha.finalize()),
+            md5: hex(&self.md5.finalize()),
+            size: self.size,
+        }
     }
 }
 
@@ -78,7 +82,10 @@ mod tests {
     fn known_digests_of_abc() {
         let d = digest_reader(&b"abc"[..]).unwrap();
         // FIPS 180-2 and RFC 1321 test vectors.
-        assert_eq!(d.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            d.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(d.md5, "900150983cd24fb0d6963f7d28e17f72");
         assert_eq!(d.size, 3);
     }

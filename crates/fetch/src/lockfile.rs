@@ -31,21 +31,26 @@ impl LockFile {
     /// Reads a lock file; a missing file is an empty lock.
     pub fn load(path: &Path) -> Result<LockFile, String> {
         match std::fs::read_to_string(path) {
-            Ok(t) => toml::from_str(&t).map_err(|e| format!("lock file {} is malformed: {e}", path.display())),
+            Ok(t) => toml::from_str(&t)
+                .map_err(|e| format!("lock file {} is malformed: {e}", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LockFile::default()),
             Err(e) => Err(format!("cannot read lock file {}: {e}", path.display())),
         }
     }
 
     pub fn get(&self, artifact: &str, path: &str) -> Option<&LockedFile> {
-        self.files.iter().find(|f| f.artifact == artifact && f.path == path)
+        self.files
+            .iter()
+            .find(|f| f.artifact == artifact && f.path == path)
     }
 
     /// Adds or replaces a record.
     pub fn insert(&mut self, rec: LockedFile) {
-        self.files.retain(|f| !(f.artifact == rec.artifact && f.path == rec.path));
+        self.files
+            .retain(|f| !(f.artifact == rec.artifact && f.path == rec.path));
         self.files.push(rec);
-        self.files.sort_by(|a, b| (&a.artifact, &a.path).cmp(&(&b.artifact, &b.path)));
+        self.files
+            .sort_by(|a, b| (&a.artifact, &a.path).cmp(&(&b.artifact, &b.path)));
     }
 
     /// Writes atomically (temporary file, then rename).

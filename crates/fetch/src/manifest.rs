@@ -36,7 +36,11 @@ impl Kind {
     }
 
     pub fn as_str(self) -> &'static str {
-        Kind::ALL.iter().find(|(_, k)| *k == self).map(|(n, _)| *n).unwrap()
+        Kind::ALL
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map(|(n, _)| *n)
+            .unwrap()
     }
 }
 
@@ -109,7 +113,10 @@ pub struct Manifest {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("cannot read manifest {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("manifest is not valid TOML: {0}")]
     Toml(String),
     #[error("manifest: {0}")]
@@ -121,7 +128,10 @@ pub enum ManifestError {
 }
 
 fn entry_err(entry: &str, message: impl Into<String>) -> ManifestError {
-    ManifestError::Entry { entry: entry.to_string(), message: message.into() }
+    ManifestError::Entry {
+        entry: entry.to_string(),
+        message: message.into(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -171,22 +181,28 @@ struct RawExtract {
 }
 
 fn is_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A relative path that stays inside its directory: no root, no `..`, no empty parts.
 pub(crate) fn is_safe_relative(p: &str) -> bool {
     !p.is_empty()
         && !p.contains('\\')
-        && Path::new(p).components().all(|c| matches!(c, Component::Normal(_)))
+        && Path::new(p)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
         && !p.split('/').any(|s| s.is_empty() || s == "." || s == "..")
 }
 
 impl Manifest {
     /// Reads and validates a manifest file; its lock file is `<stem>.lock` beside it.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ManifestError::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut m = Manifest::parse(&text)?;
         m.lock_path = Some(path.with_extension("lock"));
         Ok(m)
@@ -194,21 +210,34 @@ impl Manifest {
 
     /// Parses and validates manifest text (no lock file attached).
     pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
-        let value: toml::Table = text.parse().map_err(|e: toml::de::Error| ManifestError::Toml(e.to_string()))?;
-        let mut top_keys: Vec<&String> = value.keys().filter(|k| *k != "schema" && *k != "artifact").collect();
+        let value: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ManifestError::Toml(e.to_string()))?;
+        let mut top_keys: Vec<&String> = value
+            .keys()
+            .filter(|k| *k != "schema" && *k != "artifact")
+            .collect();
         if let Some(k) = top_keys.pop() {
-            return Err(ManifestError::Top(format!("unknown top-level key `{k}` (expected `schema` and `[[artifact]]`)")));
+            return Err(ManifestError::Top(format!(
+                "unknown top-level key `{k}` (expected `schema` and `[[artifact]]`)"
+            )));
         }
         match value.get("schema").and_then(|v| v.as_integer()) {
             Some(v) if v == SCHEMA as i64 => {}
             other => {
-                return Err(ManifestError::Top(format!("`schema = {SCHEMA}` is required (found {other:?})")));
+                return Err(ManifestError::Top(format!(
+                    "`schema = {SCHEMA}` is required (found {other:?})"
+                )));
             }
         }
         let raw = match value.get("artifact") {
             None => Vec::new(),
             Some(toml::Value::Array(a)) => a.clone(),
-            Some(_) => return Err(ManifestError::Top("`artifact` must be an array of tables `[[artifact]]`".into())),
+            Some(_) => {
+                return Err(ManifestError::Top(
+                    "`artifact` must be an array of tables `[[artifact]]`".into(),
+                ))
+            }
         };
         let mut artifacts = Vec::new();
         let mut seen = HashSet::new();
@@ -218,28 +247,51 @@ impl Manifest {
                 .and_then(|n| n.as_str())
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("#{} (no name)", i + 1));
-            let raw: RawArtifact = v.try_into().map_err(|e: toml::de::Error| entry_err(&label, e.message()))?;
+            let raw: RawArtifact = v
+                .try_into()
+                .map_err(|e: toml::de::Error| entry_err(&label, e.message()))?;
             let a = validate(raw)?;
             if !seen.insert(a.name.clone()) {
-                return Err(entry_err(&a.name, "duplicate name: each artifact is declared once"));
+                return Err(entry_err(
+                    &a.name,
+                    "duplicate name: each artifact is declared once",
+                ));
             }
             artifacts.push(a);
         }
-        Ok(Manifest { artifacts, lock_path: None })
-    }
-
-    pub fn get(&self, name: &str) -> Result<&Artifact, ManifestError> {
-        self.artifacts.iter().find(|a| a.name == name).ok_or_else(|| ManifestError::Unknown {
-            name: name.to_string(),
-            known: self.artifacts.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", "),
+        Ok(Manifest {
+            artifacts,
+            lock_path: None,
         })
     }
 
+    pub fn get(&self, name: &str) -> Result<&Artifact, ManifestError> {
+        self.artifacts
+            .iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| ManifestError::Unknown {
+                name: name.to_string(),
+                known: self
+                    .artifacts
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
     /// The artifacts named, plus those of `profile`; everything when both are empty.
-    pub fn select(&self, names: &[String], profile: Option<&str>) -> Result<Vec<&Artifact>, ManifestError> {
+    pub fn select(
+        &self,
+        names: &[String],
+        profile: Option<&str>,
+    ) -> Result<Vec<&Artifact>, ManifestError> {
         if let Some(p) = profile {
             if !PROFILES.contains(&p) {
-                return Err(ManifestError::Top(format!("unknown profile `{p}`; known: {}", PROFILES.join(", "))));
+                return Err(ManifestError::Top(format!(
+                    "unknown profile `{p}`; known: {}",
+                    PROFILES.join(", ")
+                )));
             }
         }
         let mut out: Vec<&Artifact> = Vec::new();
@@ -250,7 +302,11 @@ impl Manifest {
             }
         }
         if let Some(p) = profile {
-            for a in self.artifacts.iter().filter(|a| a.profiles.iter().any(|q| q == p)) {
+            for a in self
+                .artifacts
+                .iter()
+                .filter(|a| a.profiles.iter().any(|q| q == p))
+            {
                 if !out.iter().any(|o| o.name == a.name) {
                     out.push(a);
                 }
@@ -266,29 +322,52 @@ impl Manifest {
 fn validate(r: RawArtifact) -> Result<Artifact, ManifestError> {
     let name = r.name.clone();
     let ok_name = !name.is_empty()
-        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
     if !ok_name {
-        return Err(entry_err(&name, "name must be lower-case letters, digits, '.', '_' or '-'"));
+        return Err(entry_err(
+            &name,
+            "name must be lower-case letters, digits, '.', '_' or '-'",
+        ));
     }
     let kind = Kind::parse(&r.kind).ok_or_else(|| {
         let known: Vec<&str> = Kind::ALL.iter().map(|(n, _)| *n).collect();
-        entry_err(&name, format!("unknown kind `{}`; known kinds: {}", r.kind, known.join(", ")))
+        entry_err(
+            &name,
+            format!(
+                "unknown kind `{}`; known kinds: {}",
+                r.kind,
+                known.join(", ")
+            ),
+        )
     })?;
     for p in &r.profiles {
         if !PROFILES.contains(&p.as_str()) {
-            return Err(entry_err(&name, format!("unknown profile `{p}`; known: {}", PROFILES.join(", "))));
+            return Err(entry_err(
+                &name,
+                format!("unknown profile `{p}`; known: {}", PROFILES.join(", ")),
+            ));
         }
     }
     if r.files.is_empty() && r.manual.is_none() {
-        return Err(entry_err(&name, "no `[[artifact.file]]` and no `manual` instructions"));
+        return Err(entry_err(
+            &name,
+            "no `[[artifact.file]]` and no `manual` instructions",
+        ));
     }
     let mut files = Vec::new();
     let mut paths = HashSet::new();
     for f in r.files {
         let fe = |m: String| entry_err(&name, format!("file `{}`: {m}", f.path));
         if !is_safe_relative(&f.path) {
-            return Err(fe("path must be relative, without `..` or empty parts".into()));
+            return Err(fe(
+                "path must be relative, without `..` or empty parts".into()
+            ));
         }
         if !paths.insert(f.path.clone()) {
             return Err(fe("listed twice".into()));
@@ -304,15 +383,21 @@ fn validate(r: RawArtifact) -> Result<Artifact, ManifestError> {
         };
         if let Some(m) = &f.md5 {
             if !is_hex(m, 32) {
-                return Err(fe(format!("malformed md5 `{m}`: expected 32 lower-case hex digits")));
+                return Err(fe(format!(
+                    "malformed md5 `{m}`: expected 32 lower-case hex digits"
+                )));
             }
         }
         if let Some(p) = &f.sha256_prefix {
             if p.is_empty() || p.len() > 64 || !is_hex(p, p.len()) {
-                return Err(fe(format!("malformed sha256_prefix `{p}`: expected 1 to 64 lower-case hex digits")));
+                return Err(fe(format!(
+                    "malformed sha256_prefix `{p}`: expected 1 to 64 lower-case hex digits"
+                )));
             }
             if sha256.as_ref().is_some_and(|s| !s.starts_with(p.as_str())) {
-                return Err(fe(format!("sha256 does not start with its published prefix `{p}`")));
+                return Err(fe(format!(
+                    "sha256 does not start with its published prefix `{p}`"
+                )));
             }
         }
         for u in &f.urls {
@@ -337,13 +422,27 @@ fn validate(r: RawArtifact) -> Result<Artifact, ManifestError> {
             let format = match x.format.as_str() {
                 "tar" => ArchiveFormat::Tar,
                 "tar.gz" => ArchiveFormat::TarGz,
-                other => return Err(entry_err(&name, format!("extract: unknown format `{other}` (tar, tar.gz)"))),
+                other => {
+                    return Err(entry_err(
+                        &name,
+                        format!("extract: unknown format `{other}` (tar, tar.gz)"),
+                    ))
+                }
             };
             if !files.iter().any(|f| f.path == x.file) {
-                return Err(entry_err(&name, format!("extract: `{}` is not one of the entry's files", x.file)));
+                return Err(entry_err(
+                    &name,
+                    format!("extract: `{}` is not one of the entry's files", x.file),
+                ));
             }
             if !is_safe_relative(&x.into) || files.iter().any(|f| f.path == x.into) {
-                return Err(entry_err(&name, format!("extract: `into = \"{}\"` must be a new relative name", x.into)));
+                return Err(entry_err(
+                    &name,
+                    format!(
+                        "extract: `into = \"{}\"` must be a new relative name",
+                        x.into
+                    ),
+                ));
             }
             Some(Extract {
                 file: x.file,

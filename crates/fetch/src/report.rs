@@ -80,7 +80,9 @@ pub struct FetchReport {
 impl FetchReport {
     /// Every selected artifact is usable (manual-only artifacts excepted: they are listed separately).
     pub fn is_complete(&self) -> bool {
-        self.artifacts.iter().all(|a| a.complete || (a.manual.is_some() && self.files_of(&a.name).next().is_none()))
+        self.artifacts
+            .iter()
+            .all(|a| a.complete || (a.manual.is_some() && self.files_of(&a.name).next().is_none()))
     }
 
     fn files_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a FileReport> + 'a {
@@ -98,7 +100,10 @@ impl FetchReport {
 
     /// Files that came from the network or a mirror in this run (not already cached).
     pub fn transferred(&self) -> usize {
-        self.files.iter().filter(|f| matches!(f.outcome, Outcome::Fetched { .. })).count()
+        self.files
+            .iter()
+            .filter(|f| matches!(f.outcome, Outcome::Fetched { .. }))
+            .count()
     }
 }
 
@@ -108,16 +113,26 @@ impl fmt::Display for FetchReport {
             let what = format!("{}/{}", r.artifact, r.path);
             match &r.outcome {
                 Outcome::Cached => writeln!(f, "  cached   {what}  [{}]", r.trust)?,
-                Outcome::Fetched { source } => writeln!(f, "  fetched  {what}  from {source}  [{}]", r.trust)?,
+                Outcome::Fetched { source } => {
+                    writeln!(f, "  fetched  {what}  from {source}  [{}]", r.trust)?
+                }
                 Outcome::Missing { tried } => {
-                    let tag = if r.optional { "absent (optional)" } else { "MISSING" };
+                    let tag = if r.optional {
+                        "absent (optional)"
+                    } else {
+                        "MISSING"
+                    };
                     writeln!(f, "  {tag}  {what}")?;
                     for t in tried {
                         writeln!(f, "           looked at {t}")?;
                     }
                 }
                 Outcome::Failed { errors } => {
-                    let tag = if r.optional { "absent (optional)" } else { "FAILED " };
+                    let tag = if r.optional {
+                        "absent (optional)"
+                    } else {
+                        "FAILED "
+                    };
                     writeln!(f, "  {tag}  {what}")?;
                     for e in errors {
                         writeln!(f, "           {e}")?;
@@ -134,14 +149,32 @@ impl fmt::Display for FetchReport {
             }
         }
         if !self.lock_updates.is_empty() {
-            let at = self.lock_path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(no lock file)".into());
-            writeln!(f, "  {} hash(es) recorded in {at}: trusted on first use; review and commit it", self.lock_updates.len())?;
+            let at = self
+                .lock_path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "(no lock file)".into());
+            writeln!(
+                f,
+                "  {} hash(es) recorded in {at}: trusted on first use; review and commit it",
+                self.lock_updates.len()
+            )?;
         }
         let missing = self.missing();
         if missing.is_empty() {
-            writeln!(f, "fetch: {} file(s) ready, {} transferred", self.files.len(), self.transferred())
+            writeln!(
+                f,
+                "fetch: {} file(s) ready, {} transferred",
+                self.files.len(),
+                self.transferred()
+            )
         } else {
-            writeln!(f, "fetch: {} file(s) missing: {}", missing.len(), missing.join(", "))
+            writeln!(
+                f,
+                "fetch: {} file(s) missing: {}",
+                missing.len(),
+                missing.join(", ")
+            )
         }
     }
 }

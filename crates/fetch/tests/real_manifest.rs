@@ -5,13 +5,22 @@ use std::path::PathBuf;
 use fetch::{fetch, Cache, FetchOptions, Kind, Manifest, Mirror, Outcome, Trust};
 
 fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn shared_static() -> PathBuf {
-    let shared = std::env::var_os("BADDIFF_SHARED").map(PathBuf::from).unwrap_or_else(|| repo_root().join("../shared"));
+    let shared = std::env::var_os("BADDIFF_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared"));
     let dir = shared.join("baddiffusion-assets/static");
-    assert!(dir.is_dir(), "shared assets not found at {}: set BADDIFF_SHARED to the shared/ folder", dir.display());
+    assert!(
+        dir.is_dir(),
+        "shared assets not found at {}: set BADDIFF_SHARED to the shared/ folder",
+        dir.display()
+    );
     dir
 }
 
@@ -36,13 +45,22 @@ fn committed_manifest_parses_and_covers_the_inputs() {
     ] {
         m.get(name).unwrap();
     }
-    assert_eq!(m.get("baddiffusion-static").unwrap().kind, Kind::SourceImage);
+    assert_eq!(
+        m.get("baddiffusion-static").unwrap().kind,
+        Kind::SourceImage
+    );
     for p in fetch::manifest::PROFILES {
-        assert!(!m.select(&[], Some(p)).unwrap().is_empty(), "profile {p} selects nothing");
+        assert!(
+            !m.select(&[], Some(p)).unwrap().is_empty(),
+            "profile {p} selects nothing"
+        );
     }
     // Every unpinned file can be checked against something or is declared trusted on first use.
     let cifar = &m.get("cifar10-binary").unwrap().files[0];
-    assert_eq!(cifar.md5.as_deref(), Some("c32a1d4ab5d03f1284b67883e8d87530"));
+    assert_eq!(
+        cifar.md5.as_deref(),
+        Some("c32a1d4ab5d03f1284b67883e8d87530")
+    );
 }
 
 #[test]
@@ -58,11 +76,30 @@ fn static_image_hashes_match_the_shared_copies_and_fetch_from_them_offline() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let cache = Cache::open(tmp.path()).unwrap();
-    let opts = FetchOptions { offline: true, progress: false, mirrors: vec![Mirror::Dir(dir.clone())], ..Default::default() };
+    let opts = FetchOptions {
+        offline: true,
+        progress: false,
+        mirrors: vec![Mirror::Dir(dir.clone())],
+        ..Default::default()
+    };
     let mut m = m;
     m.lock_path = None; // never write the committed lock from a test
-    let r = fetch(&m, &cache, &["baddiffusion-static".to_string()], None, &opts).unwrap();
+    let r = fetch(
+        &m,
+        &cache,
+        &["baddiffusion-static".to_string()],
+        None,
+        &opts,
+    )
+    .unwrap();
     assert!(r.is_complete(), "{r}");
-    assert!(r.files.iter().all(|f| matches!(f.outcome, Outcome::Fetched { .. }) && f.trust == Trust::Pinned));
-    assert!(cache.path_of("baddiffusion-static").unwrap().join("glasses.png").is_file());
+    assert!(r
+        .files
+        .iter()
+        .all(|f| matches!(f.outcome, Outcome::Fetched { .. }) && f.trust == Trust::Pinned));
+    assert!(cache
+        .path_of("baddiffusion-static")
+        .unwrap()
+        .join("glasses.png")
+        .is_file());
 }

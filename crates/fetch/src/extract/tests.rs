@@ -1,6 +1,9 @@
 use super::*;
 
-const LIMITS: Limits = Limits { max_member_bytes: 1 << 20, max_total_bytes: 1 << 22 };
+const LIMITS: Limits = Limits {
+    max_member_bytes: 1 << 20,
+    max_total_bytes: 1 << 22,
+};
 
 /// A raw tar header, written by hand so that paths `tar::Builder` would refuse can be tested.
 fn header(name: &str, kind: tar::EntryType, size: u64, link: Option<&str>) -> tar::Header {
@@ -33,7 +36,13 @@ fn tarball(members: &[(&str, tar::EntryType, &[u8], Option<&str>)], gz: bool) ->
     enc.finish().unwrap()
 }
 
-fn run(members: &[(&str, tar::EntryType, &[u8], Option<&str>)], limits: Limits) -> (tempfile::TempDir, Result<Vec<(String, String)>, ExtractError>) {
+fn run(
+    members: &[(&str, tar::EntryType, &[u8], Option<&str>)],
+    limits: Limits,
+) -> (
+    tempfile::TempDir,
+    Result<Vec<(String, String)>, ExtractError>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let ar = dir.path().join("a.tar.gz");
     fs::write(&ar, tarball(members, true)).unwrap();
@@ -56,7 +65,13 @@ fn extracts_files_dirs_and_inner_links() {
         LIMITS,
     );
     let files = r.unwrap();
-    assert_eq!(files, vec![("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".to_string(), "d/a.txt".to_string())]);
+    assert_eq!(
+        files,
+        vec![(
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".to_string(),
+            "d/a.txt".to_string()
+        )]
+    );
     let out = dir.path().join("out");
     assert_eq!(fs::read(out.join("d/link")).unwrap(), b"abc");
     assert_eq!(fs::read(out.join("d/hard")).unwrap(), b"abc");
@@ -72,35 +87,87 @@ fn refused(members: &[(&str, tar::EntryType, &[u8], Option<&str>)], limits: Limi
     assert!(e.contains("refused") && e.contains(why), "{e}");
     // Nothing is left behind, and nothing escaped next to the target.
     assert!(!dir.path().join("out").exists());
-    let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("a.tar.gz")]);
 }
 
 #[test]
 fn path_traversal_is_refused() {
-    refused(&[("ok", T::Regular, b"1", None), ("../evil", T::Regular, b"x", None)], LIMITS, "`..`");
+    refused(
+        &[
+            ("ok", T::Regular, b"1", None),
+            ("../evil", T::Regular, b"x", None),
+        ],
+        LIMITS,
+        "`..`",
+    );
     refused(&[("a/../../evil", T::Regular, b"x", None)], LIMITS, "`..`");
 }
 
 #[test]
 fn absolute_paths_are_refused() {
-    refused(&[("/tmp/baddiffusion-extract-evil", T::Regular, b"x", None)], LIMITS, "absolute path");
+    refused(
+        &[("/tmp/baddiffusion-extract-evil", T::Regular, b"x", None)],
+        LIMITS,
+        "absolute path",
+    );
 }
 
 #[test]
 fn escaping_links_are_refused() {
-    refused(&[("l", T::Symlink, b"", Some("../outside"))], LIMITS, "outside the target");
-    refused(&[("l", T::Symlink, b"", Some("/etc/passwd"))], LIMITS, "outside the target");
-    refused(&[("d/l", T::Symlink, b"", Some("../../x"))], LIMITS, "outside the target");
-    refused(&[("h", T::Link, b"", Some("../x"))], LIMITS, "outside the target");
+    refused(
+        &[("l", T::Symlink, b"", Some("../outside"))],
+        LIMITS,
+        "outside the target",
+    );
+    refused(
+        &[("l", T::Symlink, b"", Some("/etc/passwd"))],
+        LIMITS,
+        "outside the target",
+    );
+    refused(
+        &[("d/l", T::Symlink, b"", Some("../../x"))],
+        LIMITS,
+        "outside the target",
+    );
+    refused(
+        &[("h", T::Link, b"", Some("../x"))],
+        LIMITS,
+        "outside the target",
+    );
     // A link that stays inside, then a member written through it.
-    refused(&[("d/", T::Directory, b"", None), ("l", T::Symlink, b"", Some("d")), ("l/f", T::Regular, b"x", None)], LIMITS, "is a link");
+    refused(
+        &[
+            ("d/", T::Directory, b"", None),
+            ("l", T::Symlink, b"", Some("d")),
+            ("l/f", T::Regular, b"x", None),
+        ],
+        LIMITS,
+        "is a link",
+    );
 }
 
 #[test]
 fn oversized_members_and_special_files_are_refused() {
-    let small = Limits { max_member_bytes: 4, max_total_bytes: 6 };
+    let small = Limits {
+        max_member_bytes: 4,
+        max_total_bytes: 6,
+    };
     refused(&[("big", T::Regular, b"12345", None)], small, "per member");
-    refused(&[("a", T::Regular, b"1234", None), ("b", T::Regular, b"1234", None)], small, "in total");
-    refused(&[("dev", T::Char, b"", None)], LIMITS, "unsupported member type");
+    refused(
+        &[
+            ("a", T::Regular, b"1234", None),
+            ("b", T::Regular, b"1234", None),
+        ],
+        small,
+        "in total",
+    );
+    refused(
+        &[("dev", T::Char, b"", None)],
+        LIMITS,
+        "unsupported member type",
+    );
 }

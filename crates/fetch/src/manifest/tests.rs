@@ -43,14 +43,21 @@ fn parses_a_valid_manifest() {
     assert_eq!(a.extract.as_ref().unwrap().format, ArchiveFormat::TarGz);
     assert_eq!(m.select(&[], Some("smoke")).unwrap().len(), 1);
     assert!(m.select(&[], Some("paper")).unwrap().is_empty());
-    assert!(m.select(&[], Some("nightly")).unwrap_err().to_string().contains("unknown profile"));
+    assert!(m
+        .select(&[], Some("nightly"))
+        .unwrap_err()
+        .to_string()
+        .contains("unknown profile"));
     assert!(m.get("nope").unwrap_err().to_string().contains("demo"));
 }
 
 #[test]
 fn malformed_hash_names_the_entry() {
     let e = err_of(&GOOD.replace("ba7816bf8f01", "BA7816BF8F01"));
-    assert!(e.contains("`demo`") && e.contains("malformed sha256") && e.contains("sub/a.bin"), "{e}");
+    assert!(
+        e.contains("`demo`") && e.contains("malformed sha256") && e.contains("sub/a.bin"),
+        "{e}"
+    );
     let e = err_of(&GOOD.replace("900150983cd24fb0d6963f7d28e17f72", "9001"));
     assert!(e.contains("`demo`") && e.contains("malformed md5"), "{e}");
 }
@@ -58,7 +65,10 @@ fn malformed_hash_names_the_entry() {
 #[test]
 fn unknown_kind_names_the_entry_and_lists_kinds() {
     let e = err_of(&GOOD.replace("kind = \"dataset\"", "kind = \"model\""));
-    assert!(e.contains("`demo`") && e.contains("unknown kind `model`") && e.contains("source-image"), "{e}");
+    assert!(
+        e.contains("`demo`") && e.contains("unknown kind `model`") && e.contains("source-image"),
+        "{e}"
+    );
 }
 
 #[test]

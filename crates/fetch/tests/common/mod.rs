@@ -49,12 +49,22 @@ impl Server {
     }
 
     pub fn route(&self, path: &str, r: Route) -> String {
-        self.state.lock().unwrap().routes.insert(path.to_string(), r);
+        self.state
+            .lock()
+            .unwrap()
+            .routes
+            .insert(path.to_string(), r);
         format!("{}{path}", self.base)
     }
 
     pub fn hits(&self, path: &str) -> usize {
-        self.state.lock().unwrap().hits.get(path).copied().unwrap_or(0)
+        self.state
+            .lock()
+            .unwrap()
+            .hits
+            .get(path)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn total_hits(&self) -> usize {
@@ -81,9 +91,14 @@ fn handle(conn: TcpStream, st: Arc<Mutex<State>>) {
         if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
             break;
         }
-        if let Some(v) = h.strip_prefix("Range: ").or_else(|| h.strip_prefix("range: ")) {
+        if let Some(v) = h
+            .strip_prefix("Range: ")
+            .or_else(|| h.strip_prefix("range: "))
+        {
             let v = v.trim().to_string();
-            range = v.strip_prefix("bytes=").and_then(|r| r.trim_end_matches('-').parse().ok());
+            range = v
+                .strip_prefix("bytes=")
+                .and_then(|r| r.trim_end_matches('-').parse().ok());
             st.lock().unwrap().ranges.push((path.clone(), v));
         }
     }
@@ -99,7 +114,12 @@ fn handle(conn: TcpStream, st: Arc<Mutex<State>>) {
         Some(Route::Hang(d)) => std::thread::sleep(d),
         Some(Route::Body(body)) => serve(&mut w, &body, range, None),
         Some(Route::DropAfter(body, n)) => {
-            let first = !st.lock().unwrap().dropped.insert(path.clone(), true).unwrap_or(false);
+            let first = !st
+                .lock()
+                .unwrap()
+                .dropped
+                .insert(path.clone(), true)
+                .unwrap_or(false);
             serve(&mut w, &body, range, first.then_some(n));
         }
     }
@@ -108,10 +128,19 @@ fn handle(conn: TcpStream, st: Arc<Mutex<State>>) {
 fn serve(w: &mut TcpStream, body: &[u8], range: Option<u64>, cut: Option<usize>) {
     let (status, part, extra) = match range {
         Some(from) if from as usize >= body.len() => {
-            return respond(w, 416, &[format!("Content-Range: bytes */{}", body.len())], b"");
+            return respond(
+                w,
+                416,
+                &[format!("Content-Range: bytes */{}", body.len())],
+                b"",
+            );
         }
         Some(from) => {
-            let cr = format!("Content-Range: bytes {from}-{}/{}", body.len() - 1, body.len());
+            let cr = format!(
+                "Content-Range: bytes {from}-{}/{}",
+                body.len() - 1,
+                body.len()
+            );
             (206, &body[from as usize..], vec![cr])
         }
         None => (200, body, vec![]),
@@ -119,7 +148,10 @@ fn serve(w: &mut TcpStream, body: &[u8], range: Option<u64>, cut: Option<usize>)
     match cut {
         None => respond(w, status, &extra, part),
         Some(n) => {
-            let head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", part.len());
+            let head = format!(
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                part.len()
+            );
             let _ = w.write_all(head.as_bytes());
             let _ = w.write_all(&part[..n]);
             let _ = w.flush();
@@ -129,7 +161,10 @@ fn serve(w: &mut TcpStream, body: &[u8], range: Option<u64>, cut: Option<usize>)
 }
 
 fn respond(w: &mut TcpStream, status: u16, extra: &[String], body: &[u8]) {
-    let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+    let mut head = format!(
+        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
     for e in extra {
         head.push_str(e);
         head.push_str("\r\n");
@@ -150,5 +185,7 @@ pub fn md5(b: &[u8]) -> String {
 
 /// Deterministic test bytes.
 pub fn bytes(n: usize, seed: u8) -> Vec<u8> {
-    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
