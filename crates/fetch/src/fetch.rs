@@ -80,6 +80,9 @@ pub enum FetchError {
     Lock(String),
 }
 
+/// A file's report and, for a first-use hash, the record for the lock file.
+type FileResult = (FileReport, Option<LockedFile>);
+
 struct Ctx<'a> {
     cache: &'a Cache,
     opts: &'a FetchOptions,
@@ -117,8 +120,7 @@ pub fn fetch(
         .iter()
         .flat_map(|a| a.files.iter().map(move |f| (*a, f)))
         .collect();
-    let results: Mutex<Vec<Option<(FileReport, Option<LockedFile>)>>> =
-        Mutex::new(vec![None; jobs.len()]);
+    let results: Mutex<Vec<Option<FileResult>>> = Mutex::new(vec![None; jobs.len()]);
     let next = AtomicUsize::new(0);
     std::thread::scope(|s| {
         for _ in 0..opts.jobs.clamp(1, jobs.len().max(1)) {
@@ -130,7 +132,7 @@ pub fn fetch(
             });
         }
     });
-    let results: Vec<(FileReport, Option<LockedFile>)> = results
+    let results: Vec<FileResult> = results
         .into_inner()
         .unwrap()
         .into_iter()

@@ -76,7 +76,12 @@ fn correct_file_is_fetched_verified_cached_and_refetch_is_a_no_op() {
     let body = bytes(200_000, 1);
     let url = srv.route("/w.bin", Route::Body(body.clone()));
     let env = Env::new();
-    let m = env.manifest(&entry("w", "sub/w.bin", &sha256(&body), &[url.clone()]));
+    let m = env.manifest(&entry(
+        "w",
+        "sub/w.bin",
+        &sha256(&body),
+        std::slice::from_ref(&url),
+    ));
 
     let r = fetch(&m, &env.cache, &names("w"), None, &opts()).unwrap();
     assert!(r.is_complete(), "{r}");
@@ -341,8 +346,8 @@ fn offline_never_touches_the_network_and_lists_what_is_missing() {
     let env = Env::new();
     let m = env.manifest(&format!(
         "{}{}",
-        entry("o", "o.bin", &sha256(&body), &[url.clone()]),
-        entry("p", "p.bin", &sha256(b"p"), &[url.clone()])
+        entry("o", "o.bin", &sha256(&body), std::slice::from_ref(&url)),
+        entry("p", "p.bin", &sha256(b"p"), std::slice::from_ref(&url))
     ));
     let r = fetch(
         &m,
@@ -380,7 +385,7 @@ fn unpinned_files_are_locked_on_first_use_and_checked_against_upstream_md5() {
     let body = bytes(3_000, 8);
     let url = srv.route("/u.bin", Route::Body(body.clone()));
     let env = Env::new();
-    let text = entry("u", "u.bin", "unpinned", &[url.clone()]).replace(
+    let text = entry("u", "u.bin", "unpinned", std::slice::from_ref(&url)).replace(
         "sha256 = \"unpinned\"",
         &format!("sha256 = \"unpinned\"\nmd5 = \"{}\"", md5(&body)),
     );
@@ -462,7 +467,7 @@ fn archives_are_unpacked_and_malicious_ones_refused() {
     raw.set_size(1);
     raw.set_cksum();
     let mut evil = raw.as_bytes().to_vec();
-    evil.extend_from_slice(&[b'x']);
+    evil.extend_from_slice(b"x");
     evil.resize(512 * 2 + 1024, 0);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut gz, &evil).unwrap();
