@@ -144,16 +144,7 @@ pub fn run() -> Result<()> {
     bail!("doctor found {} problem(s)", problems.len())
 }
 
-/// The content-addressed cache of fetched inputs and trained models.
+/// The content-addressed cache of fetched inputs (the fetch crate decides where it lives).
 pub fn cache_dir() -> std::path::PathBuf {
-    if let Ok(dir) = std::env::var("BADDIFF_CACHE") {
-        return dir.into();
-    }
-    let base = std::env::var("XDG_CACHE_HOME")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| ".".into()))
-                .join(".cache")
-        });
-    base.join("baddiffusion")
+    fetch::Cache::default_root()
 }

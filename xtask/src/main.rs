@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's thin orchestrator. It compiles fast (no tch, no polars) and only
 //! prepares environments and starts other programs; the library and `baddiff` do the computing.
+mod artifacts;
 mod doctor;
 mod pyenv;
 
@@ -26,6 +27,28 @@ enum Command {
     },
     /// Check the toolchain, libtorch, the Python environment, GPUs, caches and disk; print fixes.
     Doctor,
+    /// Download the manifest's artifacts (all, the NAMEs given, or a profile's) into the verified cache.
+    Fetch {
+        /// Artifact names from the manifest.
+        names: Vec<String>,
+        /// Also fetch every artifact of this profile (smoke, kick-the-tires, paper, released).
+        #[arg(long)]
+        profile: Option<String>,
+        /// Another manifest instead of artifacts/manifest.toml.
+        #[arg(long)]
+        manifest: Option<std::path::PathBuf>,
+        /// A directory or base URL holding copies, tried in order before upstream (repeatable).
+        #[arg(long = "mirror", value_name = "DIR|URL")]
+        mirrors: Vec<String>,
+        /// Never touch the network; list what is missing.
+        #[arg(long)]
+        offline: bool,
+        /// Files fetched at once.
+        #[arg(long, default_value_t = 4)]
+        jobs: usize,
+    },
+    /// Re-hash the artifact cache; corrupt entries are quarantined and never used again.
+    Verify,
     /// The README's test command: set up what the tests need, build, and run the whole test suite.
     Test {
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
@@ -45,6 +68,22 @@ fn main() {
         Some(Command::Setup { relock }) => pyenv::setup(relock).map(|_| ()),
         Some(Command::Doctor) => doctor::run(),
         Some(Command::Test { cargo_args }) => test(&cargo_args),
+        Some(Command::Fetch {
+            names,
+            profile,
+            manifest,
+            mirrors,
+            offline,
+            jobs,
+        }) => artifacts::fetch(artifacts::FetchArgs {
+            names,
+            profile,
+            manifest,
+            mirrors,
+            offline,
+            jobs,
+        }),
+        Some(Command::Verify) => artifacts::verify(),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");
