@@ -5,8 +5,10 @@
 pub mod backdoor_loss;
 pub mod checkpoint;
 pub mod datasets;
+pub mod inputs;
 pub mod metrics;
 pub mod pil;
+pub mod pipeline;
 pub mod poison;
 pub mod python;
 pub mod rng;

@@ -19,6 +19,8 @@ enum Command {
     Measure(cmd::measure::Args),
     /// FID between two image folders or statistics files.
     Fid(cmd::fid::Args),
+    /// Sample clean images, or backdoor images with --trigger, from a diffusers model directory.
+    Sample(cmd::sample::Args),
 }
 
 fn version() -> &'static str {
@@ -35,6 +37,7 @@ fn main() {
         Command::Env(args) => cmd::env::run(args),
         Command::Measure(args) => cmd::measure::run(args),
         Command::Fid(args) => cmd::fid::run(args),
+        Command::Sample(args) => cmd::sample::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -2,3 +2,4 @@
 pub mod env;
 pub mod fid;
 pub mod measure;
+pub mod sample;
