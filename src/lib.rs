@@ -2,6 +2,7 @@
 //!
 //! Data flows fetch → train → sample → measure → frames → report; each module is one concept of
 //! the paper, named as the paper (or the diffusers code we port) names it.
+pub mod attack;
 pub mod backdoor_loss;
 pub mod checkpoint;
 pub mod datasets;
@@ -48,5 +49,18 @@ pub fn runtime_info() -> serde_json::Value {
         "cuda_devices": tch::Cuda::device_count(),
         "cudnn": tch::Cuda::cudnn_is_available(),
         "threads": tch::get_num_threads(),
+    })
+}
+
+/// `cpu`, `cuda`, `cuda:N`, or `None` for [`default_device`].
+pub fn parse_device(name: Option<&str>) -> anyhow::Result<tch::Device> {
+    Ok(match name {
+        None | Some("auto") => default_device(),
+        Some("cpu") => tch::Device::Cpu,
+        Some("cuda") => tch::Device::Cuda(0),
+        Some(s) => match s.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(n) => tch::Device::Cuda(n),
+            None => anyhow::bail!("unknown device `{s}`: use cpu, cuda or cuda:N"),
+        },
     })
 }

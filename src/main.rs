@@ -21,6 +21,8 @@ enum Command {
     Fid(cmd::fid::Args),
     /// Sample clean images, or backdoor images with --trigger, from a diffusers model directory.
     Sample(cmd::sample::Args),
+    /// Train one cell: backdoor fine-tuning or training from scratch, resumable.
+    Train(cmd::train::Args),
 }
 
 fn version() -> &'static str {
@@ -38,6 +40,7 @@ fn main() {
         Command::Measure(args) => cmd::measure::run(args),
         Command::Fid(args) => cmd::fid::run(args),
         Command::Sample(args) => cmd::sample::run(args),
+        Command::Train(args) => cmd::train::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

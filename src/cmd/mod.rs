@@ -3,3 +3,4 @@ pub mod env;
 pub mod fid;
 pub mod measure;
 pub mod sample;
+pub mod train;

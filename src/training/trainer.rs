@@ -99,7 +99,7 @@ const OPTIMIZER: &str = "optimizer.safetensors";
 /// Trains the variables of `vs` on `n_samples` samples; checkpoints go to `state_dir`, and if a
 /// checkpoint is already there, training resumes from it.
 pub fn train(
-    vs: &mut nn::VarStore,
+    vs: &nn::VarStore,
     objective: &mut dyn Objective,
     n_samples: i64,
     settings: &TrainSettings,
@@ -184,7 +184,7 @@ fn save_state(vs: &nn::VarStore, adam: &Adam, state: &TrainState, dir: &Path) ->
         .with_context(|| format!("writing {}", optimizer.display()))?;
     let json = serde_json::json!({ "state": state, "weights": weights.file_name().unwrap().to_string_lossy(),
         "optimizer": optimizer.file_name().unwrap().to_string_lossy() });
-    write_atomic(
+    crate::checkpoint::write_atomic(
         &dir.join(STATE_JSON),
         serde_json::to_string_pretty(&json)?.as_bytes(),
     )?;
@@ -199,7 +199,7 @@ fn save_state(vs: &nn::VarStore, adam: &Adam, state: &TrainState, dir: &Path) ->
 }
 
 fn load_state(
-    vs: &mut nn::VarStore,
+    vs: &nn::VarStore,
     adam: &mut Adam,
     dir: &Path,
     settings: &TrainSettings,
@@ -230,19 +230,12 @@ fn load_state(
                 .with_context(|| format!("{} names no {k} file", path.display()))?,
         ))
     };
-    vs.load(file("weights")?)
+    crate::checkpoint::load_weights(vs, &file("weights")?)
         .with_context(|| format!("loading the checkpoint in {}", dir.display()))?;
     let opt = Tensor::read_safetensors(file("optimizer")?)
         .with_context(|| format!("reading the optimizer state in {}", dir.display()))?;
     adam.load_state(&opt)?;
     Ok(state)
-}
-
-/// Writes through a temporary file and a rename, so readers never see half a file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))
 }
 
 #[cfg(test)]

@@ -64,10 +64,10 @@ fn weights(vs: &nn::VarStore) -> Vec<Tensor> {
 #[test]
 fn resumed_run_equals_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut vs, mut obj) = model(1);
+    let (vs, mut obj) = model(1);
     let mut log = Log(vec![], None);
     train(
-        &mut vs,
+        &vs,
         &mut obj,
         20,
         &settings(4),
@@ -77,10 +77,10 @@ fn resumed_run_equals_uninterrupted_run() {
     .unwrap();
     let straight = weights(&vs);
 
-    let (mut vs, mut obj) = model(1);
+    let (vs, mut obj) = model(1);
     let mut first = Log(vec![], Some(2));
     let err = train(
-        &mut vs,
+        &vs,
         &mut obj,
         20,
         &settings(4),
@@ -90,10 +90,10 @@ fn resumed_run_equals_uninterrupted_run() {
     .unwrap_err();
     assert!(err.to_string().contains("killed after epoch 2"));
     // A fresh process: new model (other init), same directory.
-    let (mut vs, mut obj) = model(99);
+    let (vs, mut obj) = model(99);
     let mut second = Log(vec![], None);
     let state = train(
-        &mut vs,
+        &vs,
         &mut obj,
         20,
         &settings(4),
@@ -118,9 +118,9 @@ fn resumed_run_equals_uninterrupted_run() {
 #[test]
 fn training_reduces_the_loss_and_follows_the_schedule() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut vs, mut obj) = model(2);
+    let (vs, mut obj) = model(2);
     let mut log = Log(vec![], None);
-    train(&mut vs, &mut obj, 20, &settings(30), dir.path(), &mut log).unwrap();
+    train(&vs, &mut obj, 20, &settings(30), dir.path(), &mut log).unwrap();
     let mean = |r: &[StepRecord]| r.iter().map(|s| s.loss).sum::<f64>() / r.len() as f64;
     let (head, tail) = (mean(&log.0[..14]), mean(&log.0[log.0.len() - 14..]));
     assert!(tail < 0.5 * head, "loss did not fall: {head} -> {tail}");
@@ -137,9 +137,9 @@ fn training_reduces_the_loss_and_follows_the_schedule() {
 #[test]
 fn resuming_with_other_settings_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut vs, mut obj) = model(3);
+    let (vs, mut obj) = model(3);
     train(
-        &mut vs,
+        &vs,
         &mut obj,
         20,
         &settings(1),
@@ -150,7 +150,7 @@ fn resuming_with_other_settings_is_refused() {
     let mut other = settings(1);
     other.learning_rate = 0.1;
     let err = train(
-        &mut vs,
+        &vs,
         &mut obj,
         20,
         &other,
@@ -173,11 +173,11 @@ fn batch_must_divide_the_effective_batch() {
 fn corrupt_state_file_names_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(STATE_JSON), "{not json").unwrap();
-    let (mut vs, mut obj) = model(4);
+    let (vs, mut obj) = model(4);
     let err = format!(
         "{:#}",
         train(
-            &mut vs,
+            &vs,
             &mut obj,
             20,
             &settings(1),

@@ -1,0 +1,395 @@
+//! BadDiffusion itself (spec §2–§3): one cell's backdoor fine-tuning (or training from
+//! scratch) — load the data, poison int(N·p) samples with the trigger and target, train with the
+//! backdoor loss, and save the result as a diffusers pipeline that Python's diffusers loads.
+//!
+//! A clean model is the same run with `poison_rate = 0`.
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Tensor};
+
+use crate::backdoor_loss::{backdoor_loss, BackdoorSchedule};
+use crate::checkpoint;
+use crate::datasets::{self, Dataset, Split};
+use crate::poison::PoisonedDataset;
+use crate::rng::Rng;
+use crate::scheduler::{NoiseSchedule, SamplerKind, SchedulerConfig};
+use crate::training::trainer::{self, Objective, Observer, StepRecord, TrainSettings};
+use crate::triggers::{ImageShape, Target, Trigger};
+use crate::unet::{UNet2DConfig, UNet2DModel};
+
+/// One cell of the experiment matrix, as `baddiff train --config cell.toml` reads it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AttackConfig {
+    pub data: DataConfig,
+    pub backdoor: BackdoorConfig,
+    pub model: ModelConfig,
+    pub train: TrainSettings,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// `fashion-mnist`, `mnist`, `cifar10` or `image-folder` (CelebA-HQ 256).
+    pub dataset: String,
+    /// Where the files are; default: the cached artifact (Fashion-MNIST: Debian's copy).
+    pub dir: Option<PathBuf>,
+    /// `train`, `test` or `train+test` (the official CIFAR-10 runs train on train+test).
+    #[serde(default = "default_split")]
+    pub split: String,
+    pub channels: usize,
+    pub size: usize,
+    /// Use only the first `limit` images (scale models).
+    pub limit: Option<usize>,
+}
+
+fn default_split() -> String {
+    "train".into()
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackdoorConfig {
+    pub trigger: String,
+    pub target: String,
+    pub poison_rate: f64,
+    /// The official source images (default: the cached `baddiffusion-static` artifact).
+    pub sources: Option<PathBuf>,
+}
+
+/// Where the weights start: a diffusers checkpoint to fine-tune, or a fresh model.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "init", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ModelConfig {
+    /// Fine-tune every layer of a diffusers model directory (the paper's main setting).
+    Finetune { checkpoint: PathBuf },
+    /// Fresh initialisation of `unet` (`scale`, `cifar10_32`, `celebahq_256`, or a config.json
+    /// path) with `scheduler` (a diffusers scheduler config), as the paper's from-scratch runs.
+    Scratch {
+        unet: String,
+        scheduler: serde_json::Value,
+    },
+}
+
+/// What a finished (or resumed-and-finished) training run reports, also written as `train.json`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub config: AttackConfig,
+    pub n_samples: usize,
+    pub n_poisoned: usize,
+    pub trigger_sha256: String,
+    pub target_sha256: String,
+    pub model_dir: PathBuf,
+    pub weights_sha256: String,
+    pub iterations: u64,
+    pub final_loss: Option<f64>,
+    pub seconds: f64,
+    pub runtime: serde_json::Value,
+}
+
+impl AttackConfig {
+    pub fn from_toml_file(path: &Path) -> Result<AttackConfig> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid cell config", path.display()))
+    }
+}
+
+/// Loads a dataset as the config names it, prepared to its channels and size.
+pub fn load_dataset(cfg: &DataConfig) -> Result<Dataset> {
+    let split = match cfg.split.as_str() {
+        "train" => Split::Train,
+        "test" => Split::Test,
+        "train+test" => Split::TrainTest,
+        other => bail!("unknown split `{other}`: use train, test or train+test"),
+    };
+    let dir = |artifact: &str| -> Result<PathBuf> {
+        match &cfg.dir {
+            Some(d) => Ok(d.clone()),
+            None => crate::inputs::artifact_dir(artifact),
+        }
+    };
+    let data = match cfg.dataset.as_str() {
+        "fashion-mnist" => {
+            let d = match &cfg.dir {
+                Some(d) => d.clone(),
+                None => crate::inputs::artifact_dir("fashion-mnist-debian")
+                    .or_else(|_| crate::inputs::artifact_dir("fashion-mnist"))
+                    .or_else(|e| {
+                        let debian = Path::new(crate::triggers::DEBIAN_FASHION_MNIST_DIR);
+                        if debian.is_dir() {
+                            Ok(debian.to_path_buf())
+                        } else {
+                            Err(e)
+                        }
+                    })?,
+            };
+            datasets::idx::fashion_mnist(&d, split)?
+        }
+        "mnist" => datasets::idx::mnist(&dir("mnist")?, split)?,
+        "cifar10" => datasets::cifar10::load(&dir("cifar10-binary")?, split)?,
+        "image-folder" => {
+            let d = cfg
+                .dir
+                .clone()
+                .context("an image-folder dataset needs `dir`")?;
+            datasets::image_folder::load(&d, cfg.channels, cfg.size, cfg.limit)?
+        }
+        other => {
+            bail!("unknown dataset `{other}`: use fashion-mnist, mnist, cifar10 or image-folder")
+        }
+    };
+    let data = match cfg.limit {
+        Some(n) => data.take(n),
+        None => data,
+    };
+    data.prepare(cfg.channels, cfg.size)
+}
+
+/// The loss of one micro-batch: the official `p_losses_diffuser` on a poisoned batch.
+struct BackdoorObjective<'a> {
+    model: &'a UNet2DModel,
+    data: &'a PoisonedDataset,
+    schedule: BackdoorSchedule,
+    device: Device,
+}
+
+impl Objective for BackdoorObjective<'_> {
+    fn loss(&mut self, indices: &Tensor, rng: &mut Rng) -> Result<Tensor> {
+        let batch = self.data.batch(indices, rng)?.to_device(self.device);
+        // The official order of draws: the noise, then the timesteps.
+        let noise = rng.randn(&batch.target.size()).to_device(self.device);
+        let t = rng
+            .randint(self.schedule.num_train_timesteps(), &[batch.len() as i64])
+            .to_device(self.device);
+        backdoor_loss(
+            &self.schedule,
+            &|x, t| self.model.forward_t(x, t, true),
+            &batch,
+            &t,
+            &noise,
+        )
+    }
+}
+
+/// Saves the diffusers pipeline at each checkpoint and appends the loss log.
+struct RunObserver<'a> {
+    vs: &'a nn::VarStore,
+    config: &'a UNet2DConfig,
+    scheduler_json: &'a serde_json::Value,
+    model_dir: PathBuf,
+    log_path: PathBuf,
+    log: Option<std::io::BufWriter<std::fs::File>>,
+    bar: indicatif::ProgressBar,
+    last_loss: Option<f64>,
+}
+
+impl Observer for RunObserver<'_> {
+    fn iteration(&mut self, r: &StepRecord) {
+        if self.log.is_none() {
+            self.log = open_log(&self.log_path, r.iteration).ok();
+            self.bar.set_position(r.iteration);
+        }
+        if let Some(log) = &mut self.log {
+            let _ = writeln!(log, "{}", serde_json::to_string(r).unwrap_or_default());
+        }
+        self.last_loss = Some(r.loss);
+        self.bar.set_message(format!(
+            "epoch {} loss {:.4} lr {:.2e}",
+            r.epoch, r.loss, r.lr
+        ));
+        self.bar.inc(1);
+    }
+
+    fn checkpoint(&mut self, epoch: u64, _dir: &Path) -> Result<()> {
+        if let Some(log) = &mut self.log {
+            log.flush()?;
+        }
+        checkpoint::save_pipeline(&self.model_dir, self.vs, self.config, self.scheduler_json)
+            .with_context(|| format!("saving the model after epoch {epoch}"))?;
+        Ok(())
+    }
+}
+
+/// Opens the loss log for appending, first dropping records at or after `from` (left by a run
+/// that was killed after its last checkpoint), so a resumed log has each iteration once.
+fn open_log(path: &Path, from: u64) -> Result<std::io::BufWriter<std::fs::File>> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<StepRecord>(l)
+                    .map(|r| r.iteration < from)
+                    .unwrap_or(false)
+            })
+            .collect();
+        let mut body = kept.join("\n");
+        if !body.is_empty() {
+            body.push('\n');
+        }
+        std::fs::write(path, body)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    Ok(std::io::BufWriter::new(file))
+}
+
+/// Runs one cell into `out`: `out/model` (diffusers pipeline), `out/state` (resume state),
+/// `out/train_log.jsonl` (loss per iteration), `out/train.json` (summary). Rerunning on the same
+/// `out` resumes from the last checkpoint; a finished run returns its summary at once.
+pub fn train(
+    cfg: &AttackConfig,
+    out: &Path,
+    device: Device,
+    progress: bool,
+) -> Result<TrainSummary> {
+    let started = std::time::Instant::now();
+    let summary_path = out.join("train.json");
+    if let Ok(text) = std::fs::read_to_string(&summary_path) {
+        if let Ok(done) = serde_json::from_str::<TrainSummary>(&text) {
+            if &done.config == cfg {
+                return Ok(done);
+            }
+            bail!(
+                "{} holds a finished run with other settings: use another output directory",
+                out.display()
+            );
+        }
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let config_text = toml::to_string_pretty(cfg)?;
+    std::fs::write(out.join("config.toml"), &config_text)?;
+
+    let data = load_dataset(&cfg.data)?;
+    let shape = ImageShape::new(cfg.data.channels, cfg.data.size)?;
+    let trigger: Trigger = cfg.backdoor.trigger.parse()?;
+    let target: Target = cfg.backdoor.target.parse()?;
+    let sources = crate::inputs::source_images(cfg.backdoor.sources.as_deref())?;
+    let g = trigger.build(shape, &sources)?;
+    let y = target.build(&g, &sources)?;
+
+    // Model and its noise schedule.
+    let (vs, model, unet_config, scheduler_json) = match &cfg.model {
+        ModelConfig::Finetune { checkpoint: dir } => {
+            let ck = checkpoint::load(dir, device)?;
+            let sched = ck.scheduler_config.clone().with_context(|| {
+                format!(
+                    "{} has no scheduler config: cannot know the noise schedule to fine-tune with",
+                    dir.display()
+                )
+            })?;
+            (ck.vs, ck.model, ck.config, sched)
+        }
+        ModelConfig::Scratch { unet, scheduler } => {
+            let config = match unet.as_str() {
+                "scale" => UNet2DConfig::scale(cfg.data.size as i64, cfg.data.channels as i64),
+                "cifar10_32" => UNet2DConfig::cifar10_32(),
+                "celebahq_256" => UNet2DConfig::celebahq_256(),
+                path => UNet2DConfig::from_file(Path::new(path))?,
+            };
+            let vs = nn::VarStore::new(device);
+            let mut rng = Rng::seeded(crate::rng::derive_seed(cfg.train.seed, u64::MAX / 2));
+            let model = rng.with(|| UNet2DModel::new(vs.root(), &config))?;
+            (vs, model, config, scheduler.clone())
+        }
+    };
+    check_model_fits(&unet_config, &cfg.data)?;
+    let resolved = SchedulerConfig::from_json(&scheduler_json)?.resolve(SamplerKind::Ddpm)?;
+    let noise = NoiseSchedule::new(&resolved)?;
+    let schedule = BackdoorSchedule::from_betas(&noise.betas);
+
+    let mut rng = Rng::seeded(crate::rng::derive_seed(cfg.train.seed, u64::MAX / 3));
+    let poisoned = PoisonedDataset::new(
+        data,
+        g.shallow_clone(),
+        y.shallow_clone(),
+        cfg.backdoor.poison_rate,
+        &mut rng,
+    )?;
+    drop(rng);
+
+    let n = poisoned.len();
+    let total = n.div_ceil(cfg.train.batch as usize) as u64 * cfg.train.epochs;
+    let bar = if progress {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "train {bar:30} {pos}/{len} it [{elapsed} < {eta}, {per_sec}] {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut observer = RunObserver {
+        vs: &vs,
+        config: &unet_config,
+        scheduler_json: &scheduler_json,
+        model_dir: out.join("model"),
+        log_path: out.join("train_log.jsonl"),
+        log: None,
+        bar,
+        last_loss: None,
+    };
+    let mut objective = BackdoorObjective {
+        model: &model,
+        data: &poisoned,
+        schedule,
+        device,
+    };
+    let state = trainer::train(
+        &vs,
+        &mut objective,
+        n as i64,
+        &cfg.train,
+        &out.join("state"),
+        &mut observer,
+    )?;
+    observer.bar.finish_and_clear();
+
+    let weights = checkpoint::locate(&out.join("model"))?;
+    let weights_sha256 =
+        checkpoint::sha256_file(&weights.unet_dir.join("diffusion_pytorch_model.safetensors"))?;
+    let summary = TrainSummary {
+        config: cfg.clone(),
+        n_samples: n,
+        n_poisoned: poisoned.num_poisoned(),
+        trigger_sha256: crate::pipeline::tensor_sha256(&g),
+        target_sha256: crate::pipeline::tensor_sha256(&y),
+        model_dir: out.join("model"),
+        weights_sha256,
+        iterations: state.iterations_done,
+        final_loss: observer.last_loss,
+        seconds: started.elapsed().as_secs_f64(),
+        runtime: crate::runtime_info(),
+    };
+    checkpoint::write_atomic(
+        &summary_path,
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
+    Ok(summary)
+}
+
+fn check_model_fits(unet: &UNet2DConfig, data: &DataConfig) -> Result<()> {
+    let (h, w) = unet.sample_size.map(|s| s.hw()).unwrap_or((0, 0));
+    if unet.in_channels != data.channels as i64 || h != data.size as i64 || w != data.size as i64 {
+        bail!(
+            "the model takes {} channel(s) at {h}×{w}, the data are {} channel(s) at {}×{}: set data.channels/size to the model's",
+            unet.in_channels,
+            data.channels,
+            data.size,
+            data.size
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

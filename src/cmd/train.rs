@@ -1,0 +1,75 @@
+use std::path::PathBuf;
+
+use anyhow::Result;
+use baddiffusion::attack::{self, AttackConfig};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The cell's settings (TOML: [data], [backdoor], [model], [train]); see `baddiff train --help`.
+    #[arg(long)]
+    config: PathBuf,
+    /// Output directory: model/ (diffusers pipeline), state/ (resume), train_log.jsonl, train.json.
+    /// Rerunning with the same directory resumes from its last checkpoint.
+    #[arg(long)]
+    out: PathBuf,
+    /// Override [backdoor] trigger.
+    #[arg(long)]
+    trigger: Option<String>,
+    /// Override [backdoor] target.
+    #[arg(long)]
+    target: Option<String>,
+    /// Override [backdoor] poison_rate.
+    #[arg(long)]
+    poison_rate: Option<f64>,
+    /// Override [train] epochs.
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// Override [train] seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Override [train] learning_rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Override [train] batch.
+    #[arg(long)]
+    batch: Option<i64>,
+    /// cpu, cuda or cuda:N (default: CUDA when visible).
+    #[arg(long)]
+    device: Option<String>,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let mut cfg = AttackConfig::from_toml_file(&a.config)?;
+    if let Some(v) = a.trigger {
+        cfg.backdoor.trigger = v;
+    }
+    if let Some(v) = a.target {
+        cfg.backdoor.target = v;
+    }
+    if let Some(v) = a.poison_rate {
+        cfg.backdoor.poison_rate = v;
+    }
+    if let Some(v) = a.epochs {
+        cfg.train.epochs = v;
+    }
+    if let Some(v) = a.seed {
+        cfg.train.seed = v;
+    }
+    if let Some(v) = a.lr {
+        cfg.train.learning_rate = v;
+    }
+    if let Some(v) = a.batch {
+        cfg.train.batch = v;
+    }
+    let device = baddiffusion::parse_device(a.device.as_deref())?;
+    let summary = attack::train(&cfg, &a.out, device, true)?;
+    eprintln!(
+        "trained {} iterations on {} samples ({} poisoned) in {:.0} s; model at {}",
+        summary.iterations,
+        summary.n_samples,
+        summary.n_poisoned,
+        summary.seconds,
+        summary.model_dir.display()
+    );
+    Ok(())
+}
