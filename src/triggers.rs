@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use anyhow::{bail, ensure, Context, Result};
-use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
 use crate::pil::{self, ImageU8};
@@ -92,7 +91,7 @@ impl SourceImages {
                 self.dir.display()
             )
         })?;
-        let actual = hex(&Sha256::digest(&bytes));
+        let actual = crate::files::sha256_hex(&bytes);
         ensure!(
             actual == img.sha256,
             "source image {} has sha256 {actual}, expected {}: the file is not the official one (replace it with \
@@ -105,10 +104,6 @@ impl SourceImages {
             .with_context(|| format!("decoding {}", path.display()))?;
         pil::from_dynamic(decoded).with_context(|| format!("image {}", path.display()))
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Channels and side length of the square images a trigger or target is built for.

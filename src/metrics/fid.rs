@@ -83,20 +83,12 @@ pub struct FeatureCache {
     pub dir: PathBuf,
 }
 
-/// Writes safetensors atomically (temporary file, then rename), so concurrent readers never see
-/// half a file.
+/// Writes safetensors atomically, so concurrent readers never see half a file.
 fn write_atomic(path: &Path, tensors: &[(&str, &Tensor)]) -> Result<()> {
-    let parent = path.parent().expect("cache paths have a parent");
-    std::fs::create_dir_all(parent)
-        .with_context(|| format!("creating cache folder {}", parent.display()))?;
-    let tmp = parent.join(format!(
-        ".{}.{}.tmp",
-        path.file_name().unwrap().to_string_lossy(),
-        std::process::id()
-    ));
-    Tensor::write_safetensors(tensors, &tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("moving {} into the cache", path.display()))
+    crate::files::write_atomic_with(path, |tmp| {
+        Tensor::write_safetensors(tensors, tmp)
+            .with_context(|| format!("writing {}", tmp.display()))
+    })
 }
 
 impl FeatureCache {

@@ -13,17 +13,7 @@ pub mod ssim;
 
 pub use protocol::{MetricRow, Protocol};
 
-use sha2::{Digest, Sha256};
-
-/// Lower-case hex sha256 of some bytes.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-/// Lower-case hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::files::{hex, sha256_hex};
 
 use std::path::Path;
 
