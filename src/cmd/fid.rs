@@ -23,7 +23,10 @@ pub struct Args {
     /// Reference: a PNG folder, statistics, or dataset:NAME[:SPLIT][@SIZE] (NAME: cifar10,
     /// fashion-mnist, mnist, celeba-hq; SPLIT: train (default), test, train+test; SIZE: PIL
     /// bilinear resize to SIZE px).
-    #[arg(value_name = "DIR_B|dataset:NAME[:SPLIT][@SIZE]", required_unless_present = "reference")]
+    #[arg(
+        value_name = "DIR_B|dataset:NAME[:SPLIT][@SIZE]",
+        required_unless_present = "reference"
+    )]
     dir_b: Option<String>,
     /// The reference, as an option: e.g. dataset:cifar10:train (the paper's 50,000 CIFAR-10
     /// training images).
@@ -125,13 +128,7 @@ pub fn run(args: Args) -> Result<()> {
             };
             let mut rng = Rng::seeded(args.proxy_seed);
             let trained = fmnist::train_or_load(
-                None,
-                size,
-                channels,
-                &training,
-                &cache_dir,
-                device,
-                &mut rng,
+                None, size, channels, &training, &cache_dir, device, &mut rng,
             )?;
             eprintln!(
                 "{} proxy {} (test accuracy {:.4}); card {}",

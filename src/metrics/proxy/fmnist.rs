@@ -28,7 +28,7 @@ pub const NAME: &str = "fmnist-cnn";
 /// cached by older code are never reused.
 pub const CODE_VERSION: u32 = 1;
 
-/// How the proxy is trained. The defaults take about 15 s on two CPU cores at 16 px.
+/// How the proxy is trained. The defaults took 12–21 s at 16 px on a busy two-core CPU.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FmnistTraining {
     pub seed: u64,

@@ -162,6 +162,7 @@ fn proxy_learns_fashion_mnist_and_separates_datasets() {
     let (a, b) = (test.narrow(0, 0, 5000), test.narrow(0, 5000, 5000));
     let halves = frechet_distance(&stats(&net, &a), &stats(&net, &b)).unwrap();
     let rotated = frechet_distance(&stats(&net, &a), &stats(&net, &b.transpose(2, 3))).unwrap();
+    eprintln!("proxy FD: disjoint halves {halves:.4}, one half rotated {rotated:.4}");
     assert!(
         rotated > 10.0 * halves,
         "rotated {rotated} vs halves {halves}"
