@@ -17,7 +17,8 @@ enum Command {
     Env(cmd::env::Args),
     /// Backdoor metrics (MSE, MSE-threshold rate, SSIM) of a sample folder against its target.
     Measure(cmd::measure::Args),
-    /// FID between two image folders or statistics files.
+    /// FID between generated images and a reference (folder, statistics or dataset:NAME), or a
+    /// named proxy of it (--proxy fmnist) where the Inception weights are unavailable.
     Fid(cmd::fid::Args),
     /// Sample clean images, or backdoor images with --trigger, from a diffusers model directory.
     Sample(cmd::sample::Args),

@@ -17,6 +17,7 @@ use tch::{Device, Kind, Tensor};
 use super::frechet::{frechet_distance, Statistics};
 use super::image_folder::{Channels, ImageSet};
 use super::inception::FidInceptionV3;
+use super::reference::ReferenceSpec;
 use super::{MetricRow, Protocol};
 
 /// A network whose features a Fréchet distance is computed on.
@@ -29,6 +30,17 @@ pub trait FeatureNet {
     fn weights_sha256(&self) -> Result<String>;
     /// How the network reads images.
     fn channels(&self) -> Channels;
+    /// Channels a dataset reference is converted to for this network (None: the dataset's own).
+    fn input_channels(&self) -> Option<usize> {
+        match self.channels() {
+            Channels::Rgb => Some(3),
+            Channels::Native => None,
+        }
+    }
+    /// Facts every row measured with this network must carry (e.g. a proxy's test accuracy).
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// How it resizes them, for the protocol.
     fn resize(&self) -> Option<String>;
     fn device(&self) -> Device;
@@ -230,13 +242,24 @@ fn progress(n: usize, what: &str) -> indicatif::ProgressBar {
 }
 
 /// One side of a FID comparison: an image folder, or a statistics file (ours or pytorch-fid's
-/// `.npz`), like pytorch-fid's command line.
+/// `.npz`), like pytorch-fid's command line, or a reference built from a dataset's pixels.
 pub enum FidInput {
     Images(PathBuf),
     Stats(PathBuf),
+    Reference(ReferenceSpec),
 }
 
 impl FidInput {
+    /// A command-line argument: `dataset:NAME[:SPLIT][@SIZE]` (see [`ReferenceSpec::parse`]),
+    /// else a path.
+    pub fn parse(arg: &str) -> Result<Self> {
+        if arg.starts_with(super::reference::PREFIX) {
+            Ok(FidInput::Reference(ReferenceSpec::parse(arg)?))
+        } else {
+            Self::from_path(Path::new(arg))
+        }
+    }
+
     pub fn from_path(path: &Path) -> Result<Self> {
         if path.is_dir() {
             return Ok(FidInput::Images(path.to_path_buf()));
@@ -259,29 +282,52 @@ impl FidInput {
 /// Options of one FID measurement.
 pub struct FidOptions {
     pub batch: usize,
-    /// Use only the first N images of each folder.
+    /// Use only the first N images of each folder (a dataset reference takes its own N).
     pub limit: Option<usize>,
-    /// Name of the reference split, for the protocol.
+    /// Name of the reference split, for the protocol (a dataset reference names itself).
     pub reference_split: Option<String>,
 }
 
-/// Statistics of one side, with its size and content hash.
+/// Statistics of one side, with its content hash and what else is known of it.
+struct Side {
+    stats: Statistics,
+    hash: String,
+    label: Option<String>,
+    /// (channels, height, width) of its images, when read from images.
+    shape: Option<(i64, i64, i64)>,
+}
+
 fn side(
     input: &FidInput,
     net: &dyn FeatureNet,
     cache: &FeatureCache,
     opts: &FidOptions,
-) -> Result<(Statistics, String)> {
+) -> Result<Side> {
+    let from_set = |set: ImageSet, label: Option<String>| -> Result<Side> {
+        Ok(Side {
+            stats: cache.statistics(net, &set, opts.batch)?,
+            hash: set.set_hash(),
+            label,
+            shape: Some(set.image_shape()),
+        })
+    };
     match input {
-        FidInput::Images(dir) => {
-            let set = ImageSet::read_png_dir(dir, opts.limit, net.channels())?;
-            let stats = cache.statistics(net, &set, opts.batch)?;
-            Ok((stats, set.set_hash()))
+        FidInput::Images(dir) => from_set(
+            ImageSet::read_png_dir(dir, opts.limit, net.channels())?,
+            None,
+        ),
+        FidInput::Reference(spec) => {
+            from_set(spec.image_set(net.input_channels())?, Some(spec.label()))
         }
         FidInput::Stats(path) => {
             let bytes =
                 std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            Ok((Statistics::load(path)?, super::sha256_hex(&bytes)))
+            Ok(Side {
+                stats: Statistics::load(path)?,
+                hash: super::sha256_hex(&bytes),
+                label: None,
+                shape: None,
+            })
         }
     }
 }
@@ -294,13 +340,23 @@ pub fn fid(
     cache: &FeatureCache,
     opts: &FidOptions,
 ) -> Result<MetricRow> {
-    let (a, _) = side(generated, net, cache, opts)?;
-    let (b, ref_hash) = side(reference, net, cache, opts)?;
-    let value = frechet_distance(&a, &b)?;
-    let warnings: Vec<String> = [a.warning(), b.warning()].into_iter().flatten().collect();
+    let gen = side(generated, net, cache, opts)?;
+    let reference = side(reference, net, cache, opts)?;
+    let (a, b) = (&gen.stats, &reference.stats);
+    let value = frechet_distance(a, b)?;
+    let mut warnings: Vec<String> = [a.warning(), b.warning()].into_iter().flatten().collect();
+    if let (Some(g), Some(r)) = (gen.shape, reference.shape) {
+        if g != r {
+            warnings.push(format!(
+                "generated images are {g:?} (C, H, W) but the reference images are {r:?}: the network resizes \
+                 them differently; build the reference at the generated size (dataset:NAME@SIZE)"
+            ));
+        }
+    }
     for w in &warnings {
         eprintln!("warning: {w}");
     }
+    warnings.extend(net.notes());
     Ok(MetricRow {
         metric: net.metric_name(),
         value,
@@ -310,8 +366,8 @@ pub fn fid(
             weights_sha256: Some(net.weights_sha256()?),
             n_generated: a.n,
             n_reference: b.n,
-            reference_split: opts.reference_split.clone(),
-            reference_hash: Some(ref_hash),
+            reference_split: opts.reference_split.clone().or(reference.label),
+            reference_hash: Some(reference.hash),
             resize: net.resize(),
             image_format: "png (8-bit), read as [0,1]".into(),
             dtype: "float32 features, float64 statistics".into(),
@@ -322,4 +378,4 @@ pub fn fid(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

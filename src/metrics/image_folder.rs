@@ -22,7 +22,9 @@ pub enum Channels {
 /// Decoded images `[N, C, H, W]` (uint8) with their files and content hashes.
 #[derive(Debug)]
 pub struct ImageSet {
+    /// The folder read, or the dataset the images were built from.
     pub dir: PathBuf,
+    /// One file per image; empty for a set built in memory ([`ImageSet::from_tensor`]).
     pub files: Vec<PathBuf>,
     pub images: Tensor,
     pub image_hashes: Vec<[u8; 32]>,
@@ -151,12 +153,45 @@ impl ImageSet {
         })
     }
 
+    /// A set of images already in memory (`[N, C, H, W]` uint8, C = 1 or 3), hashed exactly as
+    /// [`Self::read_png_dir`] hashes the same pixels read from PNG: a dataset and its lossless
+    /// PNG copy are the same set and share every cache entry.
+    pub fn from_tensor(images: Tensor, origin: &Path) -> Result<Self> {
+        let s = images.size();
+        ensure!(
+            s.len() == 4 && images.kind() == Kind::Uint8 && (s[1] == 1 || s[1] == 3),
+            "images from {} must be uint8 [N, 1 or 3, H, W], got {:?} {s:?}",
+            origin.display(),
+            images.kind()
+        );
+        ensure!(s[0] > 0, "no images in {}", origin.display());
+        let images = images.to_device(tch::Device::Cpu).contiguous();
+        let hwc = Vec::<u8>::try_from(images.permute([0, 2, 3, 1]).contiguous().flatten(0, -1))?;
+        let (c, h, w) = (s[1] as u32, s[2] as u32, s[3] as u32);
+        let image_hashes = hwc
+            .chunks_exact((c * h * w) as usize)
+            .map(|px| image_hash(w, h, c, px))
+            .collect();
+        Ok(ImageSet {
+            dir: origin.to_path_buf(),
+            files: Vec::new(),
+            images,
+            image_hashes,
+        })
+    }
+
     pub fn len(&self) -> usize {
-        self.files.len()
+        self.image_hashes.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
+        self.image_hashes.is_empty()
+    }
+
+    /// (channels, height, width) of every image.
+    pub fn image_shape(&self) -> (i64, i64, i64) {
+        let s = self.images.size();
+        (s[1], s[2], s[3])
     }
 
     /// Images as float32 in [0, 1] (`ToTensor`).

@@ -9,6 +9,7 @@ pub mod inception;
 pub mod mse;
 pub mod protocol;
 pub mod proxy;
+pub mod reference;
 pub mod ssim;
 
 pub use protocol::{MetricRow, Protocol};

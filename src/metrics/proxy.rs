@@ -2,6 +2,8 @@
 //! Fréchet distance on penultimate features of a small CNN classifier trained once on the
 //! dataset itself (e.g. Fashion-MNIST). Its numbers are not FID and are never named so: the
 //! metric is `proxy_FD[<name>]`, and its protocol carries the classifier's weights sha256.
+pub mod fmnist;
+
 use std::path::Path;
 
 use anyhow::{ensure, Context, Result};
@@ -23,16 +25,19 @@ pub struct ProxyConfig {
     pub classes: i64,
 }
 
-/// conv(32) → pool → conv(64) → pool → conv(128) → global average → linear; the 128-d global
-/// average is the feature vector (the counterpart of Inception's pool3).
+/// conv(16) → pool → conv(32) → pool → flatten → linear(128) → linear(classes); the 128-d
+/// hidden layer (after its ReLU) is the feature vector, the counterpart of Inception's pool3.
+/// Small on purpose: it trains to > 80 % Fashion-MNIST test accuracy in seconds on two cores.
 pub struct ProxyClassifier {
     pub cfg: ProxyConfig,
     vs: nn::VarStore,
     conv1: nn::Conv2D,
     conv2: nn::Conv2D,
-    conv3: nn::Conv2D,
+    hidden: nn::Linear,
     fc: nn::Linear,
     weights_sha256: Option<String>,
+    /// Facts carried into every metric row (e.g. the test accuracy reached).
+    notes: Vec<String>,
 }
 
 /// Dimension of the proxy's features.
@@ -68,18 +73,26 @@ impl ProxyClassifier {
             lin_cfg.ws_init = nn::Init::Const(0.);
             lin_cfg.bs_init = Some(nn::Init::Const(0.));
         }
-        let conv1 = nn::conv2d(&p / "conv1", cfg.channels, 32, 3, conv_cfg);
-        let conv2 = nn::conv2d(&p / "conv2", 32, 64, 3, conv_cfg);
-        let conv3 = nn::conv2d(&p / "conv3", 64, PROXY_DIM, 3, conv_cfg);
+        let conv1 = nn::conv2d(&p / "conv1", cfg.channels, 16, 3, conv_cfg);
+        let conv2 = nn::conv2d(&p / "conv2", 16, 32, 3, conv_cfg);
+        assert!(
+            cfg.image_size >= 4,
+            "proxy `{}`: images of {} px are too small (at least 4)",
+            cfg.name,
+            cfg.image_size
+        );
+        let side = cfg.image_size / 4;
+        let hidden = nn::linear(&p / "hidden", 32 * side * side, PROXY_DIM, lin_cfg);
         let fc = nn::linear(&p / "fc", PROXY_DIM, cfg.classes, lin_cfg);
         ProxyClassifier {
             cfg,
             vs,
             conv1,
             conv2,
-            conv3,
+            hidden,
             fc,
             weights_sha256: None,
+            notes: Vec::new(),
         }
     }
 
@@ -97,11 +110,7 @@ impl ProxyClassifier {
     fn trunk(&self, x: &Tensor) -> Tensor {
         let h = self.conv1.forward(x).relu().max_pool2d_default(2);
         let h = self.conv2.forward(&h).relu().max_pool2d_default(2);
-        self.conv3
-            .forward(&h)
-            .relu()
-            .adaptive_avg_pool2d([1, 1])
-            .flatten(1, -1)
+        self.hidden.forward(&h.flatten(1, -1)).relu()
     }
 
     /// Class logits of images in [0, 1].
@@ -164,18 +173,31 @@ impl ProxyClassifier {
         })
     }
 
-    /// Fraction of images classified as their label.
+    /// Records facts that every metric row measured with this classifier carries.
+    pub fn set_notes(&mut self, notes: Vec<String>) {
+        self.notes = notes;
+    }
+
+    /// Fraction of images classified as their label (in chunks, so memory stays bounded).
     pub fn accuracy(&self, images01: &Tensor, labels: &Tensor) -> f64 {
-        tch::no_grad(|| {
-            let pred = self
-                .logits(images01)
-                .argmax(-1, false)
-                .to_device(Device::Cpu);
-            pred.eq_tensor(&labels.to_kind(Kind::Int64))
-                .to_kind(Kind::Double)
-                .mean(Kind::Double)
-                .double_value(&[])
-        })
+        let n = images01.size()[0];
+        let labels = labels.to_kind(Kind::Int64).to_device(Device::Cpu);
+        let correct: i64 = tch::no_grad(|| {
+            (0..n)
+                .step_by(1000)
+                .map(|start| {
+                    let len = 1000.min(n - start);
+                    let pred = self
+                        .logits(&images01.narrow(0, start, len))
+                        .argmax(-1, false)
+                        .to_device(Device::Cpu);
+                    pred.eq_tensor(&labels.narrow(0, start, len))
+                        .sum(Kind::Int64)
+                        .int64_value(&[])
+                })
+                .sum()
+        });
+        correct as f64 / n.max(1) as f64
     }
 
     /// Saves the weights as safetensors and returns their sha256 (the feature cache key).
@@ -228,6 +250,12 @@ impl FeatureNet for ProxyClassifier {
         } else {
             Channels::Rgb
         }
+    }
+    fn input_channels(&self) -> Option<usize> {
+        Some(self.cfg.channels as usize)
+    }
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
     }
     fn resize(&self) -> Option<String> {
         Some(format!(

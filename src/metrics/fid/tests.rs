@@ -6,8 +6,27 @@ use crate::rng::Rng;
 
 /// A cheap deterministic feature network (per-channel moments and a few pixel products) that
 /// counts the images it sees, to check what the cache spares.
-struct MomentNet {
-    seen: Cell<i64>,
+pub(crate) struct MomentNet {
+    pub(crate) seen: Cell<i64>,
+    mode: Channels,
+}
+
+impl MomentNet {
+    /// Reads images as RGB, like the Inception network.
+    pub(crate) fn new() -> Self {
+        MomentNet {
+            seen: Cell::new(0),
+            mode: Channels::Rgb,
+        }
+    }
+
+    /// Reads grayscale images as one channel, like a one-channel proxy.
+    pub(crate) fn native() -> Self {
+        MomentNet {
+            seen: Cell::new(0),
+            mode: Channels::Native,
+        }
+    }
 }
 
 impl FeatureNet for MomentNet {
@@ -21,7 +40,7 @@ impl FeatureNet for MomentNet {
         Ok("moments-v1".into())
     }
     fn channels(&self) -> Channels {
-        Channels::Rgb
+        self.mode
     }
     fn resize(&self) -> Option<String> {
         None
@@ -53,7 +72,7 @@ fn fid_caches_per_image_and_matches_a_direct_computation() {
         &b,
         &(a_imgs.to_kind(Kind::Float) * 0.7).to_kind(Kind::Uint8),
     );
-    let net = MomentNet { seen: Cell::new(0) };
+    let net = MomentNet::new();
     let cache = FeatureCache::new(dir.path().join("cache"));
     let opts = FidOptions {
         batch: 16,
@@ -145,7 +164,7 @@ fn statistics_files_stand_in_for_folders() {
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     write_pngs(&a, &random_set(&mut rng, 30));
     write_pngs(&b, &random_set(&mut rng, 30));
-    let net = MomentNet { seen: Cell::new(0) };
+    let net = MomentNet::new();
     let cache = FeatureCache::new(dir.path().join("cache"));
     let opts = FidOptions {
         batch: 8,
@@ -191,7 +210,7 @@ fn few_images_warn_and_bad_inputs_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a");
     write_pngs(&a, &random_set(&mut rng, 5));
-    let net = MomentNet { seen: Cell::new(0) };
+    let net = MomentNet::new();
     let cache = FeatureCache::new(dir.path().join("cache"));
     let opts = FidOptions {
         batch: 8,
