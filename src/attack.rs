@@ -12,7 +12,8 @@ use tch::{nn, Device, Tensor};
 
 use crate::backdoor_loss::{backdoor_loss, BackdoorSchedule};
 use crate::checkpoint;
-use crate::datasets::{self, Dataset, Split};
+use crate::datasets::Dataset;
+use crate::metrics::reference::ReferenceSpec;
 use crate::poison::PoisonedDataset;
 use crate::rng::Rng;
 use crate::scheduler::{NoiseSchedule, SamplerKind, SchedulerConfig};
@@ -33,7 +34,7 @@ pub struct AttackConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// `fashion-mnist`, `mnist`, `cifar10` or `image-folder` (CelebA-HQ 256).
+    /// `fashion-mnist`, `mnist`, `cifar10`, or `celeba-hq` / `image-folder` (a folder of PNGs).
     pub dataset: String,
     /// Where the files are; default: the cached artifact (Fashion-MNIST: Debian's copy).
     pub dir: Option<PathBuf>,
@@ -99,55 +100,19 @@ impl AttackConfig {
     }
 }
 
-/// Loads a dataset as the config names it, prepared to its channels and size.
+/// Loads a dataset as the config names it, prepared to its channels and size: the same
+/// named-split loader as FID references (`metrics::reference`), so training data and reference
+/// sets are found and preprocessed one way.
 pub fn load_dataset(cfg: &DataConfig) -> Result<Dataset> {
-    let split = match cfg.split.as_str() {
-        "train" => Split::Train,
-        "test" => Split::Test,
-        "train+test" => Split::TrainTest,
-        other => bail!("unknown split `{other}`: use train, test or train+test"),
+    let name = if cfg.dataset == "image-folder" {
+        "celeba-hq"
+    } else {
+        cfg.dataset.as_str()
     };
-    let dir = |artifact: &str| -> Result<PathBuf> {
-        match &cfg.dir {
-            Some(d) => Ok(d.clone()),
-            None => crate::inputs::artifact_dir(artifact),
-        }
-    };
-    let data = match cfg.dataset.as_str() {
-        "fashion-mnist" => {
-            let d = match &cfg.dir {
-                Some(d) => d.clone(),
-                None => crate::inputs::artifact_dir("fashion-mnist-debian")
-                    .or_else(|_| crate::inputs::artifact_dir("fashion-mnist"))
-                    .or_else(|e| {
-                        let debian = Path::new(crate::triggers::DEBIAN_FASHION_MNIST_DIR);
-                        if debian.is_dir() {
-                            Ok(debian.to_path_buf())
-                        } else {
-                            Err(e)
-                        }
-                    })?,
-            };
-            datasets::idx::fashion_mnist(&d, split)?
-        }
-        "mnist" => datasets::idx::mnist(&dir("mnist")?, split)?,
-        "cifar10" => datasets::cifar10::load(&dir("cifar10-binary")?, split)?,
-        "image-folder" => {
-            let d = cfg
-                .dir
-                .clone()
-                .context("an image-folder dataset needs `dir`")?;
-            datasets::image_folder::load(&d, cfg.channels, cfg.size, cfg.limit)?
-        }
-        other => {
-            bail!("unknown dataset `{other}`: use fashion-mnist, mnist, cifar10 or image-folder")
-        }
-    };
-    let data = match cfg.limit {
-        Some(n) => data.take(n),
-        None => data,
-    };
-    data.prepare(cfg.channels, cfg.size)
+    let mut spec = ReferenceSpec::parse(&format!("{name}:{}@{}", cfg.split, cfg.size))?;
+    spec.n = cfg.limit;
+    spec.dir = cfg.dir.clone();
+    spec.load(Some(cfg.channels))
 }
 
 /// The loss of one micro-batch: the official `p_losses_diffuser` on a poisoned batch.

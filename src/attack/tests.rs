@@ -116,7 +116,8 @@ fn bad_cells_are_refused_with_the_fix() {
 
     let mut c = cell();
     c.data.dataset = "imagenet".into();
-    assert!(err(&c, &out).contains("unknown dataset `imagenet`"));
+    let e = err(&c, &out);
+    assert!(e.contains("imagenet") && e.contains("fashion-mnist"), "{e}");
 
     let mut c = cell();
     c.data.size = 2;
