@@ -147,20 +147,19 @@ struct RunObserver<'a> {
     config: &'a UNet2DConfig,
     scheduler_json: &'a serde_json::Value,
     model_dir: PathBuf,
-    log_path: PathBuf,
-    log: Option<std::io::BufWriter<std::fs::File>>,
+    log: std::io::BufWriter<std::fs::File>,
     bar: indicatif::ProgressBar,
     last_loss: Option<f64>,
 }
 
 impl Observer for RunObserver<'_> {
     fn iteration(&mut self, r: &StepRecord) {
-        if self.log.is_none() {
-            self.log = open_log(&self.log_path, r.iteration).ok();
-            self.bar.set_position(r.iteration);
-        }
-        if let Some(log) = &mut self.log {
-            let _ = writeln!(log, "{}", serde_json::to_string(r).unwrap_or_default());
+        if let Err(e) = serde_json::to_writer(&mut self.log, r)
+            .map_err(std::io::Error::from)
+            .and_then(|_| writeln!(self.log))
+        {
+            self.bar
+                .println(format!("warning: the loss log could not be written: {e}"));
         }
         self.last_loss = Some(r.loss);
         self.bar.set_message(format!(
@@ -171,9 +170,7 @@ impl Observer for RunObserver<'_> {
     }
 
     fn checkpoint(&mut self, epoch: u64, _dir: &Path) -> Result<()> {
-        if let Some(log) = &mut self.log {
-            log.flush()?;
-        }
+        self.log.flush().context("writing the loss log")?;
         checkpoint::save_pipeline(&self.model_dir, self.vs, self.config, self.scheduler_json)
             .with_context(|| format!("saving the model after epoch {epoch}"))?;
         Ok(())
@@ -293,13 +290,18 @@ pub fn train(
     } else {
         indicatif::ProgressBar::hidden()
     };
+    let state_dir = out.join("state");
+    let resume_from = trainer::iterations_done(&state_dir)?;
+    bar.set_position(resume_from);
+    let log_path = out.join("train_log.jsonl");
+    let log = open_log(&log_path, resume_from)
+        .with_context(|| format!("opening {}", log_path.display()))?;
     let mut observer = RunObserver {
         vs: &vs,
         config: &unet_config,
         scheduler_json: &scheduler_json,
         model_dir: out.join("model"),
-        log_path: out.join("train_log.jsonl"),
-        log: None,
+        log,
         bar,
         last_loss: None,
     };

@@ -200,7 +200,8 @@ pub fn tensor_sha256(t: &Tensor) -> String {
         .to_kind(tch::Kind::Float)
         .to_device(Device::Cpu)
         .contiguous();
-    let v: Vec<f32> = Vec::try_from(t.flatten(0, -1)).unwrap_or_default();
+    let v = Vec::<f32>::try_from(t.flatten(0, -1))
+        .expect("a contiguous float32 CPU tensor converts to Vec<f32>");
     let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
     crate::metrics::sha256_hex(&bytes)
 }

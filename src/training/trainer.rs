@@ -171,6 +171,27 @@ pub fn train(
     Ok(state)
 }
 
+/// How many iterations the checkpoint in `state_dir` has done (0 when there is none): where a
+/// resumed run continues.
+pub fn iterations_done(state_dir: &Path) -> Result<u64> {
+    let path = state_dir.join(STATE_JSON);
+    if !path.exists() {
+        return Ok(0);
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is corrupt: delete {} to train from the start",
+            path.display(),
+            state_dir.display()
+        )
+    })?;
+    json["state"]["iterations_done"]
+        .as_u64()
+        .with_context(|| format!("{} is not a training state", path.display()))
+}
+
 /// Writes weights, optimizer moments and counters; the JSON is written last and atomically, so
 /// a run killed mid-write resumes from the previous complete checkpoint.
 fn save_state(vs: &nn::VarStore, adam: &Adam, state: &TrainState, dir: &Path) -> Result<()> {
