@@ -34,13 +34,27 @@ pub fn lock_sha256() -> Result<String> {
     Ok(format!("{:x}", Sha256::digest(bytes)))
 }
 
-/// True when .venv was built from the current lock file and its libtorch link resolves.
+/// True when .venv was built from the current lock file, its libtorch link resolves, and the
+/// torch in it is the one the lock pins (read from torch/version.py: no import, so this stays
+/// instant).
 pub fn is_current() -> Result<bool> {
     let root = project_root();
     let stamp = std::fs::read_to_string(root.join(STAMP)).unwrap_or_default();
-    Ok(stamp.trim() == lock_sha256()?
-        && venv_python().exists()
-        && root.join(".venv/libtorch/lib").is_dir())
+    if stamp.trim() != lock_sha256()? || !venv_python().exists() {
+        return Ok(false);
+    }
+    let installed = installed_torch_version().unwrap_or_default();
+    let locked = locked_version("torch")?.unwrap_or_default();
+    Ok(installed.split('+').next() == Some(locked.as_str()))
+}
+
+/// The torch version installed in .venv, from .venv/libtorch/version.py.
+pub fn installed_torch_version() -> Option<String> {
+    let text = std::fs::read_to_string(project_root().join(".venv/libtorch/version.py")).ok()?;
+    text.lines().find_map(|l| {
+        l.strip_prefix("__version__ = ")
+            .map(|v| v.trim_matches(|c| c == '\'' || c == '"').to_string())
+    })
 }
 
 /// The tch version in Cargo.lock and the torch version it needs.
