@@ -171,12 +171,11 @@ pub fn train(
     Ok(state)
 }
 
-/// How many iterations the checkpoint in `state_dir` has done (0 when there is none): where a
-/// resumed run continues.
-pub fn iterations_done(state_dir: &Path) -> Result<u64> {
-    let path = state_dir.join(STATE_JSON);
+/// The checkpoint record in `dir` (`None` when there is none) and the state inside it.
+fn read_state(dir: &Path) -> Result<Option<(serde_json::Value, TrainState)>> {
+    let path = dir.join(STATE_JSON);
     if !path.exists() {
-        return Ok(0);
+        return Ok(None);
     }
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -184,12 +183,18 @@ pub fn iterations_done(state_dir: &Path) -> Result<u64> {
         format!(
             "{} is corrupt: delete {} to train from the start",
             path.display(),
-            state_dir.display()
+            dir.display()
         )
     })?;
-    json["state"]["iterations_done"]
-        .as_u64()
-        .with_context(|| format!("{} is not a training state", path.display()))
+    let state: TrainState = serde_json::from_value(json["state"].clone())
+        .with_context(|| format!("{} is not a training state", path.display()))?;
+    Ok(Some((json, state)))
+}
+
+/// How many iterations the checkpoint in `state_dir` has done (0 when there is none): where a
+/// resumed run continues.
+pub fn iterations_done(state_dir: &Path) -> Result<u64> {
+    Ok(read_state(state_dir)?.map_or(0, |(_, s)| s.iterations_done))
 }
 
 /// Writes weights, optimizer moments and counters; the JSON is written last and atomically, so
@@ -226,17 +231,8 @@ fn load_state(
     settings: &TrainSettings,
 ) -> Result<TrainState> {
     let path = dir.join(STATE_JSON);
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{} is corrupt: delete {} to train from the start",
-            path.display(),
-            dir.display()
-        )
-    })?;
-    let state: TrainState = serde_json::from_value(json["state"].clone())
-        .with_context(|| format!("{} is not a training state", path.display()))?;
+    let (json, state) =
+        read_state(dir)?.with_context(|| format!("{} is missing", path.display()))?;
     if &state.settings != settings {
         bail!(
             "{} holds a run with other settings ({:?}); use another output directory or delete it to start over",
