@@ -180,34 +180,34 @@ pub fn safetensors_for(unet_dir: &Path) -> Result<Weights> {
     let bin_sha = sha256_file(&bin)?;
     let converted = unet_dir.join(CONVERTED_SAFETENSORS);
     let record_path = unet_dir.join(CONVERTED_RECORD);
-    if converted.is_file() && record_path.is_file() {
-        let record = read_json(&record_path)?;
-        let conv_sha = sha256_file(&converted)?;
-        if record["source_sha256"] == bin_sha.as_str() && record["sha256"] == conv_sha.as_str() {
-            return Ok(Weights {
-                safetensors: WeightFile {
-                    path: converted,
-                    sha256: conv_sha,
-                },
-                converted_from: Some(WeightFile {
-                    path: bin,
-                    sha256: bin_sha,
-                }),
-            });
+    let existing = if converted.is_file() && record_path.is_file() {
+        Some((read_json(&record_path)?, sha256_file(&converted)?))
+    } else {
+        None
+    };
+    let conv_sha = match existing {
+        Some((record, sha))
+            if record["source_sha256"] == bin_sha.as_str() && record["sha256"] == sha.as_str() =>
+        {
+            sha
         }
-    }
-    let torch = crate::python::run("convert_bin.py", &[bin.as_os_str(), converted.as_os_str()])
-        .with_context(|| format!("converting {} to safetensors", bin.display()))?;
-    let conv_sha = sha256_file(&converted)?;
-    let record = json!({
-        "source": WEIGHTS_BIN,
-        "source_sha256": bin_sha,
-        "file": CONVERTED_SAFETENSORS,
-        "sha256": conv_sha,
-        "converter": "python/convert_bin.py: torch.load(weights_only=True) -> safetensors",
-        "torch": torch.trim(),
-    });
-    write_atomic(&record_path, &pretty(&record))?;
+        _ => {
+            let torch =
+                crate::python::run("convert_bin.py", &[bin.as_os_str(), converted.as_os_str()])
+                    .with_context(|| format!("converting {} to safetensors", bin.display()))?;
+            let sha = sha256_file(&converted)?;
+            let record = json!({
+                "source": WEIGHTS_BIN,
+                "source_sha256": bin_sha,
+                "file": CONVERTED_SAFETENSORS,
+                "sha256": sha,
+                "converter": "python/convert_bin.py: torch.load(weights_only=True) -> safetensors",
+                "torch": torch.trim(),
+            });
+            write_atomic(&record_path, &pretty(&record))?;
+            sha
+        }
+    };
     Ok(Weights {
         safetensors: WeightFile {
             path: converted,
