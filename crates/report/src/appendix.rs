@@ -16,7 +16,10 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 fn scalar(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.as_f64().map(num).unwrap_or_else(|| n.to_string())),
+        Value::Number(n) if n.is_f64() => {
+            Some(n.as_f64().map(num).unwrap_or_else(|| n.to_string()))
+        }
+        Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
     }
@@ -144,7 +147,9 @@ fn cost_tables(manifest: &Value) -> Vec<Table> {
         Table {
             id: "cost-experiments".into(),
             caption: "Measured wall time and disk per experiment (sum over its stages)".into(),
-            header: ["experiment", "stages", "wall time", "disk"].map(String::from).to_vec(),
+            header: ["experiment", "stages", "wall time", "disk"]
+                .map(String::from)
+                .to_vec(),
             align: vec!['l', 'r', 'r', 'r'],
             rows: per_exp
                 .into_iter()
@@ -155,9 +160,17 @@ fn cost_tables(manifest: &Value) -> Vec<Table> {
         Table {
             id: "cost-stages".into(),
             caption: "Measured wall time, peak memory and disk per stage".into(),
-            header: ["stage", "experiment", "cell", "status", "wall time", "peak memory", "disk"]
-                .map(String::from)
-                .to_vec(),
+            header: [
+                "stage",
+                "experiment",
+                "cell",
+                "status",
+                "wall time",
+                "peak memory",
+                "disk",
+            ]
+            .map(String::from)
+            .to_vec(),
             align: vec!['l', 'l', 'l', 'l', 'r', 'r', 'r'],
             rows: per_stage,
             note: None,
@@ -169,7 +182,11 @@ fn cost_tables(manifest: &Value) -> Vec<Table> {
 fn commands(manifest: Option<&Value>, verdicts: &[ClaimVerdict]) -> Option<Table> {
     let mut rows: Vec<Vec<String>> = verdicts
         .iter()
-        .filter_map(|c| c.command.as_ref().map(|cmd| vec![c.id.clone(), format!("`{cmd}`")]))
+        .filter_map(|c| {
+            c.command
+                .as_ref()
+                .map(|cmd| vec![c.id.clone(), format!("`{cmd}`")])
+        })
         .collect();
     if rows.is_empty() {
         if let Some(Value::Object(m)) = manifest.and_then(|m| m.get("commands")) {

@@ -111,12 +111,20 @@ pub fn table(verdicts: &[ClaimVerdict]) -> Table {
                 c.section.clone(),
                 figure,
                 c.verdict.as_str().to_string(),
-                if numbers.is_empty() { "—".into() } else { numbers },
+                if numbers.is_empty() {
+                    "—".into()
+                } else {
+                    numbers
+                },
                 value_text(&c.tolerance),
                 if c.cells.is_empty() {
                     "—".into()
                 } else {
-                    c.cells.iter().map(|x| format!("`{x}`")).collect::<Vec<_>>().join(", ")
+                    c.cells
+                        .iter()
+                        .map(|x| format!("`{x}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 },
             ]
         })
@@ -124,9 +132,18 @@ pub fn table(verdicts: &[ClaimVerdict]) -> Table {
     Table {
         id: "claims".into(),
         caption: "Claims of the paper and their verdicts on this run".into(),
-        header: ["claim", "quote", "section", "figure", "verdict", "numbers", "tolerance", "cells"]
-            .map(String::from)
-            .to_vec(),
+        header: [
+            "claim",
+            "quote",
+            "section",
+            "figure",
+            "verdict",
+            "numbers",
+            "tolerance",
+            "cells",
+        ]
+        .map(String::from)
+        .to_vec(),
         align: vec!['l'; 8],
         note: rows
             .is_empty()
@@ -137,12 +154,17 @@ pub fn table(verdicts: &[ClaimVerdict]) -> Table {
 
 /// Counts per verdict, in a fixed order, for the report's summary line.
 pub fn summary(verdicts: &[ClaimVerdict]) -> String {
-    [Verdict::Holds, Verdict::Partly, Verdict::Fails, Verdict::NotRun]
-        .iter()
-        .map(|v| {
-            let n = verdicts.iter().filter(|c| c.verdict == *v).count();
-            format!("{n} {}", v.as_str())
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    [
+        Verdict::Holds,
+        Verdict::Partly,
+        Verdict::Fails,
+        Verdict::NotRun,
+    ]
+    .iter()
+    .map(|v| {
+        let n = verdicts.iter().filter(|c| c.verdict == *v).count();
+        format!("{n} {}", v.as_str())
+    })
+    .collect::<Vec<_>>()
+    .join(", ")
 }

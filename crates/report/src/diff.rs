@@ -127,9 +127,23 @@ pub struct DiffReport {
 fn key(r: &Row, with_sampler: bool) -> String {
     let mut k = format!(
         "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{:?}|{}|{}|{}",
-        r.cell, r.experiment, r.dataset, r.image_size, r.channels, r.trigger, r.target,
-        r.poison_rate, r.training, r.epochs, r.seed, r.defense, r.defense_param,
-        r.defense_epoch, r.clip, r.samples, r.metric
+        r.cell,
+        r.experiment,
+        r.dataset,
+        r.image_size,
+        r.channels,
+        r.trigger,
+        r.target,
+        r.poison_rate,
+        r.training,
+        r.epochs,
+        r.seed,
+        r.defense,
+        r.defense_param,
+        r.defense_epoch,
+        r.clip,
+        r.samples,
+        r.metric
     );
     if with_sampler {
         k.push_str(&format!("|{}|{}", r.sampler, r.steps));
@@ -159,8 +173,16 @@ fn protocol_diff(a: &Row, b: &Row) -> Vec<String> {
             out.push(format!("{name}: {x} → {y}"));
         }
     };
-    cmp("n_generated", a.n_generated.to_string(), b.n_generated.to_string());
-    cmp("n_reference", a.n_reference.to_string(), b.n_reference.to_string());
+    cmp(
+        "n_generated",
+        a.n_generated.to_string(),
+        b.n_generated.to_string(),
+    );
+    cmp(
+        "n_reference",
+        a.n_reference.to_string(),
+        b.n_reference.to_string(),
+    );
     cmp("sampler", a.sampler.clone(), b.sampler.clone());
     cmp("steps", a.steps.to_string(), b.steps.to_string());
     let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).ok();
@@ -175,7 +197,11 @@ fn protocol_diff(a: &Row, b: &Row) -> Vec<String> {
                     v.map(|v| v.to_string()).unwrap_or_else(|| "absent".into())
                 };
                 if pa.get(k) != pb.get(k) {
-                    out.push(format!("protocol.{k}: {} → {}", show(pa.get(k)), show(pb.get(k))));
+                    out.push(format!(
+                        "protocol.{k}: {} → {}",
+                        show(pa.get(k)),
+                        show(pb.get(k))
+                    ));
                 }
             }
         }
@@ -228,7 +254,11 @@ fn compare(a: &Row, b: &Row, tol: &Tolerances) -> DiffRow {
 }
 
 fn unmatched(r: &Row, status: Status, tol: &Tolerances) -> DiffRow {
-    let (a, b) = if status == Status::OnlyA { (Some(r.value), None) } else { (None, Some(r.value)) };
+    let (a, b) = if status == Status::OnlyA {
+        (Some(r.value), None)
+    } else {
+        (None, Some(r.value))
+    };
     DiffRow {
         label: label(r),
         metric: r.metric.clone(),
@@ -251,7 +281,10 @@ pub fn diff(run_a: &str, a: &[Row], run_b: &str, b: &[Row], tol: &Tolerances) ->
     }
     let mut rest_b = Vec::new();
     for r in b {
-        match left.get_mut(&key(r, true)).and_then(|v| (!v.is_empty()).then(|| v.remove(0))) {
+        match left
+            .get_mut(&key(r, true))
+            .and_then(|v| (!v.is_empty()).then(|| v.remove(0)))
+        {
             Some(ra) => out.push(compare(ra, r, tol)),
             None => rest_b.push(r),
         }
@@ -311,7 +344,11 @@ impl DiffReport {
     pub fn markdown(&self) -> String {
         let opt = |v: Option<f64>| v.map(num).unwrap_or_else(|| "—".into());
         let mut s = format!("# Diff: `{}` → `{}`\n\n", self.run_a, self.run_b);
-        let counts: Vec<String> = self.counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        let counts: Vec<String> = self
+            .counts
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect();
         s.push_str(&format!("{}.\n\n", counts.join(", ")));
         let sections = [
             (Status::Regressed, "Regressions beyond tolerance"),
@@ -343,9 +380,17 @@ impl DiffReport {
             let t = Table {
                 id: status_name(status).into(),
                 caption: title.into(),
-                header: ["measurement", "A", "B", "B − A", "allowed", "better", "protocol"]
-                    .map(String::from)
-                    .to_vec(),
+                header: [
+                    "measurement",
+                    "A",
+                    "B",
+                    "B − A",
+                    "allowed",
+                    "better",
+                    "protocol",
+                ]
+                .map(String::from)
+                .to_vec(),
                 align: vec!['l', 'r', 'r', 'r', 'r', 'l', 'l'],
                 rows,
                 note: None,
@@ -362,7 +407,11 @@ impl DiffReport {
 
 /// A run directory (its `metrics.parquet`) or a Parquet file.
 pub fn read_run(path: &Path) -> Result<(String, Vec<Row>)> {
-    let file = if path.is_dir() { path.join(crate::schema::FRAME_FILE) } else { path.to_path_buf() };
+    let file = if path.is_dir() {
+        path.join(crate::schema::FRAME_FILE)
+    } else {
+        path.to_path_buf()
+    };
     let rows = crate::schema::read_rows(&file)?;
     let name = rows
         .first()

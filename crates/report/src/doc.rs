@@ -107,7 +107,11 @@ fn table_html(t: &Table) -> String {
     for r in &t.rows {
         s.push_str("<tr>");
         for (i, c) in r.iter().enumerate() {
-            let class = if t.align.get(i) == Some(&'r') { " class=\"num\"" } else { "" };
+            let class = if t.align.get(i) == Some(&'r') {
+                " class=\"num\""
+            } else {
+                ""
+            };
             s.push_str(&format!("<td{class}>{}</td>", inline_html(c)));
         }
         s.push_str("</tr>\n");

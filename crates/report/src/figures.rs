@@ -125,7 +125,8 @@ fn target_colour(target: &str) -> usize {
 }
 
 /// Trigger families: the paper's names for the code's trigger prefixes.
-pub const FAMILIES: &[(&str, &str, &str)] = &[("a", "BOX", "Grey Box"), ("b", "STOP_SIGN", "Stop Sign")];
+pub const FAMILIES: &[(&str, &str, &str)] =
+    &[("a", "BOX", "Grey Box"), ("b", "STOP_SIGN", "Stop Sign")];
 
 fn in_family(trigger: &str, family: &str) -> bool {
     trigger
@@ -211,7 +212,10 @@ fn bar_curve(
                 .iter()
                 .map(|&p| utility.as_deref().and_then(|u| stat(i, p, "clean", u)))
                 .collect(),
-            curve: rates.iter().map(|&p| stat(i, p, "backdoor", "MSE")).collect(),
+            curve: rates
+                .iter()
+                .map(|&p| stat(i, p, "backdoor", "MSE"))
+                .collect(),
         })
         .collect();
     let empty = series.is_empty();
@@ -273,13 +277,22 @@ fn trigger_sweep(rows: &[Row], fig: &str, experiments: &[&str], with_clip: bool)
                 }
             }
             let (what, reason) = if with_clip {
-                ("without (solid) and with (dotted) inference-time clipping", "no E1/E4 clipping cells")
+                (
+                    "solid: without, dotted: with clipping",
+                    "no E1/E4 clipping cells",
+                )
             } else {
-                ("vs poison rate", "no E1 cells")
+                ("utility (bars), backdoor MSE (curves)", "no E1 cells")
             };
-            let title = format!("Fig. {fig}{panel}: {paper_name}: utility (bars) and backdoor MSE (curves) {what}");
+            let title = format!("Fig. {fig}{panel}: {paper_name}: {what}");
             let reason = format!("not run: {reason} with a {paper_name} trigger in this run");
-            Figure::BarCurve(bar_curve(&format!("fig{fig}{panel}"), title, &picked, specs, &reason))
+            Figure::BarCurve(bar_curve(
+                &format!("fig{fig}{panel}"),
+                title,
+                &picked,
+                specs,
+                &reason,
+            ))
         })
         .collect()
 }
@@ -361,7 +374,7 @@ fn celeba(rows: &[Row]) -> Figure {
         .collect();
     Figure::BarCurve(bar_curve(
         "fig4a",
-        "Fig. 4a: CelebA-HQ: utility (bars) and backdoor MSE (curves) vs poison rate".into(),
+        "Fig. 4a: CelebA-HQ: utility (bars), backdoor MSE (curves)".into(),
         &picked,
         specs,
         "not run: no E3 (CelebA-HQ) cells in this run",
@@ -376,7 +389,13 @@ fn anp(rows: &[Row]) -> Figure {
         .collect();
     let models: BTreeSet<(String, String, i64)> = picked
         .iter()
-        .map(|r| (r.trigger.clone(), r.target.clone(), (r.poison_rate * 1e6).round() as i64))
+        .map(|r| {
+            (
+                r.trigger.clone(),
+                r.target.clone(),
+                (r.poison_rate * 1e6).round() as i64,
+            )
+        })
         .collect();
     let panels = models
         .into_iter()
@@ -417,19 +436,30 @@ fn anp(rows: &[Row]) -> Figure {
                             .map(|s| (e, s))
                         })
                         .collect();
-                    let name = if defense == "anp" { param } else { format!("{defense} {param}") };
-                    TraceSeries { name, colour: i, points }
+                    let name = if defense == "anp" {
+                        param
+                    } else {
+                        format!("{defense} {param}")
+                    };
+                    TraceSeries {
+                        name,
+                        colour: i,
+                        points,
+                    }
                 })
                 .collect();
             TracePanel {
-                title: format!("{trigger} → {target}, poison rate {}", rate_label(rate as f64 / 1e6)),
+                title: format!(
+                    "{trigger} → {target}, poison rate {}",
+                    rate_label(rate as f64 / 1e6)
+                ),
                 series,
             }
         })
         .collect::<Vec<_>>();
     Figure::Trace(TraceFigure {
         id: "anp".into(),
-        title: "ANP (§4.6.1): MSE to the backdoor target vs ANP epoch, per learning rate and budget".into(),
+        title: "ANP (§4.6.1): MSE to the target vs ANP epoch, per lr and budget".into(),
         not_run: panels
             .is_empty()
             .then(|| "not run: no ANP traces in this run".to_string()),
@@ -445,4 +475,93 @@ pub fn all(rows: &[Row]) -> Vec<Figure> {
     out.extend(trigger_sweep(rows, "5", &["E1", "E4"], true));
     out.push(anp(rows));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture;
+
+    fn bar(fig: &Figure) -> &BarCurveFigure {
+        match fig {
+            Figure::BarCurve(f) => f,
+            Figure::Trace(_) => panic!("not a bar figure"),
+        }
+    }
+
+    #[test]
+    fn fig2_has_every_target_and_rate_with_seed_ranges() {
+        let figs = all(&fixture::rows());
+        let f = bar(&figs[0]);
+        assert_eq!(f.categories, ["0%", "10%", "50%"]);
+        let names: Vec<&str> = f.series.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["Corner", "Shoe", "Hat"]);
+        let c = f.series[0].curve[1].unwrap();
+        assert_eq!(c.n, 2, "two seeds");
+        assert!(c.min < c.max && c.min <= c.mean && c.mean <= c.max);
+        assert!(f.bar_label.starts_with("FD_fmnist_cnn") && f.bar_label.contains("proxy"));
+    }
+
+    #[test]
+    fn fid_is_preferred_over_a_proxy_when_present() {
+        let rows: Vec<Row> = fixture::rows()
+            .into_iter()
+            .map(|mut r| {
+                if r.metric == fixture::PROXY && r.trigger == "BOX_14" {
+                    r.metric = "FID".into();
+                }
+                r
+            })
+            .collect();
+        let figs = all(&rows);
+        assert_eq!(bar(&figs[0]).utility, "FID");
+        assert_eq!(bar(&figs[0]).bar_label, "FID");
+        assert_eq!(
+            bar(&figs[1]).utility,
+            fixture::PROXY,
+            "Stop Sign rows kept the proxy"
+        );
+    }
+
+    #[test]
+    fn fig3_compares_finetune_and_scratch_and_fig5_adds_clipped_series() {
+        let figs = all(&fixture::rows());
+        let f3 = bar(&figs[2]);
+        assert_eq!(f3.series.len(), 2);
+        assert_eq!(f3.series[1].name, "from scratch");
+        assert_eq!(f3.series[1].curve[2].unwrap().n, 1, "scratch is one run");
+        let f5 = bar(&figs[5]);
+        assert_eq!(f5.series.len(), 6);
+        assert_eq!(f5.series[1].style, LineStyle::Dotted);
+        assert!(f5.series[1].curve[2].unwrap().mean > f5.series[0].curve[2].unwrap().mean);
+    }
+
+    #[test]
+    fn missing_cells_give_not_run_figures() {
+        let figs = all(&fixture::rows());
+        assert!(
+            figs[4].not_run().unwrap().contains("E3"),
+            "no CelebA-HQ in the fixture"
+        );
+        let empty = all(&[]);
+        assert_eq!(empty.len(), 8);
+        assert!(empty.iter().all(|f| f.not_run().is_some()));
+    }
+
+    #[test]
+    fn anp_traces_have_one_series_per_setting() {
+        let figs = all(&fixture::rows());
+        let Figure::Trace(t) = &figs[7] else { panic!() };
+        assert_eq!(t.panels.len(), 1);
+        let names: Vec<&str> = t.panels[0].series.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "lr=0.0001,budget=2",
+                "lr=0.0001,budget=4",
+                "lr=0.0002,budget=4"
+            ]
+        );
+        assert_eq!(t.panels[0].series[0].points.len(), 5);
+    }
 }

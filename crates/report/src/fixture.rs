@@ -2,6 +2,9 @@
 //! poison rates {0, 0.1, 0.5} × 2 seeds, fine-tune vs scratch cells, clipping cells, ANP traces and
 //! sampler cells. Values follow simple closed-form trends (no randomness) so figures look like the
 //! paper's shapes and snapshots are stable. No CelebA-HQ (E3) cells: Fig. 4 renders as "not run".
+use std::path::Path;
+
+use crate::claims::{ClaimVerdict, Verdict};
 use crate::schema::Row;
 
 pub const TRIGGERS: &[&str] = &["BOX_14", "STOP_SIGN_14"];
@@ -68,7 +71,10 @@ impl Cell {
     /// Utility on clean samples; MSE, SSIM and threshold rate on backdoor samples.
     fn rows(&self) -> Vec<Row> {
         let t = TARGETS.iter().position(|x| *x == self.target).unwrap_or(0) as f64;
-        let g = TRIGGERS.iter().position(|x| *x == self.trigger).unwrap_or(0) as f64;
+        let g = TRIGGERS
+            .iter()
+            .position(|x| *x == self.trigger)
+            .unwrap_or(0) as f64;
         let s = self.seed as f64;
         let scratch = self.training == "scratch";
         let mut fd = 12.0 + 6.0 * self.rate + 0.5 * t - 1.5 * g + 0.3 * s;
@@ -81,6 +87,9 @@ impl Cell {
         } else {
             0.02 * (1.0 - self.rate).powi(3) + 0.002 * t
         } + 0.001 * s;
+        if scratch {
+            mse += 0.004;
+        }
         if self.clip != "none" {
             mse = (mse * 8.0).min(0.3);
             fd += 0.4;
@@ -189,4 +198,80 @@ fn anp_rows() -> Vec<Row> {
         }
     }
     out
+}
+
+/// Two claims verdicts, one holding and one not run.
+pub fn verdicts() -> Vec<ClaimVerdict> {
+    let mut numbers = std::collections::BTreeMap::new();
+    numbers.insert("mse_with_trigger".to_string(), serde_json::json!(0.0021));
+    numbers.insert("mse_clean_model".to_string(), serde_json::json!(0.12));
+    vec![
+        ClaimVerdict {
+            id: "C1".into(),
+            quote: "5% poison rate is sufficient … in most of the trigger-target settings".into(),
+            section: "4.2".into(),
+            figure: "Fig. 2a".into(),
+            verdict: Verdict::Holds,
+            numbers,
+            tolerance: serde_json::json!("MSE ≤ 0.1 × clean model's"),
+            cells: vec!["E1-BOX_14-Corner-p0.1-finetune-s0".into()],
+            command: Some("cargo xtask reproduce --claim C1".into()),
+        },
+        ClaimVerdict {
+            id: "C4".into(),
+            quote: "a poison rate of 20% is enough".into(),
+            section: "4.5".into(),
+            figure: "Fig. 4a".into(),
+            verdict: Verdict::NotRun,
+            numbers: Default::default(),
+            tolerance: serde_json::json!(null),
+            cells: vec![],
+            command: None,
+        },
+    ]
+}
+
+/// A manifest with the fields the appendix reads.
+pub fn manifest() -> serde_json::Value {
+    serde_json::json!({
+        "run_id": "fixture-run",
+        "profile": "smoke",
+        "started": "2026-01-02T03:04:05Z",
+        "git": {"commit": "0123456789abcdef", "dirty": false},
+        "host": {"cpu": "test cpu", "cores": 2, "memory_bytes": 8589934592u64},
+        "stages": [
+            {"stage": "train", "experiment": "E1", "cell": "E1-BOX_14-Corner-p0.1-finetune-s0", "wall_s": 125.0, "disk_bytes": 1048576, "status": "ran"},
+            {"stage": "measure", "experiment": "E1", "cell": "E1-BOX_14-Corner-p0.1-finetune-s0", "wall_s": 12.5, "disk_bytes": 2048, "status": "ran"},
+            {"stage": "anp", "experiment": "anp", "wall_s": 3725.0, "status": "cached"}
+        ]
+    })
+}
+
+fn solid_png(path: &Path, rgb: [u8; 3]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(path.parent().unwrap_or(path))?;
+    image::RgbImage::from_pixel(16, 16, image::Rgb(rgb)).save(path)?;
+    Ok(())
+}
+
+/// Writes a complete run directory into `dir`: the fixture frame, a manifest, claims verdicts,
+/// a Tab. 1 gallery and sample images for Tab. 2.
+pub fn write_run_dir(dir: &Path) -> anyhow::Result<()> {
+    let rows = rows();
+    std::fs::create_dir_all(dir)?;
+    crate::schema::write_rows(&dir.join(crate::schema::FRAME_FILE), &rows)?;
+    std::fs::write(dir.join("manifest.json"), manifest().to_string())?;
+    std::fs::write(dir.join("claims.json"), serde_json::to_string(&verdicts())?)?;
+    solid_png(&dir.join("gallery/triggers/BOX_14.png"), [128, 128, 128])?;
+    solid_png(&dir.join("gallery/targets/Shoe.png"), [250, 250, 250])?;
+    for r in rows
+        .iter()
+        .filter(|r| r.experiment == "E1" && r.trigger == "BOX_14" && r.target == "Shoe")
+    {
+        for (kind, rgb) in [("clean", [30, 90, 30]), ("backdoor", [200, 40, 40])] {
+            for i in 0..2 {
+                solid_png(&dir.join(format!("samples/{}/{kind}/{i}.png", r.cell)), rgb)?;
+            }
+        }
+    }
+    Ok(())
 }

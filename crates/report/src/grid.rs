@@ -39,7 +39,14 @@ const PAD: u32 = 10;
 const TEXT: Rgb<u8> = Rgb([20, 20, 20]);
 const NOTE: Rgb<u8> = Rgb([200, 30, 30]);
 
-fn draw_text(img: &mut RgbImage, font: &Font, em: f32, (x, y): (i32, i32), text: &str, colour: Rgb<u8>) {
+fn draw_text(
+    img: &mut RgbImage,
+    font: &Font,
+    em: f32,
+    (x, y): (i32, i32),
+    text: &str,
+    colour: Rgb<u8>,
+) {
     let (w, h) = (img.width() as i32, img.height() as i32);
     font.draw(em, text, |gx, gy, cov| {
         let (px, py) = (x + gx, y + gy);
@@ -70,22 +77,55 @@ pub fn pngs_in(dir: &Path, limit: usize) -> Vec<PathBuf> {
 /// Composes the grid into one image.
 pub fn compose(grid: &Grid, font: &Font) -> Result<RgbImage> {
     let cell_w = grid.tile * grid.per_cell.max(1) as u32 + (grid.per_cell.max(1) as u32 - 1) * 2;
-    let cols = grid.rows.iter().map(|r| r.cells.len()).max().unwrap_or(0).max(1) as u32;
+    let cols = grid
+        .rows
+        .iter()
+        .map(|r| r.cells.len())
+        .max()
+        .unwrap_or(0)
+        .max(1) as u32;
     let row_h = CAPTION_H + grid.tile + PAD;
-    let width = LABEL_W + cols * (cell_w + PAD) + PAD;
+    let title_w = font.width(16.0, &grid.title).ceil() as u32 + 2 * PAD;
+    let label_w = grid
+        .rows
+        .iter()
+        .map(|r| font.width(13.0, &r.label).ceil() as u32 + 2 * PAD)
+        .fold(LABEL_W, u32::max);
+    let width = (label_w + cols * (cell_w + PAD) + PAD).max(title_w);
     let height = TITLE_H + grid.rows.len().max(1) as u32 * row_h + PAD;
     let mut img = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
     draw_text(&mut img, font, 16.0, (PAD as i32, 22), &grid.title, TEXT);
     if grid.rows.is_empty() {
-        draw_text(&mut img, font, 14.0, (LABEL_W as i32, TITLE_H as i32 + 30), "not run", NOTE);
+        draw_text(
+            &mut img,
+            font,
+            14.0,
+            (label_w as i32, TITLE_H as i32 + 30),
+            "not run",
+            NOTE,
+        );
     }
     for (ri, row) in grid.rows.iter().enumerate() {
         let y0 = TITLE_H + ri as u32 * row_h;
         let label_y = (y0 + CAPTION_H + grid.tile / 2 + 5) as i32;
-        draw_text(&mut img, font, 13.0, (PAD as i32, label_y), &row.label, TEXT);
+        draw_text(
+            &mut img,
+            font,
+            13.0,
+            (PAD as i32, label_y),
+            &row.label,
+            TEXT,
+        );
         for (ci, cell) in row.cells.iter().enumerate() {
-            let x0 = LABEL_W + ci as u32 * (cell_w + PAD);
-            draw_text(&mut img, font, 12.0, (x0 as i32, (y0 + 16) as i32), &cell.label, TEXT);
+            let x0 = label_w + ci as u32 * (cell_w + PAD);
+            draw_text(
+                &mut img,
+                font,
+                12.0,
+                (x0 as i32, (y0 + 16) as i32),
+                &cell.label,
+                TEXT,
+            );
             let ty = y0 + CAPTION_H;
             if cell.images.is_empty() {
                 for x in x0..x0 + cell_w {
@@ -101,7 +141,8 @@ pub fn compose(grid: &Grid, font: &Font) -> Result<RgbImage> {
                 let tile = image::open(path)
                     .with_context(|| format!("reading grid image {}", path.display()))?
                     .to_rgb8();
-                let tile = imageops::resize(&tile, grid.tile, grid.tile, imageops::FilterType::Nearest);
+                let tile =
+                    imageops::resize(&tile, grid.tile, grid.tile, imageops::FilterType::Nearest);
                 let x = x0 + k as u32 * (grid.tile + 2);
                 imageops::replace(&mut img, &tile, x as i64, ty as i64);
             }
@@ -117,7 +158,10 @@ pub fn gallery(dir: &Path) -> Grid {
         cells: pngs_in(&dir.join(sub), 32)
             .into_iter()
             .map(|p| GridCell {
-                label: p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+                label: p
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
                 images: vec![p],
             })
             .collect(),
@@ -128,7 +172,10 @@ pub fn gallery(dir: &Path) -> Grid {
         .collect();
     Grid {
         title: if rows.is_empty() {
-            format!("Tab. 1: triggers and targets: not run (no images under {})", dir.display())
+            format!(
+                "Tab. 1: triggers and targets: not run (no images under {})",
+                dir.display()
+            )
         } else {
             "Tab. 1: triggers and targets".into()
         },
@@ -162,7 +209,11 @@ pub fn samples(title: &str, rows: &[&Row], samples_dir: &Path, per_cell: usize) 
         .collect();
     let empty = by_rate.is_empty();
     Grid {
-        title: if empty { format!("{title}: not run") } else { title.into() },
+        title: if empty {
+            format!("{title}: not run")
+        } else {
+            title.into()
+        },
         rows: if empty { Vec::new() } else { grid_rows },
         tile: 48,
         per_cell,
@@ -180,8 +231,61 @@ pub fn tab2_rows(rows: &[Row]) -> (String, Vec<&Row>) {
     let target = if e1.iter().any(|r| r.target == "Shoe") {
         "Shoe".to_string()
     } else {
-        e1.first().map(|r| r.target.clone()).unwrap_or_else(|| "Shoe".into())
+        e1.first()
+            .map(|r| r.target.clone())
+            .unwrap_or_else(|| "Shoe".into())
     };
     let picked = e1.into_iter().filter(|r| r.target == target).collect();
     (target, picked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_places_images_and_marks_missing_cells() {
+        let Ok(font) = Font::load() else {
+            eprintln!("skipping: no PNG font (install fonts-dejavu-core)");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let red = dir.path().join("red.png");
+        RgbImage::from_pixel(8, 8, Rgb([255, 0, 0]))
+            .save(&red)
+            .unwrap();
+        let grid = Grid {
+            title: "t".into(),
+            rows: vec![GridRow {
+                label: "clean".into(),
+                cells: vec![
+                    GridCell {
+                        label: "0%".into(),
+                        images: vec![red.clone(), red],
+                    },
+                    GridCell {
+                        label: "10%".into(),
+                        images: vec![],
+                    },
+                ],
+            }],
+            tile: 20,
+            per_cell: 2,
+        };
+        let img = compose(&grid, &font).unwrap();
+        let cell_w = 2 * 20 + 2;
+        assert_eq!(img.width(), LABEL_W + 2 * (cell_w + PAD) + PAD);
+        let y = TITLE_H + CAPTION_H + 10;
+        assert_eq!(*img.get_pixel(LABEL_W + 5, y), Rgb([255, 0, 0]));
+        assert_eq!(
+            *img.get_pixel(LABEL_W + 22 + 5, y),
+            Rgb([255, 0, 0]),
+            "second tile"
+        );
+        assert_eq!(
+            *img.get_pixel(LABEL_W + cell_w + PAD + 1, y - 8),
+            Rgb([235, 235, 235]),
+            "not run cell"
+        );
+    }
 }

@@ -8,7 +8,10 @@ use clap::{Parser, Subcommand};
 use report::{diff, report as rep};
 
 #[derive(Parser)]
-#[command(name = "baddiff-report", about = "Paper report and run diffs for the BadDiffusion harness")]
+#[command(
+    name = "baddiff-report",
+    about = "Paper report and run diffs for the BadDiffusion harness"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -36,6 +39,11 @@ enum Command {
         #[arg(long)]
         publish: Option<PathBuf>,
     },
+    /// Write the built-in fixture run (a small complete frame with images) to try the report on.
+    Fixture {
+        /// Directory to create.
+        dir: PathBuf,
+    },
     /// Compare run B against baseline run A; exits 1 when a metric regresses beyond tolerance.
     Diff {
         /// Baseline run directory (or its metrics.parquet).
@@ -53,7 +61,14 @@ enum Command {
 
 fn run() -> Result<ExitCode> {
     match Cli::parse().command {
-        Command::Render { run_dir, out, gallery, samples, released, publish } => {
+        Command::Render {
+            run_dir,
+            out,
+            gallery,
+            samples,
+            released,
+            publish,
+        } => {
             let mut opts = rep::RenderOptions::for_run(&run_dir);
             if let Some(out) = out {
                 opts.out_dir = out;
@@ -72,7 +87,17 @@ fn run() -> Result<ExitCode> {
             println!("{}\n{}", r.report_md.display(), r.report_html.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Diff { run_a, run_b, tolerances, out } => {
+        Command::Fixture { dir } => {
+            report::fixture::write_run_dir(&dir)?;
+            println!("{}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Diff {
+            run_a,
+            run_b,
+            tolerances,
+            out,
+        } => {
             let tol_path = tolerances.unwrap_or_else(diff::default_tolerances_path);
             let tol = diff::Tolerances::read(&tol_path)?;
             let (name_a, a) = diff::read_run(&run_a)?;
@@ -85,7 +110,11 @@ fn run() -> Result<ExitCode> {
                 std::fs::write(out.join("diff.md"), &md)?;
                 std::fs::write(out.join("diff.json"), d.json())?;
             }
-            Ok(if d.regressed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if d.regressed() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }

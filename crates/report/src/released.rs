@@ -58,12 +58,20 @@ pub fn table(scores: &[ReleasedScore], rows: &[Row]) -> Table {
     let out = scores
         .iter()
         .map(|s| {
-            let ours: Vec<f64> = rows.iter().filter(|r| matches(s, r)).map(|r| r.value).collect();
+            let ours: Vec<f64> = rows
+                .iter()
+                .filter(|r| matches(s, r))
+                .map(|r| r.value)
+                .collect();
             let (ours_cell, ratio) = if ours.is_empty() {
                 ("not run".to_string(), "—".to_string())
             } else {
                 let m = ours.iter().sum::<f64>() / ours.len() as f64;
-                let ratio = if s.value != 0.0 { num(m / s.value) } else { "—".into() };
+                let ratio = if s.value != 0.0 {
+                    num(m / s.value)
+                } else {
+                    "—".into()
+                };
                 (num(m), ratio)
             };
             vec![
@@ -82,9 +90,19 @@ pub fn table(scores: &[ReleasedScore], rows: &[Row]) -> Table {
     Table {
         id: "released".into(),
         caption: "The authors' released scores (single runs, spec §8.3) beside ours".into(),
-        header: ["model", "poison rate", "score.json key", "sampler", "clip", "N", "released", "ours", "ours / released"]
-            .map(String::from)
-            .to_vec(),
+        header: [
+            "model",
+            "poison rate",
+            "score.json key",
+            "sampler",
+            "clip",
+            "N",
+            "released",
+            "ours",
+            "ours / released",
+        ]
+        .map(String::from)
+        .to_vec(),
         align: vec!['l', 'r', 'l', 'l', 'l', 'r', 'r', 'r', 'r'],
         rows: out,
         note: None,

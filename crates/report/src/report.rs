@@ -78,10 +78,11 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
     if !path.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(Some(
-        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?,
-    ))
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(serde_json::from_str(&text).with_context(|| {
+        format!("{} is not valid JSON", path.display())
+    })?))
 }
 
 fn figure_block(w: &mut Writer, fig: &Figure, font: &Font) -> Result<Block> {
@@ -153,7 +154,12 @@ pub fn render_rows(
     let run_id = rows
         .first()
         .map(|r| r.run_id.clone())
-        .or_else(|| manifest.and_then(|m| m.get("run_id")).and_then(Value::as_str).map(String::from))
+        .or_else(|| {
+            manifest
+                .and_then(|m| m.get("run_id"))
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
         .unwrap_or_else(|| "unknown".into());
     let profile = manifest
         .and_then(|m| m.get("profile"))
@@ -169,14 +175,20 @@ pub fn render_rows(
 
     blocks.push(heading(2, "Claims", Some("claims")));
     if !verdicts.is_empty() {
-        blocks.push(Block::Para(format!("Verdicts: {}.", claims::summary(verdicts))));
+        blocks.push(Block::Para(format!(
+            "Verdicts: {}.",
+            claims::summary(verdicts)
+        )));
     }
     let claims_table = claims::table(verdicts);
     w.table(&claims_table)?;
     blocks.push(Block::Table(claims_table));
 
     blocks.push(heading(2, "Figures and tables", Some("figures")));
-    let gallery_dir = opts.gallery_dir.clone().unwrap_or_else(|| run_dir.join("gallery"));
+    let gallery_dir = opts
+        .gallery_dir
+        .clone()
+        .unwrap_or_else(|| run_dir.join("gallery"));
     let gallery = grid::gallery(&gallery_dir);
     if gallery.rows.is_empty() {
         not_run.push("tab1".into());
@@ -184,7 +196,10 @@ pub fn render_rows(
     blocks.push(heading(3, "Tab. 1: triggers and targets", Some("tab1")));
     blocks.push(grid_block(&mut w, "tab1", &gallery, font)?);
 
-    let samples_dir = opts.samples_dir.clone().unwrap_or_else(|| run_dir.join("samples"));
+    let samples_dir = opts
+        .samples_dir
+        .clone()
+        .unwrap_or_else(|| run_dir.join("samples"));
     let figs = figures::all(rows);
     for fig in &figs {
         if fig.id() == "fig3a" {
@@ -205,7 +220,8 @@ pub fn render_rows(
         if let Some(n) = fig.not_run() {
             not_run.push(format!("{}: {n}", fig.id()));
         }
-        blocks.push(heading(3, fig.title(), None));
+        let short = fig.title().split(':').next().unwrap_or(fig.title());
+        blocks.push(heading(3, short, None));
         blocks.push(figure_block(&mut w, fig, font)?);
         let t = tables::figure_table(fig);
         w.table(&t)?;
@@ -215,7 +231,12 @@ pub fn render_rows(
                 .iter()
                 .filter(|r| r.experiment == "E3" && r.clip == "none" && r.defense == "none")
                 .collect();
-            let g = grid::samples("Fig. 4b: CelebA-HQ samples per poison rate", &e3, &samples_dir, 2);
+            let g = grid::samples(
+                "Fig. 4b: CelebA-HQ samples per poison rate",
+                &e3,
+                &samples_dir,
+                2,
+            );
             if g.rows.is_empty() {
                 not_run.push("fig4b".into());
             }
@@ -223,15 +244,26 @@ pub fn render_rows(
             blocks.push(grid_block(&mut w, "fig4b", &g, font)?);
         }
     }
-    blocks.push(heading(3, "Samplers: DDPM vs DDIM vs DPM-Solver", Some("samplers")));
+    blocks.push(heading(
+        3,
+        "Samplers: DDPM vs DDIM vs DPM-Solver",
+        Some("samplers"),
+    ));
     let st = tables::sampler_table(rows);
     w.table(&st)?;
     blocks.push(Block::Table(st));
 
     if profile == "released" {
-        let path = opts.released_scores.clone().unwrap_or_else(default_released_scores);
+        let path = opts
+            .released_scores
+            .clone()
+            .unwrap_or_else(default_released_scores);
         let scores = released::read(&path)?;
-        blocks.push(heading(2, "The authors' released numbers", Some("released")));
+        blocks.push(heading(
+            2,
+            "The authors' released numbers",
+            Some("released"),
+        ));
         let t = released::table(&scores, rows);
         w.table(&t)?;
         blocks.push(Block::Table(t));

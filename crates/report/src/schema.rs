@@ -40,9 +40,13 @@ pub enum SchemaError {
         expected: String,
         found: String,
     },
-    #[error("metric frame column `{column}` has {count} null value(s); only defense_epoch may be null")]
+    #[error(
+        "metric frame column `{column}` has {count} null value(s); only defense_epoch may be null"
+    )]
     Nulls { column: String, count: usize },
-    #[error("metric frame column `{column}` has value {value:?} (row {row}); expected one of {allowed}")]
+    #[error(
+        "metric frame column `{column}` has value {value:?} (row {row}); expected one of {allowed}"
+    )]
     BadValue {
         column: String,
         value: String,
@@ -63,7 +67,7 @@ impl Extract for String {
     fn extract(col: &Column) -> PolarsResult<Vec<Self>> {
         Ok(col
             .str()?
-            .into_iter()
+            .iter()
             .map(|v| v.unwrap_or_default().to_string())
             .collect())
     }
@@ -74,7 +78,7 @@ impl Extract for String {
 
 impl Extract for i64 {
     fn extract(col: &Column) -> PolarsResult<Vec<Self>> {
-        Ok(col.i64()?.into_iter().map(|v| v.unwrap_or(0)).collect())
+        Ok(col.i64()?.iter().map(|v| v.unwrap_or(0)).collect())
     }
     fn column(name: &str, values: Vec<Self>) -> Column {
         Column::new(name.into(), values)
@@ -83,7 +87,7 @@ impl Extract for i64 {
 
 impl Extract for Option<i64> {
     fn extract(col: &Column) -> PolarsResult<Vec<Self>> {
-        Ok(col.i64()?.into_iter().collect())
+        Ok(col.i64()?.iter().collect())
     }
     fn column(name: &str, values: Vec<Self>) -> Column {
         Column::new(name.into(), values)
@@ -92,7 +96,7 @@ impl Extract for Option<i64> {
 
 impl Extract for f64 {
     fn extract(col: &Column) -> PolarsResult<Vec<Self>> {
-        Ok(col.f64()?.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+        Ok(col.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
     }
     fn column(name: &str, values: Vec<Self>) -> Column {
         Column::new(name.into(), values)
@@ -129,7 +133,7 @@ macro_rules! frame_schema {
 
         /// Builds a frame (in the contract's column order) from rows.
         pub fn frame_from_rows(rows: &[Row]) -> PolarsResult<DataFrame> {
-            DataFrame::new(vec![ $(
+            DataFrame::new(rows.len(), vec![ $(
                 <kind_ty!($kind) as Extract>::column(
                     stringify!($name),
                     rows.iter().map(|r| r.$name.clone()).collect(),
@@ -251,7 +255,7 @@ pub fn read_rows(path: &Path) -> anyhow::Result<Vec<Row>> {
     })?;
     let df = ParquetReader::new(file)
         .finish()
-        .with_context(|| format!("reading Parquet {}", path.display()))?;
+        .map_err(|e| anyhow::anyhow!("reading Parquet {}: {e}", path.display()))?;
     rows_from_frame(&df).with_context(|| format!("in {}", path.display()))
 }
 

@@ -57,8 +57,12 @@ fn strip_markdown(s: &str) -> String {
     let mut out = String::new();
     let mut rest = s;
     while let Some(open) = rest.find('[') {
-        let Some(mid) = rest[open..].find("](").map(|m| open + m) else { break };
-        let Some(close) = rest[mid..].find(')').map(|c| mid + c) else { break };
+        let Some(mid) = rest[open..].find("](").map(|m| open + m) else {
+            break;
+        };
+        let Some(close) = rest[mid..].find(')').map(|c| mid + c) else {
+            break;
+        };
         out.push_str(&rest[..open]);
         out.push_str(&rest[open + 1..mid]);
         rest = &rest[close + 1..];
@@ -102,7 +106,10 @@ impl Table {
         let cells = |r: &[String]| {
             format!(
                 "| {} |\n",
-                r.iter().map(|c| md_escape(c)).collect::<Vec<_>>().join(" | ")
+                r.iter()
+                    .map(|c| md_escape(c))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
             )
         };
         s.push_str(&cells(&self.header));
@@ -137,7 +144,10 @@ impl Table {
         let line = |r: &[String]| {
             format!(
                 "{} \\\\\n",
-                r.iter().map(|c| tex_escape(c)).collect::<Vec<_>>().join(" & ")
+                r.iter()
+                    .map(|c| tex_escape(c))
+                    .collect::<Vec<_>>()
+                    .join(" & ")
             )
         };
         s.push_str(&line(&self.header));
@@ -255,7 +265,16 @@ pub fn sampler_table(rows: &[Row]) -> Table {
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    keys.sort_by_key(|k| (k.0.clone(), k.1.clone(), k.2, sampler_rank(&k.3), k.4, k.5.clone()));
+    keys.sort_by_key(|k| {
+        (
+            k.0.clone(),
+            k.1.clone(),
+            k.2,
+            sampler_rank(&k.3),
+            k.4,
+            k.5.clone(),
+        )
+    });
     let out_rows = keys
         .iter()
         .map(|k| {

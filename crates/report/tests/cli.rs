@@ -17,7 +17,8 @@ fn write_run(dir: &Path, rows: &[schema::Row]) {
 
 fn run_diff(a: &Path, b: &Path) -> (i32, String) {
     let out = bin().arg("diff").arg(a).arg(b).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap(), text)
 }
 
@@ -32,15 +33,39 @@ fn render_writes_a_self_contained_report() {
     std::fs::create_dir_all(&run).unwrap();
     common::run_dir(&run);
     let paper = dir.path().join("paper");
-    let out = bin().arg("render").arg(&run).arg("--publish").arg(&paper).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin()
+        .arg("render")
+        .arg(&run)
+        .arg("--publish")
+        .arg(&paper)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("fig4a") && stderr.contains("fig4b"), "CelebA-HQ did not run: {stderr}");
+    assert!(
+        stderr.contains("fig4a") && stderr.contains("fig4b"),
+        "CelebA-HQ did not run: {stderr}"
+    );
     let html = std::fs::read_to_string(run.join("report/report.html")).unwrap();
-    assert_eq!(html.matches("<svg").count(), 8, "every plotted figure inline");
-    assert_eq!(html.matches("data:image/png;base64,").count(), 3, "Tab. 1, Tab. 2, Fig. 4b");
+    assert_eq!(
+        html.matches("<svg").count(),
+        8,
+        "every plotted figure inline"
+    );
+    assert_eq!(
+        html.matches("data:image/png;base64,").count(),
+        3,
+        "Tab. 1, Tab. 2, Fig. 4b"
+    );
     assert!(html.contains("not run: no E3 (CelebA-HQ) cells"));
-    assert!(!html.contains("src=\"figures/"), "nothing loaded from files");
+    assert!(
+        !html.contains("src=\"figures/"),
+        "nothing loaded from files"
+    );
     for f in ["fig2a.svg", "fig2a.png", "anp.png", "tab1.png", "tab2.png"] {
         assert!(run.join("report/figures").join(f).exists(), "{f}");
         assert!(paper.join("figures").join(f).exists(), "published {f}");
@@ -69,14 +94,19 @@ fn a_metric_beyond_tolerance_fails_and_is_named() {
     let mut worse = rows.clone();
     let i = worse
         .iter()
-        .position(|r| r.metric == "MSE" && r.poison_rate == 0.5 && r.clip == "none" && r.defense == "none")
+        .position(|r| {
+            r.metric == "MSE" && r.poison_rate == 0.5 && r.clip == "none" && r.defense == "none"
+        })
         .unwrap();
     worse[i].value += 0.05;
     write_run(&dir.path().join("a"), &rows);
     write_run(&dir.path().join("b"), &worse);
     let (code, text) = run_diff(&dir.path().join("a"), &dir.path().join("b"));
     assert_eq!(code, 1, "{text}");
-    let regressions = text.split("**Regressions beyond tolerance**").nth(1).expect("a regressions section");
+    let regressions = text
+        .split("**Regressions beyond tolerance**")
+        .nth(1)
+        .expect("a regressions section");
     assert!(regressions.contains(&worse[i].cell), "{text}");
     assert!(text.contains("1 regressed"), "{text}");
 }
@@ -84,11 +114,16 @@ fn a_metric_beyond_tolerance_fails_and_is_named() {
 #[test]
 fn a_bad_frame_names_the_column() {
     let dir = tempfile::tempdir().unwrap();
-    let mut df = schema::frame_from_rows(&fixture::rows()).unwrap().drop("samples").unwrap();
+    let mut df = schema::frame_from_rows(&fixture::rows())
+        .unwrap()
+        .drop("samples")
+        .unwrap();
     let a = dir.path().join("a");
     std::fs::create_dir_all(&a).unwrap();
     let f = std::fs::File::create(a.join(schema::FRAME_FILE)).unwrap();
-    polars::prelude::ParquetWriter::new(f).finish(&mut df).unwrap();
+    polars::prelude::ParquetWriter::new(f)
+        .finish(&mut df)
+        .unwrap();
     let (code, text) = run_diff(&a, &a);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("samples"), "{text}");

@@ -14,7 +14,10 @@ fn figs() -> Vec<Figure> {
 fn every_figure_svg() {
     let figs = figs();
     let ids: Vec<&str> = figs.iter().map(|f| f.id()).collect();
-    assert_eq!(ids, ["fig2a", "fig2b", "fig3a", "fig3b", "fig4a", "fig5a", "fig5b", "anp"]);
+    assert_eq!(
+        ids,
+        ["fig2a", "fig2b", "fig3a", "fig3b", "fig4a", "fig5a", "fig5b", "anp"]
+    );
     for fig in &figs {
         insta::assert_snapshot!(format!("svg_{}", fig.id()), plot::svg(fig).unwrap());
     }
@@ -51,8 +54,19 @@ fn released_table() {
     // Our measurement of one released value, as a `released` run would record it.
     let mut row = fixture::rows()[0].clone();
     let s = &scores[0];
-    (row.poison_rate, row.trigger, row.target, row.metric, row.samples) =
-        (s.poison_rate, s.trigger.clone(), s.target.clone(), s.metric.clone(), s.samples.clone());
+    (
+        row.poison_rate,
+        row.trigger,
+        row.target,
+        row.metric,
+        row.samples,
+    ) = (
+        s.poison_rate,
+        s.trigger.clone(),
+        s.target.clone(),
+        s.metric.clone(),
+        s.samples.clone(),
+    );
     (row.sampler, row.steps, row.clip, row.n_generated, row.value) =
         (s.sampler.clone(), s.steps, s.clip.clone(), s.n, 70.0);
     let t = released::table(&scores, &[row]);
@@ -74,8 +88,15 @@ fn report_markdown_with_volatile_fields_redacted() {
         return;
     };
     let rows = fixture::rows();
-    let r = report::report::render_rows(&rows, Some(&common::manifest()), &common::verdicts(), &run, &opts, &font)
-        .unwrap();
+    let r = report::report::render_rows(
+        &rows,
+        Some(&common::manifest()),
+        &common::verdicts(),
+        &run,
+        &opts,
+        &font,
+    )
+    .unwrap();
     let md = std::fs::read_to_string(&r.report_md).unwrap();
     insta::with_settings!({filters => vec![
         (r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", "[timestamp]"),

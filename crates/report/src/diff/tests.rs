@@ -13,7 +13,9 @@ fn find(rows: &[Row], f: impl Fn(&Row) -> bool) -> usize {
 fn committed_tolerances_pick_the_intended_rules() {
     let tol = tolerances();
     let rows = fixture::rows();
-    let mse = &rows[find(&rows, |r| r.metric == "MSE" && r.clip == "none" && r.defense == "none")];
+    let mse = &rows[find(&rows, |r| {
+        r.metric == "MSE" && r.clip == "none" && r.defense == "none"
+    })];
     assert_eq!(tol.rule_for(mse).direction, Direction::Lower);
     let clipped = &rows[find(&rows, |r| r.metric == "MSE" && r.clip == "x0")];
     assert_eq!(tol.rule_for(clipped).direction, Direction::Either);
@@ -48,25 +50,54 @@ fn within_tolerance_is_ok_and_better_is_an_improvement() {
 fn a_protocol_change_is_flagged_not_compared() {
     let rows = fixture::rows();
     let tol = tolerances();
-    let i = find(&rows, |r| r.metric == "MSE" && r.clip == "none" && r.experiment == "E1");
+    let i = find(&rows, |r| {
+        r.metric == "MSE" && r.clip == "none" && r.experiment == "E1"
+    });
     let mut b = rows.clone();
     b[i].n_generated = 10_000;
     b[i].value += 1.0; // would regress, but is not comparable
     let d = diff("a", &rows, "b", &b, &tol);
     assert!(!d.regressed());
-    let flagged: Vec<&DiffRow> = d.rows.iter().filter(|r| r.status == Status::ProtocolMismatch).collect();
+    let flagged: Vec<&DiffRow> = d
+        .rows
+        .iter()
+        .filter(|r| r.status == Status::ProtocolMismatch)
+        .collect();
     assert_eq!(flagged.len(), 1);
-    assert!(flagged[0].protocol.iter().any(|p| p.starts_with("n_generated: 64 → 10000")));
+    assert!(flagged[0]
+        .protocol
+        .iter()
+        .any(|p| p.starts_with("n_generated: 64 → 10000")));
     assert!(d.markdown().contains("Protocol differs"));
 
     // Other weights (inside the protocol JSON) and another step count are protocol changes too.
     let mut c = rows.clone();
-    c[i].protocol = c[i].protocol.replace("\"weights_sha\":\"fixture\"", "\"weights_sha\":\"other\"");
+    c[i].protocol = c[i]
+        .protocol
+        .replace("\"weights_sha\":\"fixture\"", "\"weights_sha\":\"other\"");
     c[i].steps = 50;
     let d = diff("a", &rows, "c", &c, &tol);
-    let flagged = d.rows.iter().find(|r| r.status == Status::ProtocolMismatch).unwrap();
-    assert!(flagged.protocol.iter().any(|p| p.starts_with("steps: 100 → 50")), "{:?}", flagged.protocol);
-    assert!(flagged.protocol.iter().any(|p| p.starts_with("protocol.weights_sha")), "{:?}", flagged.protocol);
+    let flagged = d
+        .rows
+        .iter()
+        .find(|r| r.status == Status::ProtocolMismatch)
+        .unwrap();
+    assert!(
+        flagged
+            .protocol
+            .iter()
+            .any(|p| p.starts_with("steps: 100 → 50")),
+        "{:?}",
+        flagged.protocol
+    );
+    assert!(
+        flagged
+            .protocol
+            .iter()
+            .any(|p| p.starts_with("protocol.weights_sha")),
+        "{:?}",
+        flagged.protocol
+    );
 }
 
 #[test]

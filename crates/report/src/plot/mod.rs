@@ -5,6 +5,7 @@ pub mod png;
 use anyhow::{anyhow, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::figures::{BarCurveFigure, Figure, LineStyle, Stat, TraceFigure, TracePanel};
 
@@ -46,7 +47,7 @@ pub fn size(fig: &Figure) -> (u32, u32) {
             let rows = f.panels.len().max(1).div_ceil(3) as u32;
             let legend = f.panels.iter().map(|p| p.series.len()).max().unwrap_or(0);
             (
-                420 * cols,
+                (420 * cols).max(640),
                 40 + 340 * rows + legend_height(legend, 420 * cols),
             )
         }
@@ -68,7 +69,10 @@ fn tick(v: f64, range: f64) -> String {
 }
 
 fn upper_bound(stats: impl Iterator<Item = Stat>) -> f64 {
-    let max = stats.map(|s| s.max).filter(|v| v.is_finite()).fold(0.0, f64::max);
+    let max = stats
+        .map(|s| s.max)
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max);
     if max > 0.0 {
         max * 1.15
     } else {
@@ -89,25 +93,40 @@ fn draw_legend<DB: DrawingBackend>(
         let col = colour(*c);
         match style {
             LineStyle::Solid => {
-                area.draw(&Rectangle::new([(x, y - 6), (x + 12, y + 6)], col.mix(0.55).filled()))
-                    .map_err(err)?;
-                area.draw(&PathElement::new(vec![(x, y), (x + 28, y)], col.stroke_width(2)))
-                    .map_err(err)?;
+                area.draw(&Rectangle::new(
+                    [(x, y - 6), (x + 12, y + 6)],
+                    col.mix(0.55).filled(),
+                ))
+                .map_err(err)?;
+                area.draw(&PathElement::new(
+                    vec![(x, y), (x + 28, y)],
+                    col.stroke_width(2),
+                ))
+                .map_err(err)?;
             }
             LineStyle::Dotted => {
-                area.draw(&Rectangle::new([(x, y - 6), (x + 12, y + 6)], col.stroke_width(1)))
-                    .map_err(err)?;
+                area.draw(&Rectangle::new(
+                    [(x, y - 6), (x + 12, y + 6)],
+                    col.stroke_width(1),
+                ))
+                .map_err(err)?;
                 for s in 0..4 {
                     let sx = x + s * 8;
-                    area.draw(&PathElement::new(vec![(sx, y), (sx + 4, y)], col.stroke_width(2)))
-                        .map_err(err)?;
+                    area.draw(&PathElement::new(
+                        vec![(sx, y), (sx + 4, y)],
+                        col.stroke_width(2),
+                    ))
+                    .map_err(err)?;
                 }
             }
         }
         area.draw(&Text::new(
             name.clone(),
             (x + 34, y),
-            (FONT, 13).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center)),
+            (FONT, 13)
+                .into_font()
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Left, VPos::Center)),
         ))
         .map_err(err)?;
     }
@@ -126,7 +145,10 @@ fn draw_not_run<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, note: &str) -
     area.draw(&Text::new(
         note.to_string(),
         (w / 2, h / 2),
-        (FONT, 18).into_font().color(&NOTE).pos(Pos::new(HPos::Center, VPos::Center)),
+        (FONT, 18)
+            .into_font()
+            .color(&NOTE)
+            .pos(Pos::new(HPos::Center, VPos::Center)),
     ))
     .map_err(err)?;
     Ok(())
@@ -147,14 +169,29 @@ fn error_bar(x: f64, s: &Stat, half: f64, col: RGBColor) -> Vec<PathElement<(f64
 
 /// Utility bars (left axis) and backdoor-MSE curves (right axis) per poison rate; mean with
 /// min–max error bars when several seeds ran.
-pub fn draw_bar_curve<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, f: &BarCurveFigure) -> Result<()> {
+pub fn draw_bar_curve<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    f: &BarCurveFigure,
+) -> Result<()> {
     root.fill(&WHITE).map_err(err)?;
     let (w, h) = root.dim_in_pixel();
     let (upper, legend) = root.split_vertically(h - legend_height(f.series.len(), w));
+    if f.series.is_empty() {
+        let upper = upper.titled(&f.title, (FONT, 16)).map_err(err)?;
+        return draw_not_run(&upper, f.not_run.as_deref().unwrap_or("not run"));
+    }
     let n = f.categories.len().max(1);
     let x_range = -0.5f64..(n as f64 - 0.5);
-    let bar_max = upper_bound(f.series.iter().flat_map(|s| s.bars.iter().flatten().copied()));
-    let curve_max = upper_bound(f.series.iter().flat_map(|s| s.curve.iter().flatten().copied()));
+    let bar_max = upper_bound(
+        f.series
+            .iter()
+            .flat_map(|s| s.bars.iter().flatten().copied()),
+    );
+    let curve_max = upper_bound(
+        f.series
+            .iter()
+            .flat_map(|s| s.curve.iter().flatten().copied()),
+    );
     let mut chart = ChartBuilder::on(&upper)
         .caption(&f.title, (FONT, 16))
         .margin(12)
@@ -193,10 +230,6 @@ pub fn draw_bar_curve<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, f: &BarC
         .axis_desc_style((FONT, 14))
         .draw()
         .map_err(err)?;
-    if let Some(note) = &f.not_run {
-        draw_not_run(&upper, note)?;
-        return Ok(());
-    }
     let k = f.series.len().max(1) as f64;
     let width = 0.8 / k;
     for (j, s) in f.series.iter().enumerate() {
@@ -209,7 +242,10 @@ pub fn draw_bar_curve<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, f: &BarC
             let Some(b) = b else { continue };
             let x0 = i as f64 - 0.4 + j as f64 * width;
             chart
-                .draw_series(std::iter::once(Rectangle::new([(x0, 0.0), (x0 + width, b.mean)], bar_style)))
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(x0, 0.0), (x0 + width, b.mean)],
+                    bar_style,
+                )))
                 .map_err(err)?;
             chart
                 .draw_series(error_bar(x0 + width / 2.0, b, width / 4.0, BLACK))
@@ -229,7 +265,12 @@ pub fn draw_bar_curve<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, f: &BarC
             }
             LineStyle::Dotted => {
                 chart
-                    .draw_secondary_series(DashedLineSeries::new(points.clone(), 3, 5, col.stroke_width(2)))
+                    .draw_secondary_series(DashedLineSeries::new(
+                        points.clone(),
+                        3,
+                        5,
+                        col.stroke_width(2),
+                    ))
                     .map_err(err)?;
             }
         }
@@ -244,13 +285,34 @@ pub fn draw_bar_curve<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, f: &BarC
             }
         }
     }
-    let items: Vec<_> = f.series.iter().map(|s| (s.name.clone(), s.colour, s.style)).collect();
+    // Partly run (e.g. Fig. 3 without its from-scratch cells): the data and the note.
+    if let Some(note) = &f.not_run {
+        draw_not_run(&upper, note)?;
+    }
+    let items: Vec<_> = f
+        .series
+        .iter()
+        .map(|s| (s.name.clone(), s.colour, s.style))
+        .collect();
     draw_legend(&legend, &items)
 }
 
-fn draw_trace_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &TracePanel) -> Result<()> {
-    let max_epoch = p.series.iter().flat_map(|s| s.points.iter().map(|(e, _)| *e)).max().unwrap_or(1).max(1);
-    let y_max = upper_bound(p.series.iter().flat_map(|s| s.points.iter().map(|(_, st)| *st)));
+fn draw_trace_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    p: &TracePanel,
+) -> Result<()> {
+    let max_epoch = p
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|(e, _)| *e))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let y_max = upper_bound(
+        p.series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|(_, st)| *st)),
+    );
     let mut chart = ChartBuilder::on(area)
         .caption(&p.title, (FONT, 14))
         .margin(10)
@@ -261,7 +323,13 @@ fn draw_trace_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Trace
     chart
         .configure_mesh()
         .x_labels((max_epoch + 1).min(11) as usize)
-        .x_label_formatter(&|x| if (x - x.round()).abs() < 1e-6 { format!("{}", x.round()) } else { String::new() })
+        .x_label_formatter(&|x| {
+            if (x - x.round()).abs() < 1e-6 {
+                format!("{}", x.round())
+            } else {
+                String::new()
+            }
+        })
         .y_label_formatter(&|v| tick(*v, y_max))
         .x_desc("ANP epoch")
         .y_desc("MSE to backdoor target")
@@ -271,11 +339,21 @@ fn draw_trace_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Trace
         .map_err(err)?;
     for s in &p.series {
         let col = colour(s.colour);
-        let pts: Vec<(f64, f64)> = s.points.iter().map(|(e, st)| (*e as f64, st.mean)).collect();
-        chart.draw_series(LineSeries::new(pts.clone(), col.stroke_width(2))).map_err(err)?;
-        chart.draw_series(pts.iter().map(|&q| Circle::new(q, 3, col.filled()))).map_err(err)?;
+        let pts: Vec<(f64, f64)> = s
+            .points
+            .iter()
+            .map(|(e, st)| (*e as f64, st.mean))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), col.stroke_width(2)))
+            .map_err(err)?;
+        chart
+            .draw_series(pts.iter().map(|&q| Circle::new(q, 3, col.filled())))
+            .map_err(err)?;
         for (e, st) in &s.points {
-            chart.draw_series(error_bar(*e as f64, st, 0.08, col)).map_err(err)?;
+            chart
+                .draw_series(error_bar(*e as f64, st, 0.08, col))
+                .map_err(err)?;
         }
     }
     Ok(())
@@ -301,7 +379,12 @@ pub fn draw_trace<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, f: &TraceFig
     // Series names (lr, budget) are the same across panels; the longest list names them all.
     let longest = f.panels.iter().max_by_key(|p| p.series.len());
     let items: Vec<_> = longest
-        .map(|p| p.series.iter().map(|s| (s.name.clone(), s.colour, LineStyle::Solid)).collect())
+        .map(|p| {
+            p.series
+                .iter()
+                .map(|s| (s.name.clone(), s.colour, LineStyle::Solid))
+                .collect()
+        })
         .unwrap_or_default();
     draw_legend(&legend, &items)
 }

@@ -19,9 +19,16 @@ fn fixture_round_trips_through_a_frame_and_parquet() {
 
 #[test]
 fn missing_columns_are_all_named() {
-    let df = fixture_frame().drop("poison_rate").unwrap().drop("protocol").unwrap();
+    let df = fixture_frame()
+        .drop("poison_rate")
+        .unwrap()
+        .drop("protocol")
+        .unwrap();
     let msg = validate(&df).unwrap_err().to_string();
-    assert!(msg.contains("poison_rate") && msg.contains("protocol"), "{msg}");
+    assert!(
+        msg.contains("poison_rate") && msg.contains("protocol"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -30,7 +37,10 @@ fn a_wrongly_typed_column_is_named() {
     let seeds: Vec<f64> = vec![0.0; df.height()];
     df.with_column(Column::new("seed".into(), seeds)).unwrap();
     let msg = validate(&df).unwrap_err().to_string();
-    assert!(msg.contains("`seed`") && msg.contains("f64") && msg.contains("i64"), "{msg}");
+    assert!(
+        msg.contains("`seed`") && msg.contains("f64") && msg.contains("i64"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -51,13 +61,19 @@ fn values_outside_a_closed_set_are_named() {
     rows[5].training = "fine-tune".into();
     let df = frame_from_rows(&rows).unwrap();
     let msg = validate(&df).unwrap_err().to_string();
-    assert!(msg.contains("`training`") && msg.contains("fine-tune") && msg.contains("row 5"), "{msg}");
+    assert!(
+        msg.contains("`training`") && msg.contains("fine-tune") && msg.contains("row 5"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn a_proxy_is_never_labelled_fid() {
     assert_eq!(utility_label("FID"), "FID");
     let label = utility_label("FD_fmnist_cnn");
-    assert!(label.starts_with("FD_fmnist_cnn") && label.contains("proxy"), "{label}");
+    assert!(
+        label.starts_with("FD_fmnist_cnn") && label.contains("proxy"),
+        "{label}"
+    );
     assert!(is_utility_metric("FD_fmnist_cnn") && !is_utility_metric("MSE"));
 }
