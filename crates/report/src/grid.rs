@@ -76,7 +76,16 @@ pub fn pngs_in(dir: &Path, limit: usize) -> Vec<PathBuf> {
 
 /// Composes the grid into one image.
 pub fn compose(grid: &Grid, font: &Font) -> Result<RgbImage> {
-    let cell_w = grid.tile * grid.per_cell.max(1) as u32 + (grid.per_cell.max(1) as u32 - 1) * 2;
+    // Cells are as wide as the fullest cell, at most `per_cell` images.
+    let per_cell = grid
+        .rows
+        .iter()
+        .flat_map(|r| &r.cells)
+        .map(|c| c.images.len().min(grid.per_cell))
+        .max()
+        .unwrap_or(1)
+        .max(1) as u32;
+    let cell_w = grid.tile * per_cell + (per_cell - 1) * 2;
     let cols = grid
         .rows
         .iter()

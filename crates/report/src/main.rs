@@ -56,6 +56,9 @@ enum Command {
         /// Also write diff.md and diff.json into this directory.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Print JSON instead of Markdown.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -97,6 +100,7 @@ fn run() -> Result<ExitCode> {
             run_b,
             tolerances,
             out,
+            json,
         } => {
             let tol_path = tolerances.unwrap_or_else(diff::default_tolerances_path);
             let tol = diff::Tolerances::read(&tol_path)?;
@@ -104,7 +108,11 @@ fn run() -> Result<ExitCode> {
             let (name_b, b) = diff::read_run(&run_b)?;
             let d = diff::diff(&name_a, &a, &name_b, &b, &tol);
             let md = d.markdown();
-            print!("{md}");
+            if json {
+                println!("{}", d.json());
+            } else {
+                print!("{md}");
+            }
             if let Some(out) = out {
                 std::fs::create_dir_all(&out)?;
                 std::fs::write(out.join("diff.md"), &md)?;

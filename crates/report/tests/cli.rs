@@ -109,6 +109,18 @@ fn a_metric_beyond_tolerance_fails_and_is_named() {
         .expect("a regressions section");
     assert!(regressions.contains(&worse[i].cell), "{text}");
     assert!(text.contains("1 regressed"), "{text}");
+
+    let out = bin()
+        .arg("diff")
+        .arg(dir.path().join("a"))
+        .arg(dir.path().join("b"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["counts"]["regressed"], 1);
+    assert_eq!(json["rows"][0]["status"], "regressed");
 }
 
 #[test]
