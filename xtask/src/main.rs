@@ -49,6 +49,19 @@ enum Command {
     },
     /// Re-hash the artifact cache; corrupt entries are quarantined and never used again.
     Verify,
+    /// Render the paper report of a run (default: the newest under results/runs/) and publish it to paper/.
+    Report {
+        /// The run directory.
+        run: Option<std::path::PathBuf>,
+    },
+    /// Compare run B against baseline run A; exits non-zero when a metric regresses beyond tolerance.
+    Diff {
+        run_a: std::path::PathBuf,
+        run_b: std::path::PathBuf,
+        /// Tolerances file [default: results/tolerances.toml].
+        #[arg(long)]
+        tolerances: Option<std::path::PathBuf>,
+    },
     /// The README's test command: set up what the tests need, build, and run the whole test suite.
     Test {
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
@@ -84,6 +97,12 @@ fn main() {
             jobs,
         }),
         Some(Command::Verify) => artifacts::verify(),
+        Some(Command::Report { run }) => report(run),
+        Some(Command::Diff {
+            run_a,
+            run_b,
+            tolerances,
+        }) => diff(run_a, run_b, tolerances),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");
@@ -96,8 +115,9 @@ fn test(extra: &[String]) -> Result<()> {
     let sh = xshell::Shell::new()?;
     sh.change_dir(project_root());
     pyenv::setup(false)?;
-    // Fashion-MNIST (the SHOE target and the CPU profile's data) comes from Debian's package.
-    ensure_debian_packages(&["dataset-fashion-mnist"])?;
+    // Fashion-MNIST (the SHOE target and the CPU profile's data) comes from Debian's package; the
+    // report's PNG figures are labelled with DejaVu Sans.
+    ensure_debian_packages(&["dataset-fashion-mnist", "fonts-dejavu-core"])?;
     xshell::cmd!(
         sh,
         "cargo test --workspace --all-targets --locked -- {extra...}"
@@ -105,6 +125,84 @@ fn test(extra: &[String]) -> Result<()> {
     .run()?;
     // Doc tests are not part of --all-targets.
     xshell::cmd!(sh, "cargo test --workspace --doc --locked").run()?;
+    Ok(())
+}
+
+/// `cargo run` of the report crate's binary (polars and plotters stay out of xtask).
+fn report_binary(args: &[std::ffi::OsString]) -> Result<std::process::ExitStatus> {
+    let status = std::process::Command::new(env!("CARGO"))
+        .current_dir(project_root())
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "report",
+            "--bin",
+            "baddiff-report",
+            "--",
+        ])
+        .args(args)
+        .status()?;
+    Ok(status)
+}
+
+/// The newest run directory under results/runs/.
+fn newest_run() -> Result<std::path::PathBuf> {
+    let runs = project_root().join("results/runs");
+    let newest = std::fs::read_dir(&runs)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "no runs under {} ({e}); run `cargo xtask reproduce` first",
+                runs.display()
+            )
+        })?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .max();
+    newest.map(|(_, p)| p).ok_or_else(|| {
+        anyhow::anyhow!(
+            "no runs under {}; run `cargo xtask reproduce` first",
+            runs.display()
+        )
+    })
+}
+
+/// Renders a run's report into the run directory and publishes it to paper/.
+pub fn report(run: Option<std::path::PathBuf>) -> Result<()> {
+    let run = match run {
+        Some(r) => std::path::absolute(r)?,
+        None => newest_run()?,
+    };
+    let status = report_binary(&[
+        "render".into(),
+        run.into_os_string(),
+        "--publish".into(),
+        project_root().join("paper").into_os_string(),
+    ])?;
+    anyhow::ensure!(status.success(), "rendering the report failed ({status})");
+    Ok(())
+}
+
+/// Diffs two runs; the binary's exit status (1 = regression) becomes ours.
+fn diff(
+    a: std::path::PathBuf,
+    b: std::path::PathBuf,
+    tolerances: Option<std::path::PathBuf>,
+) -> Result<()> {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "diff".into(),
+        std::path::absolute(a)?.into(),
+        std::path::absolute(b)?.into(),
+    ];
+    if let Some(t) = tolerances {
+        args.push("--tolerances".into());
+        args.push(std::path::absolute(t)?.into());
+    }
+    let status = report_binary(&args)?;
+    if !status.success() {
+        std::process::exit(status.code().unwrap_or(2));
+    }
     Ok(())
 }
 

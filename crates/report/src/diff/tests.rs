@@ -1,0 +1,126 @@
+use super::*;
+use crate::fixture;
+
+fn tolerances() -> Tolerances {
+    Tolerances::read(&default_tolerances_path()).unwrap()
+}
+
+fn find(rows: &[Row], f: impl Fn(&Row) -> bool) -> usize {
+    rows.iter().position(f).unwrap()
+}
+
+#[test]
+fn committed_tolerances_pick_the_intended_rules() {
+    let tol = tolerances();
+    let rows = fixture::rows();
+    let mse = &rows[find(&rows, |r| {
+        r.metric == "MSE" && r.clip == "none" && r.defense == "none"
+    })];
+    assert_eq!(tol.rule_for(mse).direction, Direction::Lower);
+    let clipped = &rows[find(&rows, |r| r.metric == "MSE" && r.clip == "x0")];
+    assert_eq!(tol.rule_for(clipped).direction, Direction::Either);
+    let ssim = &rows[find(&rows, |r| r.metric == "SSIM")];
+    assert_eq!(tol.rule_for(ssim).direction, Direction::Higher);
+    let proxy = &rows[find(&rows, |r| r.metric.starts_with("FD_"))];
+    assert_eq!(tol.rule_for(proxy).abs, 0.5);
+}
+
+#[test]
+fn identical_runs_have_no_regression() {
+    let rows = fixture::rows();
+    let d = diff("a", &rows, "b", &rows, &tolerances());
+    assert!(!d.regressed());
+    assert_eq!(d.counts.get("ok"), Some(&rows.len()));
+}
+
+#[test]
+fn within_tolerance_is_ok_and_better_is_an_improvement() {
+    let rows = fixture::rows();
+    let i = find(&rows, |r| r.metric == "FD_fmnist_cnn" && r.clip == "none");
+    let mut b = rows.clone();
+    b[i].value += 0.4; // abs 0.5 + 10 % allows it
+    assert!(!diff("a", &rows, "b", &b, &tolerances()).regressed());
+    b[i].value = rows[i].value - 5.0;
+    let d = diff("a", &rows, "b", &b, &tolerances());
+    assert!(!d.regressed());
+    assert_eq!(d.counts.get("improved"), Some(&1));
+}
+
+#[test]
+fn a_protocol_change_is_flagged_not_compared() {
+    let rows = fixture::rows();
+    let tol = tolerances();
+    let i = find(&rows, |r| {
+        r.metric == "MSE" && r.clip == "none" && r.experiment == "E1"
+    });
+    let mut b = rows.clone();
+    b[i].n_generated = 10_000;
+    b[i].value += 1.0; // would regress, but is not comparable
+    let d = diff("a", &rows, "b", &b, &tol);
+    assert!(!d.regressed());
+    let flagged: Vec<&DiffRow> = d
+        .rows
+        .iter()
+        .filter(|r| r.status == Status::ProtocolMismatch)
+        .collect();
+    assert_eq!(flagged.len(), 1);
+    assert!(flagged[0]
+        .protocol
+        .iter()
+        .any(|p| p.starts_with("n_generated: 64 → 10000")));
+    assert!(d.markdown().contains("Protocol differs"));
+
+    // Other weights (inside the protocol JSON) and another step count are protocol changes too.
+    let mut c = rows.clone();
+    c[i].protocol = c[i]
+        .protocol
+        .replace("\"weights_sha\":\"fixture\"", "\"weights_sha\":\"other\"");
+    c[i].steps = 50;
+    let d = diff("a", &rows, "c", &c, &tol);
+    let flagged = d
+        .rows
+        .iter()
+        .find(|r| r.status == Status::ProtocolMismatch)
+        .unwrap();
+    assert!(
+        flagged
+            .protocol
+            .iter()
+            .any(|p| p.starts_with("steps: 100 → 50")),
+        "{:?}",
+        flagged.protocol
+    );
+    assert!(
+        flagged
+            .protocol
+            .iter()
+            .any(|p| p.starts_with("protocol.weights_sha")),
+        "{:?}",
+        flagged.protocol
+    );
+}
+
+#[test]
+fn rows_in_only_one_run_are_listed() {
+    let rows = fixture::rows();
+    let mut b = rows.clone();
+    let gone = b.remove(3);
+    let mut extra = gone.clone();
+    extra.metric = "FID".into();
+    b.push(extra);
+    let d = diff("a", &rows, "b", &b, &tolerances());
+    assert_eq!(d.counts.get("only_a"), Some(&1));
+    assert_eq!(d.counts.get("only_b"), Some(&1));
+    let md = d.markdown();
+    assert!(md.contains("Only in A") && md.contains("Only in B"), "{md}");
+    let json: serde_json::Value = serde_json::from_str(&d.json()).unwrap();
+    assert_eq!(json["counts"]["only_a"], 1);
+}
+
+#[test]
+fn nan_against_a_number_regresses() {
+    let rows = fixture::rows();
+    let mut b = rows.clone();
+    b[0].value = f64::NAN;
+    assert!(diff("a", &rows, "b", &b, &tolerances()).regressed());
+}

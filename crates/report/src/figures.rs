@@ -1,0 +1,567 @@
+//! Which rows feed each figure of the paper (spec §8.1), aggregated over seeds. The same data
+//! renders as a plot (`plot`) and as the table of numbers behind it (`tables`).
+use std::collections::BTreeSet;
+
+use crate::schema::{is_utility_metric, utility_label, Row};
+
+/// Mean with the min–max range over seeds (or repeated measurements).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Stat {
+    pub mean: f64,
+    pub min: f64,
+    pub max: f64,
+    pub n: usize,
+}
+
+impl Stat {
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Stat> {
+        let v: Vec<f64> = values.into_iter().collect();
+        if v.is_empty() {
+            return None;
+        }
+        Some(Stat {
+            mean: v.iter().sum::<f64>() / v.len() as f64,
+            min: v.iter().copied().fold(f64::INFINITY, f64::min),
+            max: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            n: v.len(),
+        })
+    }
+}
+
+/// Solid for plain sampling; dotted for the with-clipping series of Fig. 5.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineStyle {
+    Solid,
+    Dotted,
+}
+
+/// One coloured series of a bars-and-curves figure: utility bars and backdoor-MSE curve.
+#[derive(Clone, Debug)]
+pub struct Series {
+    pub name: String,
+    pub colour: usize,
+    pub style: LineStyle,
+    /// Per x category: the utility metric on clean samples.
+    pub bars: Vec<Option<Stat>>,
+    /// Per x category: MSE of backdoor samples to the target.
+    pub curve: Vec<Option<Stat>>,
+}
+
+/// The paper's figure type: utility bars (left axis) and backdoor-MSE curves (right axis) against
+/// the poison rate.
+#[derive(Clone, Debug)]
+pub struct BarCurveFigure {
+    pub id: String,
+    pub title: String,
+    pub categories: Vec<String>,
+    pub rates: Vec<f64>,
+    /// The utility metric's name ("FID" or a proxy), and its label.
+    pub utility: String,
+    pub bar_label: String,
+    pub series: Vec<Series>,
+    /// Set when no cell of the figure ran: the figure says so instead of disappearing.
+    pub not_run: Option<String>,
+}
+
+/// One line of the ANP figure.
+#[derive(Clone, Debug)]
+pub struct TraceSeries {
+    pub name: String,
+    pub colour: usize,
+    pub points: Vec<(i64, Stat)>,
+}
+
+/// One model of the ANP figure.
+#[derive(Clone, Debug)]
+pub struct TracePanel {
+    pub title: String,
+    pub series: Vec<TraceSeries>,
+}
+
+/// MSE against ANP epoch per learning rate and budget, one panel per probed model.
+#[derive(Clone, Debug)]
+pub struct TraceFigure {
+    pub id: String,
+    pub title: String,
+    pub panels: Vec<TracePanel>,
+    pub not_run: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Figure {
+    BarCurve(BarCurveFigure),
+    Trace(TraceFigure),
+}
+
+impl Figure {
+    pub fn id(&self) -> &str {
+        match self {
+            Figure::BarCurve(f) => &f.id,
+            Figure::Trace(f) => &f.id,
+        }
+    }
+    pub fn title(&self) -> &str {
+        match self {
+            Figure::BarCurve(f) => &f.title,
+            Figure::Trace(f) => &f.title,
+        }
+    }
+    pub fn not_run(&self) -> Option<&str> {
+        match self {
+            Figure::BarCurve(f) => f.not_run.as_deref(),
+            Figure::Trace(f) => f.not_run.as_deref(),
+        }
+    }
+}
+
+/// The paper's target order; fixes each target's colour across all figures.
+pub const TARGET_ORDER: &[&str] = &["NoShift", "Shift", "Corner", "Shoe", "Hat", "Cat"];
+
+fn target_colour(target: &str) -> usize {
+    TARGET_ORDER
+        .iter()
+        .position(|t| *t == target)
+        .unwrap_or(TARGET_ORDER.len())
+}
+
+/// Trigger families: the paper's names for the code's trigger prefixes.
+pub const FAMILIES: &[(&str, &str, &str)] =
+    &[("a", "BOX", "Grey Box"), ("b", "STOP_SIGN", "Stop Sign")];
+
+fn in_family(trigger: &str, family: &str) -> bool {
+    trigger
+        .strip_prefix(family)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('_'))
+}
+
+pub fn rate_label(rate: f64) -> String {
+    let pct = rate * 100.0;
+    if (pct - pct.round()).abs() < 1e-9 {
+        format!("{}%", pct.round() as i64)
+    } else {
+        format!("{pct}%")
+    }
+}
+
+/// A series before aggregation: its rows are those `matches` accepts.
+struct SeriesSpec<'a> {
+    name: String,
+    colour: usize,
+    style: LineStyle,
+    matches: Box<dyn Fn(&Row) -> bool + 'a>,
+}
+
+/// Plain DDPM sampling without defenses: what Fig. 2–4 show.
+fn plain(r: &Row) -> bool {
+    r.defense == "none" && r.clip == "none" && r.sampler == "ddpm"
+}
+
+/// "FID" if any utility row is FID, else the alphabetically first proxy.
+fn pick_utility<'r>(rows: impl Iterator<Item = &'r Row>) -> Option<String> {
+    let names: BTreeSet<&str> = rows
+        .filter(|r| r.samples == "clean" && is_utility_metric(&r.metric))
+        .map(|r| r.metric.as_str())
+        .collect();
+    if names.contains("FID") {
+        Some("FID".into())
+    } else {
+        names.iter().next().map(|s| s.to_string())
+    }
+}
+
+fn bar_curve(
+    id: &str,
+    title: String,
+    rows: &[&Row],
+    specs: Vec<SeriesSpec>,
+    not_run: &str,
+) -> BarCurveFigure {
+    let selected: Vec<(usize, &Row)> = rows
+        .iter()
+        .flat_map(|r| {
+            specs
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| (s.matches)(r))
+                .map(move |(i, _)| (i, *r))
+        })
+        .collect();
+    let utility = pick_utility(selected.iter().map(|(_, r)| *r));
+    let mut rates: Vec<f64> = selected.iter().map(|(_, r)| r.poison_rate).collect();
+    rates.sort_by(f64::total_cmp);
+    rates.dedup();
+    let stat = |i: usize, rate: f64, samples: &str, metric: &str| {
+        Stat::of(
+            selected
+                .iter()
+                .filter(|(j, r)| {
+                    *j == i && r.poison_rate == rate && r.samples == samples && r.metric == metric
+                })
+                .map(|(_, r)| r.value),
+        )
+    };
+    let series: Vec<Series> = specs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| selected.iter().any(|(j, _)| j == i))
+        .map(|(i, s)| Series {
+            name: s.name.clone(),
+            colour: s.colour,
+            style: s.style,
+            bars: rates
+                .iter()
+                .map(|&p| utility.as_deref().and_then(|u| stat(i, p, "clean", u)))
+                .collect(),
+            curve: rates
+                .iter()
+                .map(|&p| stat(i, p, "backdoor", "MSE"))
+                .collect(),
+        })
+        .collect();
+    let empty = series.is_empty();
+    BarCurveFigure {
+        id: id.into(),
+        title,
+        categories: rates.iter().map(|&p| rate_label(p)).collect(),
+        rates,
+        bar_label: utility
+            .as_deref()
+            .map(utility_label)
+            .unwrap_or_else(|| "utility".into()),
+        utility: utility.unwrap_or_default(),
+        series,
+        not_run: empty.then(|| not_run.to_string()),
+    }
+}
+
+/// Targets present among rows, in the paper's order, then any others alphabetically.
+fn targets_of<'r>(rows: impl Iterator<Item = &'r Row>) -> Vec<String> {
+    let mut set: Vec<String> = rows
+        .map(|r| r.target.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    set.sort_by_key(|t| target_colour(t));
+    set
+}
+
+/// Fig. 2a/b (clip = false) and Fig. 5a/b (clip = true: adds dotted with-clipping series).
+fn trigger_sweep(rows: &[Row], fig: &str, experiments: &[&str], with_clip: bool) -> Vec<Figure> {
+    FAMILIES
+        .iter()
+        .map(|&(panel, family, paper_name)| {
+            let picked: Vec<&Row> = rows
+                .iter()
+                .filter(|r| experiments.contains(&r.experiment.as_str()))
+                .filter(|r| in_family(&r.trigger, family) || r.trigger == "NONE")
+                .filter(|r| r.training != "scratch" && r.defense != "anp" && r.sampler == "ddpm")
+                .collect();
+            let targets = targets_of(picked.iter().copied().filter(|r| r.trigger != "NONE"));
+            let mut specs = Vec::new();
+            for t in &targets {
+                let t1 = t.clone();
+                specs.push(SeriesSpec {
+                    name: t.clone(),
+                    colour: target_colour(t),
+                    style: LineStyle::Solid,
+                    matches: Box::new(move |r: &Row| r.target == t1 && plain(r)),
+                });
+                if with_clip {
+                    let t2 = t.clone();
+                    specs.push(SeriesSpec {
+                        name: format!("{t}, clipped"),
+                        colour: target_colour(t),
+                        style: LineStyle::Dotted,
+                        matches: Box::new(move |r: &Row| r.target == t2 && r.clip != "none"),
+                    });
+                }
+            }
+            let (what, reason) = if with_clip {
+                (
+                    "solid: without, dotted: with clipping",
+                    "no E1/E4 clipping cells",
+                )
+            } else {
+                ("utility (bars), backdoor MSE (curves)", "no E1 cells")
+            };
+            let title = format!("Fig. {fig}{panel}: {paper_name}: {what}");
+            let reason = format!("not run: {reason} with a {paper_name} trigger in this run");
+            Figure::BarCurve(bar_curve(
+                &format!("fig{fig}{panel}"),
+                title,
+                &picked,
+                specs,
+                &reason,
+            ))
+        })
+        .collect()
+}
+
+/// Fig. 3a/b: fine-tuning (blue) vs training from scratch (orange), Grey Box → Corner / Hat.
+fn finetune_vs_scratch(rows: &[Row]) -> Vec<Figure> {
+    [("a", "Corner"), ("b", "Hat")]
+        .iter()
+        .map(|&(panel, target)| {
+            let picked: Vec<&Row> = rows
+                .iter()
+                .filter(|r| ["E1", "E2"].contains(&r.experiment.as_str()))
+                .filter(|r| in_family(&r.trigger, "BOX") || r.trigger == "NONE")
+                .filter(|r| r.target == target && plain(r))
+                .collect();
+            let specs = vec![
+                SeriesSpec {
+                    name: "fine-tune".into(),
+                    colour: 0,
+                    style: LineStyle::Solid,
+                    matches: Box::new(|r: &Row| r.training != "scratch"),
+                },
+                SeriesSpec {
+                    name: "from scratch".into(),
+                    colour: 1,
+                    style: LineStyle::Solid,
+                    matches: Box::new(|r: &Row| r.training == "scratch"),
+                },
+            ];
+            let has_scratch = picked.iter().any(|r| r.training == "scratch");
+            let mut fig = bar_curve(
+                &format!("fig3{panel}"),
+                format!("Fig. 3{panel}: Grey Box → {target}: fine-tune vs from scratch"),
+                &picked,
+                specs,
+                &format!("not run: no E2 cells (Grey Box → {target}) in this run"),
+            );
+            if !has_scratch && fig.not_run.is_none() {
+                fig.not_run = Some(format!(
+                    "not run: no from-scratch cells (Grey Box → {target}); fine-tune only"
+                ));
+            }
+            Figure::BarCurve(fig)
+        })
+        .collect()
+}
+
+/// Fig. 4a: CelebA-HQ, Eyeglasses → Cat.
+fn celeba(rows: &[Row]) -> Figure {
+    let picked: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.experiment == "E3" && plain(r))
+        .collect();
+    let mut pairs: Vec<(String, String)> = picked
+        .iter()
+        .filter(|r| r.trigger != "NONE")
+        .map(|r| (r.trigger.clone(), r.target.clone()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if pairs.is_empty() && !picked.is_empty() {
+        pairs = picked
+            .iter()
+            .map(|r| ("NONE".to_string(), r.target.clone()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+    }
+    let specs = pairs
+        .into_iter()
+        .map(|(trigger, target)| SeriesSpec {
+            name: format!("{trigger} → {target}"),
+            colour: target_colour(&target),
+            style: LineStyle::Solid,
+            matches: Box::new(move |r: &Row| {
+                r.target == target && (r.trigger == trigger || r.trigger == "NONE")
+            }),
+        })
+        .collect();
+    Figure::BarCurve(bar_curve(
+        "fig4a",
+        "Fig. 4a: CelebA-HQ: utility (bars), backdoor MSE (curves)".into(),
+        &picked,
+        specs,
+        "not run: no E3 (CelebA-HQ) cells in this run",
+    ))
+}
+
+/// The ANP figure (§4.6.1): backdoor-target MSE of clean-noise samples per ANP epoch.
+fn anp(rows: &[Row]) -> Figure {
+    let picked: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.defense.starts_with("anp") && r.metric == "MSE" && r.defense_epoch.is_some())
+        .collect();
+    let models: BTreeSet<(String, String, i64)> = picked
+        .iter()
+        .map(|r| {
+            (
+                r.trigger.clone(),
+                r.target.clone(),
+                (r.poison_rate * 1e6).round() as i64,
+            )
+        })
+        .collect();
+    let panels = models
+        .into_iter()
+        .map(|(trigger, target, rate)| {
+            let mine: Vec<&&Row> = picked
+                .iter()
+                .filter(|r| {
+                    r.trigger == trigger
+                        && r.target == target
+                        && (r.poison_rate * 1e6).round() as i64 == rate
+                })
+                .collect();
+            let params: BTreeSet<(String, String)> = mine
+                .iter()
+                .map(|r| (r.defense.clone(), r.defense_param.clone()))
+                .collect();
+            let series = params
+                .into_iter()
+                .enumerate()
+                .map(|(i, (defense, param))| {
+                    let epochs: BTreeSet<i64> = mine
+                        .iter()
+                        .filter(|r| r.defense == defense && r.defense_param == param)
+                        .filter_map(|r| r.defense_epoch)
+                        .collect();
+                    let points = epochs
+                        .into_iter()
+                        .filter_map(|e| {
+                            Stat::of(
+                                mine.iter()
+                                    .filter(|r| {
+                                        r.defense == defense
+                                            && r.defense_param == param
+                                            && r.defense_epoch == Some(e)
+                                    })
+                                    .map(|r| r.value),
+                            )
+                            .map(|s| (e, s))
+                        })
+                        .collect();
+                    let name = if defense == "anp" {
+                        param
+                    } else {
+                        format!("{defense} {param}")
+                    };
+                    TraceSeries {
+                        name,
+                        colour: i,
+                        points,
+                    }
+                })
+                .collect();
+            TracePanel {
+                title: format!(
+                    "{trigger} → {target}, poison rate {}",
+                    rate_label(rate as f64 / 1e6)
+                ),
+                series,
+            }
+        })
+        .collect::<Vec<_>>();
+    Figure::Trace(TraceFigure {
+        id: "anp".into(),
+        title: "ANP (§4.6.1): MSE to the target vs ANP epoch, per lr and budget".into(),
+        not_run: panels
+            .is_empty()
+            .then(|| "not run: no ANP traces in this run".to_string()),
+        panels,
+    })
+}
+
+/// Every plotted figure of the paper, in the paper's order; absent cells give "not run" figures.
+pub fn all(rows: &[Row]) -> Vec<Figure> {
+    let mut out = trigger_sweep(rows, "2", &["E1"], false);
+    out.extend(finetune_vs_scratch(rows));
+    out.push(celeba(rows));
+    out.extend(trigger_sweep(rows, "5", &["E1", "E4"], true));
+    out.push(anp(rows));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture;
+
+    fn bar(fig: &Figure) -> &BarCurveFigure {
+        match fig {
+            Figure::BarCurve(f) => f,
+            Figure::Trace(_) => panic!("not a bar figure"),
+        }
+    }
+
+    #[test]
+    fn fig2_has_every_target_and_rate_with_seed_ranges() {
+        let figs = all(&fixture::rows());
+        let f = bar(&figs[0]);
+        assert_eq!(f.categories, ["0%", "10%", "50%"]);
+        let names: Vec<&str> = f.series.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["Corner", "Shoe", "Hat"]);
+        let c = f.series[0].curve[1].unwrap();
+        assert_eq!(c.n, 2, "two seeds");
+        assert!(c.min < c.max && c.min <= c.mean && c.mean <= c.max);
+        assert!(f.bar_label.starts_with("FD_fmnist_cnn") && f.bar_label.contains("proxy"));
+    }
+
+    #[test]
+    fn fid_is_preferred_over_a_proxy_when_present() {
+        let rows: Vec<Row> = fixture::rows()
+            .into_iter()
+            .map(|mut r| {
+                if r.metric == fixture::PROXY && r.trigger == "BOX_14" {
+                    r.metric = "FID".into();
+                }
+                r
+            })
+            .collect();
+        let figs = all(&rows);
+        assert_eq!(bar(&figs[0]).utility, "FID");
+        assert_eq!(bar(&figs[0]).bar_label, "FID");
+        assert_eq!(
+            bar(&figs[1]).utility,
+            fixture::PROXY,
+            "Stop Sign rows kept the proxy"
+        );
+    }
+
+    #[test]
+    fn fig3_compares_finetune_and_scratch_and_fig5_adds_clipped_series() {
+        let figs = all(&fixture::rows());
+        let f3 = bar(&figs[2]);
+        assert_eq!(f3.series.len(), 2);
+        assert_eq!(f3.series[1].name, "from scratch");
+        assert_eq!(f3.series[1].curve[2].unwrap().n, 1, "scratch is one run");
+        let f5 = bar(&figs[5]);
+        assert_eq!(f5.series.len(), 6);
+        assert_eq!(f5.series[1].style, LineStyle::Dotted);
+        assert!(f5.series[1].curve[2].unwrap().mean > f5.series[0].curve[2].unwrap().mean);
+    }
+
+    #[test]
+    fn missing_cells_give_not_run_figures() {
+        let figs = all(&fixture::rows());
+        assert!(
+            figs[4].not_run().unwrap().contains("E3"),
+            "no CelebA-HQ in the fixture"
+        );
+        let empty = all(&[]);
+        assert_eq!(empty.len(), 8);
+        assert!(empty.iter().all(|f| f.not_run().is_some()));
+    }
+
+    #[test]
+    fn anp_traces_have_one_series_per_setting() {
+        let figs = all(&fixture::rows());
+        let Figure::Trace(t) = &figs[7] else { panic!() };
+        assert_eq!(t.panels.len(), 1);
+        let names: Vec<&str> = t.panels[0].series.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "lr=0.0001,budget=2",
+                "lr=0.0001,budget=4",
+                "lr=0.0002,budget=4"
+            ]
+        );
+        assert_eq!(t.panels[0].series[0].points.len(), 5);
+    }
+}

@@ -1,0 +1,305 @@
+//! Renders a run directory into the paper report: every figure (SVG + PNG), every table (Markdown +
+//! LaTeX), the claims verdicts, the released-numbers comparison (`released` profile) and the
+//! artifact-evaluation appendix, as `report.md` and one self-contained `report.html`.
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use crate::doc::{Block, Doc};
+use crate::figures::{self, Figure};
+use crate::plot::{self, png::encode_png, Font};
+use crate::schema::{self, Row};
+use crate::tables::{self, Table};
+use crate::{appendix, claims, grid, released};
+
+/// What to render and where.
+#[derive(Clone, Debug)]
+pub struct RenderOptions {
+    /// Output directory (created); default `<run>/report`.
+    pub out_dir: PathBuf,
+    /// Tab. 1 images (`triggers/*.png`, `targets/*.png`); default `<run>/gallery`.
+    pub gallery_dir: Option<PathBuf>,
+    /// Sample images (`<cell>/{clean,backdoor}/*.png`); default `<run>/samples`.
+    pub samples_dir: Option<PathBuf>,
+    /// The authors' released scores; default the committed `paper/released_scores.toml`.
+    pub released_scores: Option<PathBuf>,
+}
+
+impl RenderOptions {
+    pub fn for_run(run_dir: &Path) -> Self {
+        RenderOptions {
+            out_dir: run_dir.join("report"),
+            gallery_dir: None,
+            samples_dir: None,
+            released_scores: None,
+        }
+    }
+}
+
+/// What was written.
+#[derive(Clone, Debug, Default)]
+pub struct Rendered {
+    pub report_md: PathBuf,
+    pub report_html: PathBuf,
+    pub files: Vec<PathBuf>,
+    pub not_run: Vec<String>,
+}
+
+/// The committed released-scores file of this repository.
+pub fn default_released_scores() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../paper/released_scores.toml")
+}
+
+struct Writer {
+    out: PathBuf,
+    files: Vec<PathBuf>,
+}
+
+impl Writer {
+    fn write(&mut self, rel: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.out.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        self.files.push(path);
+        Ok(())
+    }
+
+    fn table(&mut self, t: &Table) -> Result<()> {
+        self.write(&format!("tables/{}.md", t.id), t.markdown().as_bytes())?;
+        self.write(&format!("tables/{}.tex", t.id), t.latex().as_bytes())
+    }
+}
+
+fn read_json(path: &Path) -> Result<Option<Value>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(serde_json::from_str(&text).with_context(|| {
+        format!("{} is not valid JSON", path.display())
+    })?))
+}
+
+fn figure_block(w: &mut Writer, fig: &Figure, font: &Font) -> Result<Block> {
+    let svg = plot::svg(fig)?;
+    let png = plot::png(fig, font)?;
+    let svg_file = format!("figures/{}.svg", fig.id());
+    let png_file = format!("figures/{}.png", fig.id());
+    w.write(&svg_file, svg.as_bytes())?;
+    w.write(&png_file, &png)?;
+    Ok(Block::Figure {
+        anchor: fig.id().to_string(),
+        caption: fig.title().to_string(),
+        svg,
+        svg_file,
+        png_file,
+    })
+}
+
+fn grid_block(w: &mut Writer, id: &str, g: &grid::Grid, font: &Font) -> Result<Block> {
+    let img = grid::compose(g, font)?;
+    let png = encode_png(&image::DynamicImage::ImageRgb8(img))?;
+    let file = format!("figures/{id}.png");
+    w.write(&file, &png)?;
+    Ok(Block::Image {
+        anchor: id.into(),
+        caption: g.title.clone(),
+        png,
+        png_file: file,
+    })
+}
+
+fn heading(level: u8, text: &str, anchor: Option<&str>) -> Block {
+    Block::Heading {
+        level,
+        text: text.into(),
+        anchor: anchor.map(String::from),
+    }
+}
+
+/// The report of the run in `run_dir` (`metrics.parquet`, optional `manifest.json` and
+/// `claims.json`, sample folders).
+pub fn render(run_dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
+    let rows = schema::read_rows(&run_dir.join(schema::FRAME_FILE))?;
+    let manifest = read_json(&run_dir.join(appendix::MANIFEST_FILE))?;
+    let claims_path = run_dir.join(claims::CLAIMS_FILE);
+    let verdicts = if claims_path.exists() {
+        claims::read(&claims_path)?
+    } else {
+        Vec::new()
+    };
+    let font = Font::load()?;
+    render_rows(&rows, manifest.as_ref(), &verdicts, run_dir, opts, &font)
+}
+
+/// [`render`] from already loaded parts (tests use it with fixture rows).
+pub fn render_rows(
+    rows: &[Row],
+    manifest: Option<&Value>,
+    verdicts: &[claims::ClaimVerdict],
+    run_dir: &Path,
+    opts: &RenderOptions,
+    font: &Font,
+) -> Result<Rendered> {
+    let mut w = Writer {
+        out: opts.out_dir.clone(),
+        files: Vec::new(),
+    };
+    let mut not_run = Vec::new();
+    let run_id = rows
+        .first()
+        .map(|r| r.run_id.clone())
+        .or_else(|| {
+            manifest
+                .and_then(|m| m.get("run_id"))
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let profile = manifest
+        .and_then(|m| m.get("profile"))
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_string();
+    let mut blocks = vec![Block::Para(format!(
+        "Run `{run_id}` (profile `{profile}`): {} measured values. Bars show the clean-quality \
+         metric (FID, or a proxy Fréchet distance labelled as such), curves the MSE of backdoor \
+         samples to the target; with several seeds, the mean with min–max error bars.",
+        rows.len()
+    ))];
+
+    blocks.push(heading(2, "Claims", Some("claims")));
+    if !verdicts.is_empty() {
+        blocks.push(Block::Para(format!(
+            "Verdicts: {}.",
+            claims::summary(verdicts)
+        )));
+    }
+    let claims_table = claims::table(verdicts);
+    w.table(&claims_table)?;
+    blocks.push(Block::Table(claims_table));
+
+    blocks.push(heading(2, "Figures and tables", Some("figures")));
+    let gallery_dir = opts
+        .gallery_dir
+        .clone()
+        .unwrap_or_else(|| run_dir.join("gallery"));
+    let gallery = grid::gallery(&gallery_dir);
+    if gallery.rows.is_empty() {
+        not_run.push("tab1".into());
+    }
+    blocks.push(heading(3, "Tab. 1: triggers and targets", Some("tab1")));
+    blocks.push(grid_block(&mut w, "tab1", &gallery, font)?);
+
+    let samples_dir = opts
+        .samples_dir
+        .clone()
+        .unwrap_or_else(|| run_dir.join("samples"));
+    let figs = figures::all(rows);
+    for fig in &figs {
+        if fig.id() == "fig3a" {
+            // Tab. 2 sits between Fig. 2 and Fig. 3 in the paper.
+            let (target, picked) = grid::tab2_rows(rows);
+            let g = grid::samples(
+                &format!("Tab. 2: Grey Box → {target}: clean and backdoor samples per poison rate"),
+                &picked,
+                &samples_dir,
+                4,
+            );
+            if g.rows.is_empty() {
+                not_run.push("tab2".into());
+            }
+            blocks.push(heading(3, "Tab. 2: samples per poison rate", Some("tab2")));
+            blocks.push(grid_block(&mut w, "tab2", &g, font)?);
+        }
+        if let Some(n) = fig.not_run() {
+            not_run.push(format!("{}: {n}", fig.id()));
+        }
+        let short = fig.title().split(':').next().unwrap_or(fig.title());
+        blocks.push(heading(3, short, None));
+        blocks.push(figure_block(&mut w, fig, font)?);
+        let t = tables::figure_table(fig);
+        w.table(&t)?;
+        blocks.push(Block::Table(t));
+        if fig.id() == "fig4a" {
+            let e3: Vec<&Row> = rows
+                .iter()
+                .filter(|r| r.experiment == "E3" && r.clip == "none" && r.defense == "none")
+                .collect();
+            let g = grid::samples(
+                "Fig. 4b: CelebA-HQ samples per poison rate",
+                &e3,
+                &samples_dir,
+                2,
+            );
+            if g.rows.is_empty() {
+                not_run.push("fig4b".into());
+            }
+            blocks.push(heading(3, "Fig. 4b: CelebA-HQ samples", None));
+            blocks.push(grid_block(&mut w, "fig4b", &g, font)?);
+        }
+    }
+    blocks.push(heading(
+        3,
+        "Samplers: DDPM vs DDIM vs DPM-Solver",
+        Some("samplers"),
+    ));
+    let st = tables::sampler_table(rows);
+    w.table(&st)?;
+    blocks.push(Block::Table(st));
+
+    if profile == "released" {
+        let path = opts
+            .released_scores
+            .clone()
+            .unwrap_or_else(default_released_scores);
+        let scores = released::read(&path)?;
+        blocks.push(heading(
+            2,
+            "The authors' released numbers",
+            Some("released"),
+        ));
+        let t = released::table(&scores, rows);
+        w.table(&t)?;
+        blocks.push(Block::Table(t));
+    }
+
+    blocks.extend(appendix::blocks(manifest, verdicts));
+    let doc = Doc {
+        title: format!("BadDiffusion reproduction report: run {run_id}"),
+        blocks,
+    };
+    w.write("report.md", doc.markdown().as_bytes())?;
+    w.write("report.html", doc.html().as_bytes())?;
+    Ok(Rendered {
+        report_md: opts.out_dir.join("report.md"),
+        report_html: opts.out_dir.join("report.html"),
+        files: w.files,
+        not_run,
+    })
+}
+
+/// Copies a rendered report (report.md, report.html, figures/, tables/) into `dest`, e.g. `paper/`.
+pub fn publish(rendered_dir: &Path, dest: &Path) -> Result<()> {
+    for rel in ["report.md", "report.html"] {
+        std::fs::create_dir_all(dest)?;
+        std::fs::copy(rendered_dir.join(rel), dest.join(rel))
+            .with_context(|| format!("copying {rel} to {}", dest.display()))?;
+    }
+    for sub in ["figures", "tables"] {
+        let to = dest.join(sub);
+        std::fs::create_dir_all(&to)?;
+        for entry in std::fs::read_dir(rendered_dir.join(sub))? {
+            let p = entry?.path();
+            if let Some(name) = p.file_name() {
+                std::fs::copy(&p, to.join(name))?;
+            }
+        }
+    }
+    Ok(())
+}
