@@ -5,9 +5,11 @@
 pub mod attack;
 pub mod backdoor_loss;
 pub mod checkpoint;
+pub mod claims;
 pub mod datasets;
 pub mod files;
 pub mod inputs;
+pub mod matrix;
 pub mod metrics;
 pub mod pil;
 pub mod pipeline;

@@ -24,6 +24,12 @@ enum Command {
     Sample(cmd::sample::Args),
     /// Train one cell: backdoor fine-tuning or training from scratch, resumable.
     Train(cmd::train::Args),
+    /// List the cells of a profile and estimate their cost.
+    Plan(cmd::plan::Args),
+    /// Run one cell of a profile (all its stages, through the stage cache).
+    Cell(cmd::cell::Args),
+    /// Judge the paper's claims (paper/claims.toml) against a run's rows; writes claims.json.
+    Claims(cmd::claims::Args),
 }
 
 fn version() -> &'static str {
@@ -42,6 +48,9 @@ fn main() {
         Command::Fid(args) => cmd::fid::run(args),
         Command::Sample(args) => cmd::sample::run(args),
         Command::Train(args) => cmd::train::run(args),
+        Command::Plan(args) => cmd::plan::run(args),
+        Command::Cell(args) => cmd::cell::run(args),
+        Command::Claims(args) => cmd::claims::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -1,6 +1,9 @@
 //! One file per `baddiff` subcommand: argument parsing and printing only; the library computes.
+pub mod cell;
+pub mod claims;
 pub mod env;
 pub mod fid;
 pub mod measure;
+pub mod plan;
 pub mod sample;
 pub mod train;

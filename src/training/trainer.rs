@@ -35,6 +35,8 @@ pub struct TrainSettings {
     /// Write a resumable checkpoint every this many epochs (and after the last).
     #[serde(default = "default_save_every")]
     pub save_every_epochs: u64,
+    /// Default 0; a profile's cells set it from their seed.
+    #[serde(default)]
     pub seed: u64,
 }
 

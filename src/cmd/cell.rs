@@ -1,0 +1,70 @@
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use baddiffusion::matrix::{run::Cells, Filter, Profile, StageStore};
+
+/// Run one cell of a profile (every stage, through the stage cache) into a run directory.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Profile name (paper/profiles/NAME.toml) or a TOML path.
+    #[arg(long, default_value = "smoke")]
+    profile: String,
+    /// The cell id (`baddiff plan` lists them), or `base` for the clean base model alone.
+    #[arg(long)]
+    cell: String,
+    /// The run directory (results/runs/RUN_ID); the cell writes cells/<id>/result.json there.
+    #[arg(long)]
+    run_dir: PathBuf,
+    /// The stage cache [default: $BADDIFF_CACHE/stages].
+    #[arg(long)]
+    stages: Option<PathBuf>,
+    /// cpu, cuda, cuda:N [default: the profile's, else auto].
+    #[arg(long)]
+    device: Option<String>,
+    /// Show progress bars.
+    #[arg(long)]
+    progress: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let root = std::env::current_dir()?;
+    let profile = Profile::load(&root, &args.profile)?;
+    let device = baddiffusion::parse_device(args.device.as_deref().or(profile.device.as_deref()))?;
+    let run_id = args
+        .run_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let cells = profile.cells(&Filter::default())?;
+    let ctx = Cells {
+        store: StageStore::new(args.stages.unwrap_or_else(StageStore::default_root)),
+        device,
+        run_id,
+        run_dir: args.run_dir,
+        progress: args.progress,
+        profile,
+    };
+    if args.cell == "base" {
+        let (base, rec) = ctx.base()?;
+        eprintln!("base model {} ({:.1} s)", base.model_dir.display(), rec.wall_s);
+        return Ok(());
+    }
+    let Some(cell) = cells.iter().find(|c| c.id == args.cell) else {
+        bail!(
+            "profile `{}` has no cell `{}`: `baddiff plan --profile {}` lists them",
+            ctx.profile.name,
+            args.cell,
+            args.profile
+        );
+    };
+    let result = ctx.run_cell(cell)?;
+    let ran = result.stages.iter().filter(|s| s.ran).count();
+    eprintln!(
+        "cell {}: {} rows, {} of {} stages ran",
+        cell.id,
+        result.rows.len(),
+        ran,
+        result.stages.len()
+    );
+    Ok(())
+}

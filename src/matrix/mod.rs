@@ -1,0 +1,132 @@
+//! The experiment matrix (spec §7): profiles expand into cells; a cell runs as cached stages
+//! (base → train → sample → measure → defend) and yields metric rows in the frame's long format.
+//!
+//! `baddiff plan` lists a profile's cells, `baddiff cell` runs one (the unit the local executor
+//! runs in parallel and a cluster runs as one array task); `cargo xtask reproduce` drives both.
+pub mod plan;
+pub mod profile;
+pub mod run;
+pub mod stage;
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+pub use profile::{Filter, Profile};
+pub use stage::{StageKey, StageRecord, StageStore};
+
+/// How a cell's model was obtained (the frame's `training` column).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Training {
+    /// The clean base model itself: the paper's 0 % poison rate.
+    Pretrained,
+    /// Backdoor fine-tuning of the base model (the paper's main setting).
+    Finetune,
+    /// Backdoor training from a fresh initialisation (Fig. 3).
+    Scratch,
+}
+
+impl Training {
+    pub fn parse(s: &str) -> Result<Training> {
+        Ok(match s {
+            "finetune" => Training::Finetune,
+            "scratch" => Training::Scratch,
+            "pretrained" => Training::Pretrained,
+            _ => bail!("training = {s:?}: use `finetune` or `scratch`"),
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Training::Pretrained => "pretrained",
+            Training::Finetune => "finetune",
+            Training::Scratch => "scratch",
+        }
+    }
+}
+
+/// One way of sampling and measuring a model (spec §4): sampler, steps and clipping.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Eval {
+    /// `ddpm`, `ddim` or `dpm-solver`.
+    #[serde(default = "default_sampler")]
+    pub sampler: String,
+    /// Inference steps; default: the sampler's (DDPM: every training step).
+    #[serde(default)]
+    pub steps: Option<usize>,
+    /// `none`, `x0` (the official code's `--fclip w`) or `xt` (the paper's defense, §4.6.2).
+    #[serde(default = "default_clip")]
+    pub clip: String,
+}
+
+fn default_sampler() -> String {
+    "ddpm".into()
+}
+fn default_clip() -> String {
+    "none".into()
+}
+
+impl Default for Eval {
+    fn default() -> Eval {
+        Eval {
+            sampler: default_sampler(),
+            steps: None,
+            clip: default_clip(),
+        }
+    }
+}
+
+impl Eval {
+    pub fn check(&self) -> Result<()> {
+        self.sampler.parse::<crate::scheduler::SamplerKind>()?;
+        self.clip.parse::<crate::scheduler::Clip>()?;
+        Ok(())
+    }
+}
+
+/// One cell of the matrix: one model (trigger, target, poison rate, training, seed), its
+/// evaluations and its defenses.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Cell {
+    /// Unique within the profile and safe as a file name, e.g. `E1.BOX_14.CORNER.p0.10.finetune.s0`.
+    pub id: String,
+    pub experiment: String,
+    pub trigger: String,
+    pub target: String,
+    pub poison_rate: f64,
+    pub training: Training,
+    pub seed: u64,
+    pub evals: Vec<Eval>,
+    pub defenses: Vec<serde_json::Value>,
+}
+
+/// One row of the run's metric frame (the report crate's `schema::Row`, column for column).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FrameRow {
+    pub run_id: String,
+    pub cell: String,
+    pub experiment: String,
+    pub dataset: String,
+    pub image_size: i64,
+    pub channels: i64,
+    pub trigger: String,
+    pub target: String,
+    pub poison_rate: f64,
+    pub training: String,
+    pub epochs: f64,
+    pub seed: i64,
+    pub defense: String,
+    pub defense_param: String,
+    pub defense_epoch: Option<i64>,
+    pub sampler: String,
+    pub steps: i64,
+    pub clip: String,
+    pub samples: String,
+    pub metric: String,
+    pub value: f64,
+    pub n_generated: i64,
+    pub n_reference: i64,
+    /// The metric's full protocol, as JSON.
+    pub protocol: String,
+}

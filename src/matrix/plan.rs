@@ -1,0 +1,208 @@
+//! What a profile will run and roughly how long it takes: cells, distinct trainings, model
+//! forward passes, and time from throughput measured by earlier stages on this machine (else the
+//! profile's stated assumption, labelled as such).
+use std::collections::BTreeSet;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::profile::{Base, Profile};
+use super::{Cell, StageStore, Training};
+
+#[derive(Debug, Serialize)]
+pub struct Plan {
+    pub profile: String,
+    pub cells: Vec<Cell>,
+    /// Distinct trained models (cells sharing one are counted once), base included.
+    pub trainings: usize,
+    pub train_iterations: u64,
+    /// Sampling: model forward passes over batches, summed over distinct sample sets.
+    pub sampling_steps: u64,
+    pub seconds_per_train_iteration: Option<(f64, String)>,
+    pub seconds_per_sampling_step: Option<(f64, String)>,
+    pub estimated_seconds: Option<f64>,
+}
+
+/// Images in a dataset split, for planning (the loaders check the real counts).
+fn dataset_size(dataset: &str, split: &str) -> u64 {
+    let (train, test) = match dataset {
+        "cifar10" => (50_000, 10_000),
+        "fashion-mnist" | "mnist" => (60_000, 10_000),
+        _ => (30_000, 0),
+    };
+    match split {
+        "train" => train,
+        "test" => test,
+        _ => train + test,
+    }
+}
+
+pub fn plan(profile: &Profile, cells: Vec<Cell>, store: &StageStore) -> Result<Plan> {
+    let d = &profile.data;
+    let n = d
+        .limit
+        .map(|l| l as u64)
+        .unwrap_or_else(|| dataset_size(&d.dataset, &d.split));
+    let iterations = |t: &crate::training::trainer::TrainSettings| {
+        n.div_ceil(t.batch.max(1) as u64) * t.epochs
+    };
+    let mut train_iterations = match &profile.base {
+        Base::Pretrain { train, .. } => iterations(train),
+        Base::Checkpoint { .. } => 0,
+    };
+    let mut trainings = 1;
+    let mut seen = BTreeSet::new();
+    let mut sampling_steps = 0u64;
+    let mut seen_samples = BTreeSet::new();
+    let timesteps = match &profile.base {
+        Base::Pretrain { scheduler, .. } => scheduler
+            .get("num_train_timesteps")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(1000),
+        Base::Checkpoint { .. } => 1000,
+    };
+    let batches = (profile.measure.n as u64).div_ceil(profile.measure.batch.max(1) as u64);
+    for c in &cells {
+        if c.training != Training::Pretrained
+            && seen.insert((&c.trigger, &c.target, c.poison_rate.to_bits(), c.training, c.seed))
+        {
+            if let Some(t) = profile.train_settings(c) {
+                train_iterations += iterations(&t);
+                trainings += 1;
+            }
+        }
+        let model = if c.training == Training::Pretrained {
+            String::from("base")
+        } else {
+            format!("{}/{}/{}/{:?}/{}", c.trigger, c.target, c.poison_rate, c.training, c.seed)
+        };
+        for e in &c.evals {
+            // Sample sets shared between cells come from the stage cache once.
+            let clean = seen_samples.insert(format!("{model} {e:?}"));
+            let backdoor = seen_samples.insert(format!("{model} {e:?} {}", c.trigger));
+            let sets = clean as u64 + backdoor as u64;
+            let steps = e.steps.map(|s| s as u64).unwrap_or(match e.sampler.as_str() {
+                "ddim" => 50,
+                "dpm-solver" => 20,
+                _ => timesteps,
+            });
+            sampling_steps += sets * batches * steps;
+        }
+    }
+    let measured = measured_train_rate(profile, store);
+    let assumed = profile.assumed.as_ref();
+    let train_rate = measured.or_else(|| {
+        assumed.map(|a| {
+            (
+                a.seconds_per_train_iteration,
+                format!("assumed: {}", a.hardware),
+            )
+        })
+    });
+    let sample_rate = assumed.map(|a| {
+        (
+            a.seconds_per_sampling_step,
+            format!("assumed: {}", a.hardware),
+        )
+    });
+    let estimated_seconds = match (&train_rate, &sample_rate) {
+        (Some((t, _)), Some((s, _))) => {
+            Some(t * train_iterations as f64 + s * sampling_steps as f64)
+        }
+        _ => None,
+    };
+    Ok(Plan {
+        profile: profile.name.clone(),
+        cells,
+        trainings,
+        train_iterations,
+        sampling_steps,
+        seconds_per_train_iteration: train_rate,
+        seconds_per_sampling_step: sample_rate,
+        estimated_seconds,
+    })
+}
+
+/// Median seconds per iteration of finished training stages of this profile's model and batch.
+fn measured_train_rate(profile: &Profile, store: &StageStore) -> Option<(f64, String)> {
+    let mut rates = Vec::new();
+    for kind in ["base", "train"] {
+        let Ok(dir) = std::fs::read_dir(store.root.join(kind)) else {
+            continue;
+        };
+        for e in dir.filter_map(|e| e.ok()) {
+            let Ok(text) = std::fs::read_to_string(e.path().join("stage.json")) else {
+                continue;
+            };
+            let Ok(rec) = serde_json::from_str::<super::StageRecord>(&text) else {
+                continue;
+            };
+            let out = &rec.output;
+            let cfg = &out["config"];
+            let same = cfg["data"] == serde_json::to_value(&profile.data).unwrap_or_default()
+                && cfg["train"]["batch"].as_i64() == Some(profile.finetune.batch);
+            let (Some(it), Some(s)) = (out["iterations"].as_f64(), out["seconds"].as_f64()) else {
+                continue;
+            };
+            if same && it > 0.0 {
+                rates.push(s / it);
+            }
+        }
+    }
+    if rates.is_empty() {
+        return None;
+    }
+    rates.sort_by(f64::total_cmp);
+    let n = rates.len();
+    Some((
+        rates[n / 2],
+        format!("measured: median of {n} training stage(s) on this machine"),
+    ))
+}
+
+impl Plan {
+    pub fn text(&self) -> String {
+        let mut s = format!(
+            "profile {}: {} cells, {} trained models, {} training iterations, {} sampling steps\n",
+            self.profile,
+            self.cells.len(),
+            self.trainings,
+            self.train_iterations,
+            self.sampling_steps
+        );
+        for c in &self.cells {
+            let evals: Vec<String> = c
+                .evals
+                .iter()
+                .map(|e| format!("{}/{}", e.sampler, e.clip))
+                .collect();
+            s += &format!(
+                "  {:<48} evals {}{}\n",
+                c.id,
+                evals.join(","),
+                if c.defenses.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} defense run(s)", c.defenses.len())
+                }
+            );
+        }
+        if let Some((r, why)) = &self.seconds_per_train_iteration {
+            s += &format!("training: {r:.3} s/iteration ({why})\n");
+        }
+        if let Some((r, why)) = &self.seconds_per_sampling_step {
+            s += &format!("sampling: {r:.4} s/step ({why})\n");
+        }
+        match self.estimated_seconds {
+            Some(t) => {
+                s += &format!(
+                    "estimated: {:.1} h ({:.0} min) of compute, before defenses\n",
+                    t / 3600.0,
+                    t / 60.0
+                )
+            }
+            None => s += "estimated: unknown (no measured or assumed throughput)\n",
+        }
+        s
+    }
+}

@@ -1,0 +1,312 @@
+//! A profile: one TOML file (`paper/profiles/<name>.toml`) that describes a whole experiment
+//! matrix — the data and model every cell shares, the clean base model, the training settings of
+//! fine-tuned and from-scratch cells, how samples are measured, and the experiments (spec §7),
+//! each a grid of triggers × targets × poison rates × seeds with its evaluations and defenses.
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::{Cell, Eval, Training};
+use crate::attack::DataConfig;
+use crate::training::trainer::TrainSettings;
+use crate::triggers::{Target, Trigger};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub name: String,
+    pub description: String,
+    /// `cpu`, `cuda`, `cuda:N` or `auto` (the default: a GPU when there is one).
+    #[serde(default)]
+    pub device: Option<String>,
+    /// The data every cell trains on (the `[data]` table of a cell config).
+    pub data: DataConfig,
+    /// Where the clean model comes from.
+    pub base: Base,
+    /// Settings of backdoor fine-tuning cells (the paper's main setting).
+    pub finetune: TrainSettings,
+    /// Settings of from-scratch cells (Fig. 3).
+    pub scratch: Option<ScratchSettings>,
+    pub measure: MeasureSettings,
+    #[serde(rename = "experiment")]
+    pub experiments: Vec<Experiment>,
+    /// Throughput assumed where this machine has measured none (e.g. GPU profiles planned on a
+    /// CPU machine); printed as "assumed" by `--plan`.
+    #[serde(default)]
+    pub assumed: Option<Throughput>,
+}
+
+/// The clean model fine-tuning starts from and the paper's 0 % poison rate measures.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Base {
+    /// Pre-train a fresh `unet` on clean data (scale models, where no released checkpoint fits).
+    Pretrain {
+        unet: String,
+        scheduler: serde_json::Value,
+        train: TrainSettings,
+    },
+    /// A released diffusers checkpoint from the artifact cache (e.g. google/ddpm-cifar10-32).
+    Checkpoint { artifact: String },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScratchSettings {
+    pub unet: String,
+    /// The scheduler of from-scratch models; default: the base model's.
+    pub scheduler: Option<serde_json::Value>,
+    pub train: TrainSettings,
+}
+
+/// How every evaluation is measured (spec §5).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MeasureSettings {
+    /// Samples per evaluation, clean and backdoor each (the paper: 10,000; official code: 2,048).
+    pub n: usize,
+    /// Images per forward pass while sampling.
+    pub batch: usize,
+    /// Sampling seed (each seed of a cell adds to it).
+    #[serde(default)]
+    pub seed: u64,
+    /// FID reference, `dataset:NAME[:SPLIT][@SIZE]`.
+    pub reference: String,
+    /// Use only the first N reference images.
+    pub reference_n: Option<usize>,
+    /// `inception` (pytorch-fid's weights, from the artifact cache) or `proxy-fmnist`.
+    pub fid: String,
+    /// Per-image MSE below which a backdoor sample counts as the target.
+    #[serde(default = "default_threshold")]
+    pub threshold: f64,
+    /// PNGs per cell copied into the run for the report's sample grids.
+    #[serde(default = "default_keep")]
+    pub keep_samples: usize,
+}
+
+fn default_threshold() -> f64 {
+    crate::metrics::mse::MSE_THRESHOLD
+}
+fn default_keep() -> usize {
+    16
+}
+
+/// One experiment of the matrix (spec §7: E1 … E9, `anp`, `sampler`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    pub id: String,
+    /// What it reproduces, e.g. "Fig. 2: poison-rate sweep".
+    pub title: String,
+    pub triggers: Vec<String>,
+    pub targets: Vec<String>,
+    /// 0 means the clean base model itself (the paper's 0 %), not a fine-tune on clean data.
+    pub poison_rates: Vec<f64>,
+    /// `finetune` or `scratch`.
+    pub training: String,
+    #[serde(default = "default_seeds")]
+    pub seeds: Vec<u64>,
+    /// How samples are drawn and measured; default: DDPM without clipping.
+    #[serde(default = "default_evals")]
+    pub evals: Vec<Eval>,
+    /// Defense runs on each cell's model (`[[experiment.defense]]` tables, passed to `defenses`).
+    #[serde(default, rename = "defense")]
+    pub defenses: Vec<serde_json::Value>,
+}
+
+fn default_seeds() -> Vec<u64> {
+    vec![0]
+}
+fn default_evals() -> Vec<Eval> {
+    vec![Eval::default()]
+}
+
+/// Seconds per unit of work assumed for planning where nothing was measured.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Throughput {
+    /// What the assumption is, e.g. "one A100, fp32".
+    pub hardware: String,
+    pub seconds_per_train_iteration: f64,
+    /// Seconds per model forward pass of one sampling batch.
+    pub seconds_per_sampling_step: f64,
+}
+
+/// Which cells to run: `--only` filters (substring of the cell id, or `key=value` on experiment,
+/// trigger, target, poison_rate, training, seed) and experiment sets (from `--claim`).
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub only: Vec<String>,
+    pub experiments: Option<BTreeSet<String>>,
+}
+
+impl Filter {
+    fn keeps(&self, cell: &Cell) -> Result<bool> {
+        if let Some(exps) = &self.experiments {
+            if !exps.contains(&cell.experiment) {
+                return Ok(false);
+            }
+        }
+        for f in &self.only {
+            let keep = match f.split_once('=') {
+                None => cell.id.contains(f.as_str()),
+                Some((k, v)) => match k {
+                    "experiment" => cell.experiment == v,
+                    "trigger" => cell.trigger == v,
+                    "target" => cell.target == v,
+                    "training" => cell.training.name() == v,
+                    "seed" => cell.seed.to_string() == v,
+                    "poison_rate" => v.parse::<f64>().map(|p| p == cell.poison_rate)?,
+                    _ => bail!(
+                        "--only {f}: unknown field `{k}`; use experiment, trigger, target, poison_rate, training, seed, or a part of a cell id"
+                    ),
+                },
+            };
+            if !keep {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl Profile {
+    /// `name` is a profile name (`paper/profiles/<name>.toml`) or a path to a TOML file.
+    pub fn load(root: &Path, name: &str) -> Result<Profile> {
+        let path = if name.ends_with(".toml") {
+            PathBuf::from(name)
+        } else {
+            root.join("paper/profiles").join(format!("{name}.toml"))
+        };
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "no profile `{name}` ({}): known profiles are {}",
+                path.display(),
+                known_profiles(root).join(", ")
+            )
+        })?;
+        let profile: Profile = toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid profile", path.display()))?;
+        profile.check()?;
+        Ok(profile)
+    }
+
+    /// Catches what would otherwise fail hours into a run: unknown names, rates outside [0, 1].
+    fn check(&self) -> Result<()> {
+        let mut ids = BTreeSet::new();
+        for e in &self.experiments {
+            ensure!(ids.insert(&e.id), "experiment {} appears twice", e.id);
+            for t in &e.triggers {
+                t.parse::<Trigger>()
+                    .with_context(|| format!("experiment {}", e.id))?;
+            }
+            for t in &e.targets {
+                t.parse::<Target>()
+                    .with_context(|| format!("experiment {}", e.id))?;
+            }
+            for &p in &e.poison_rates {
+                ensure!(
+                    (0.0..=1.0).contains(&p),
+                    "experiment {}: poison rate {p} is outside [0, 1]",
+                    e.id
+                );
+            }
+            let training = Training::parse(&e.training)?;
+            ensure!(
+                training != Training::Scratch || self.scratch.is_some(),
+                "experiment {} trains from scratch but the profile has no [scratch] table",
+                e.id
+            );
+            for ev in &e.evals {
+                ev.check()
+                    .with_context(|| format!("experiment {}", e.id))?;
+            }
+        }
+        ensure!(
+            ["inception", "proxy-fmnist"].contains(&self.measure.fid.as_str()),
+            "measure.fid = {:?}: use `inception` or `proxy-fmnist`",
+            self.measure.fid
+        );
+        Ok(())
+    }
+
+    /// Every cell of the matrix that `filter` keeps, in profile order. Cells with the same
+    /// training share their models through the stage cache; ids are unique.
+    pub fn cells(&self, filter: &Filter) -> Result<Vec<Cell>> {
+        let mut cells = Vec::new();
+        let mut seen = BTreeSet::new();
+        for e in &self.experiments {
+            for trigger in &e.triggers {
+                for target in &e.targets {
+                    for &p in &e.poison_rates {
+                        for &seed in &e.seeds {
+                            let training = if p == 0.0 {
+                                Training::Pretrained
+                            } else {
+                                Training::parse(&e.training)?
+                            };
+                            let id = format!(
+                                "{}.{}.{}.p{:.2}.{}.s{seed}",
+                                e.id,
+                                trigger,
+                                target,
+                                p,
+                                training.name()
+                            );
+                            let cell = Cell {
+                                id,
+                                experiment: e.id.clone(),
+                                trigger: trigger.clone(),
+                                target: target.clone(),
+                                poison_rate: p,
+                                training,
+                                seed,
+                                evals: e.evals.clone(),
+                                defenses: e.defenses.clone(),
+                            };
+                            if seen.insert(cell.id.clone()) && filter.keeps(&cell)? {
+                                cells.push(cell);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        ensure!(
+            !cells.is_empty(),
+            "no cell of profile `{}` matches the filters",
+            self.name
+        );
+        Ok(cells)
+    }
+
+    /// Training settings of a cell (its seed replaces the profile's).
+    pub fn train_settings(&self, cell: &Cell) -> Option<TrainSettings> {
+        let mut t = match cell.training {
+            Training::Pretrained => return None,
+            Training::Finetune => self.finetune.clone(),
+            Training::Scratch => self.scratch.as_ref()?.train.clone(),
+        };
+        t.seed = cell.seed;
+        Some(t)
+    }
+}
+
+/// Names of the profiles under `paper/profiles/`.
+pub fn known_profiles(root: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root.join("paper/profiles"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let p = e.path();
+                    (p.extension()? == "toml").then_some(())?;
+                    Some(p.file_stem()?.to_string_lossy().into_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}

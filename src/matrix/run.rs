@@ -1,0 +1,429 @@
+//! Runs a cell as stages through the stage cache: base (once per profile) → train → sample
+//! (clean and backdoor, per evaluation) → measure → defend, and turns the measurements into
+//! frame rows. Each stage's key holds the keys or hashes of its inputs, so a changed setting
+//! reruns exactly the stages downstream of it.
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tch::{Device, Tensor};
+
+use super::stage::{StageKey, StageRecord, StageStore};
+use super::{Cell, Eval, FrameRow, Profile, Training};
+use crate::attack::{self, AttackConfig, BackdoorConfig, ModelConfig, TrainSummary};
+use crate::metrics::fid::{self, FeatureCache, FeatureNet, FidInput, FidOptions};
+use crate::metrics::image_folder::{Channels, ImageSet};
+use crate::metrics::protocol::MetricRow;
+use crate::metrics::ssim::SsimConfig;
+use crate::pipeline::{self, Pipeline, PipelineOptions};
+use crate::triggers::{ImageShape, Target, Trigger};
+
+/// Everything a cell needs besides its own settings.
+pub struct Cells {
+    pub profile: Profile,
+    pub store: StageStore,
+    pub device: Device,
+    pub run_id: String,
+    pub run_dir: PathBuf,
+    pub progress: bool,
+}
+
+/// The clean model every fine-tune starts from and every 0 % cell measures.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BaseModel {
+    pub model_dir: PathBuf,
+    pub weights_sha256: String,
+}
+
+/// Where a stage's samples are.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SampleOutput {
+    pub dir: PathBuf,
+    pub n: usize,
+    pub seconds: f64,
+}
+
+/// What one cell produced.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CellResult {
+    pub cell: Cell,
+    pub rows: Vec<FrameRow>,
+    pub stages: Vec<StageRecord>,
+}
+
+impl Cells {
+    fn shape(&self) -> Result<ImageShape> {
+        ImageShape::new(self.profile.data.channels, self.profile.data.size)
+    }
+
+    /// The base stage: pre-train the clean model, or locate the released checkpoint.
+    pub fn base(&self) -> Result<(BaseModel, StageRecord)> {
+        match &self.profile.base {
+            super::profile::Base::Pretrain {
+                unet,
+                scheduler,
+                train,
+            } => {
+                // p = 0 poisons nothing: the trigger and target only name the run.
+                let cfg = AttackConfig {
+                    data: self.profile.data.clone(),
+                    backdoor: BackdoorConfig {
+                        trigger: "NONE".into(),
+                        target: "CORNER".into(),
+                        poison_rate: 0.0,
+                        sources: None,
+                    },
+                    model: ModelConfig::Scratch {
+                        unet: unet.clone(),
+                        scheduler: scheduler.clone(),
+                    },
+                    train: train.clone(),
+                };
+                let key = StageKey::new("base", json!({ "config": cfg }));
+                let (summary, rec) = self.store.run(&key, "clean base model", |dir| {
+                    attack::train(&cfg, dir, self.device, self.progress)
+                })?;
+                Ok((
+                    BaseModel {
+                        model_dir: summary.model_dir,
+                        weights_sha256: summary.weights_sha256,
+                    },
+                    rec,
+                ))
+            }
+            super::profile::Base::Checkpoint { artifact } => {
+                let dir = crate::inputs::artifact_dir(artifact)?;
+                let key = StageKey::new("base", json!({ "artifact": artifact }));
+                self.store.run(&key, artifact, |_| {
+                    let weights = crate::checkpoint::locate(&dir)?;
+                    Ok(BaseModel {
+                        weights_sha256: crate::checkpoint::sha256_file(
+                            &weights.unet_dir.join("diffusion_pytorch_model.safetensors"),
+                        )
+                        .or_else(|_| {
+                            crate::checkpoint::sha256_file(
+                                &weights.unet_dir.join("diffusion_pytorch_model.bin"),
+                            )
+                        })?,
+                        model_dir: dir.clone(),
+                    })
+                })
+            }
+        }
+    }
+
+    /// The cell's model: the base itself (0 %), a fine-tune of it, or a from-scratch run.
+    fn model(&self, cell: &Cell, base: &BaseModel) -> Result<(BaseModel, Option<StageRecord>)> {
+        let Some(train) = self.profile.train_settings(cell) else {
+            return Ok((base.clone(), None));
+        };
+        let backdoor = BackdoorConfig {
+            trigger: cell.trigger.clone(),
+            target: cell.target.clone(),
+            poison_rate: cell.poison_rate,
+            sources: None,
+        };
+        let (model, inputs) = match cell.training {
+            Training::Scratch => {
+                let s = self
+                    .profile
+                    .scratch
+                    .as_ref()
+                    .context("the profile has no [scratch] table")?;
+                let scheduler = match &s.scheduler {
+                    Some(v) => v.clone(),
+                    None => crate::checkpoint::load(&base.model_dir, Device::Cpu)?
+                        .scheduler_config
+                        .context("the base model has no scheduler config")?,
+                };
+                let model = ModelConfig::Scratch {
+                    unet: s.unet.clone(),
+                    scheduler,
+                };
+                (model.clone(), json!(model))
+            }
+            _ => (
+                ModelConfig::Finetune {
+                    checkpoint: base.model_dir.clone(),
+                },
+                json!({ "finetune": base.weights_sha256 }),
+            ),
+        };
+        let cfg = AttackConfig {
+            data: self.profile.data.clone(),
+            backdoor,
+            model,
+            train,
+        };
+        let key = StageKey::new(
+            "train",
+            json!({ "data": cfg.data, "backdoor": cfg.backdoor, "model": inputs, "train": cfg.train }),
+        );
+        let (summary, rec): (TrainSummary, _) = self.store.run(&key, &cell.id, |dir| {
+            attack::train(&cfg, dir, self.device, self.progress)
+        })?;
+        Ok((
+            BaseModel {
+                model_dir: summary.model_dir,
+                weights_sha256: summary.weights_sha256,
+            },
+            Some(rec),
+        ))
+    }
+
+    fn sample(
+        &self,
+        model: &BaseModel,
+        eval: &Eval,
+        trigger: Option<(&str, &Tensor)>,
+        seed: u64,
+        label: &str,
+    ) -> Result<(SampleOutput, StageKey, StageRecord)> {
+        let m = &self.profile.measure;
+        let key = StageKey::new(
+            "sample",
+            json!({
+                "model": model.weights_sha256,
+                "eval": eval,
+                "n": m.n,
+                "batch": m.batch,
+                "seed": seed,
+                "trigger": trigger.map(|(name, t)| json!([name, pipeline::tensor_sha256(t)])),
+            }),
+        );
+        let (out, rec) = self.store.run(&key, label, |dir| {
+            let opts = PipelineOptions {
+                sampler: eval.sampler.parse()?,
+                steps: eval.steps,
+                clip: Some(eval.clip.parse()?),
+                override_scheduler: true,
+                n: m.n,
+                seed,
+                batch: m.batch,
+                device: self.device,
+                progress: self.progress,
+            };
+            let mut pipe = Pipeline::load(&model.model_dir, &opts)?;
+            let trig = trigger.map(|(name, t)| pipeline::Trigger {
+                name: name.into(),
+                tensor: t.shallow_clone(),
+            });
+            let png = dir.join("png");
+            let _ = std::fs::remove_dir_all(&png);
+            let run = pipe.sample_to_dir(&opts, trig.as_ref(), &png)?;
+            Ok(SampleOutput {
+                dir: png,
+                n: run.png_files,
+                seconds: run.seconds,
+            })
+        })?;
+        Ok((out, key, rec))
+    }
+
+    /// MSE, MSE-threshold rate and SSIM to the target, plus FID (or its proxy) for clean samples.
+    fn measure(
+        &self,
+        samples: &SampleOutput,
+        sample_key: &StageKey,
+        target: &Tensor,
+        with_fid: bool,
+        label: &str,
+    ) -> Result<(Vec<MetricRow>, StageRecord)> {
+        let m = &self.profile.measure;
+        let target_sha = pipeline::tensor_sha256(target);
+        let key = StageKey::new(
+            "measure",
+            json!({
+                "samples": sample_key.key,
+                "target": target_sha,
+                "threshold": m.threshold,
+                "fid": with_fid.then(|| json!([m.fid, m.reference, m.reference_n])),
+            }),
+        );
+        self.store.run(&key, label, |_| {
+            let set = ImageSet::read_png_dir(&samples.dir, None, Channels::Native)?;
+            let mut rows = crate::metrics::target_metrics(
+                &set,
+                target,
+                &target_sha,
+                &SsimConfig::default(),
+                m.threshold,
+            )?;
+            if with_fid {
+                rows.push(self.fid(&samples.dir)?);
+            }
+            Ok(rows)
+        })
+    }
+
+    fn fid(&self, dir: &Path) -> Result<MetricRow> {
+        let m = &self.profile.measure;
+        let cache_dir = fid::default_cache_dir();
+        let net: Box<dyn FeatureNet> = match m.fid.as_str() {
+            "proxy-fmnist" => {
+                let training = crate::metrics::proxy::fmnist::FmnistTraining::default();
+                let mut rng = crate::rng::Rng::seeded(training.seed);
+                let trained = crate::metrics::proxy::fmnist::train_or_load(
+                    None,
+                    self.profile.data.size,
+                    self.profile.data.channels,
+                    &training,
+                    &cache_dir,
+                    self.device,
+                    &mut rng,
+                )?;
+                Box::new(trained.net)
+            }
+            _ => {
+                let weights = std::env::var_os("BADDIFF_INCEPTION_WEIGHTS").context(
+                    "measure.fid = inception needs BADDIFF_INCEPTION_WEIGHTS: pytorch-fid's weights converted \
+                     with `python/convert_pth.py` (artifact pytorch-fid-inception)",
+                )?;
+                Box::new(crate::metrics::inception::FidInceptionV3::from_safetensors(
+                    Path::new(&weights),
+                    self.device,
+                )?)
+            }
+        };
+        let mut reference = FidInput::parse(&m.reference)?;
+        if let FidInput::Reference(spec) = &mut reference {
+            spec.n = m.reference_n;
+        }
+        fid::fid(
+            &FidInput::Images(dir.to_path_buf()),
+            &reference,
+            net.as_ref(),
+            &FeatureCache::new(cache_dir),
+            &FidOptions {
+                batch: m.batch,
+                limit: None,
+                reference_split: None,
+            },
+        )
+    }
+
+    /// Runs every stage of `cell` and writes `cells/<id>/{rows,stages}.json` and sample
+    /// previews into the run directory.
+    pub fn run_cell(&self, cell: &Cell) -> Result<CellResult> {
+        let mut stages = Vec::new();
+        let (base, rec) = self.base()?;
+        stages.push(rec);
+        let (model, rec) = self.model(cell, &base)?;
+        stages.extend(rec);
+
+        let shape = self.shape()?;
+        let sources = crate::inputs::source_images(None)?;
+        let trigger: Trigger = cell.trigger.parse()?;
+        let target: Target = cell.target.parse()?;
+        let g = trigger.build(shape, &sources)?;
+        let y = target.build(&g, &sources)?;
+        let epochs = self
+            .profile
+            .train_settings(cell)
+            .map_or(0.0, |t| t.epochs as f64);
+
+        let mut rows = Vec::new();
+        for (i, eval) in cell.evals.iter().enumerate() {
+            let seed = self.profile.measure.seed + cell.seed;
+            for (kind, trig) in [("clean", None), ("backdoor", Some((cell.trigger.as_str(), &g)))] {
+                let label = format!("{} {kind} {}/{}", cell.id, eval.sampler, eval.clip);
+                let (samples, skey, rec) = self.sample(&model, eval, trig, seed, &label)?;
+                stages.push(rec);
+                let (metrics, rec) =
+                    self.measure(&samples, &skey, &y, kind == "clean", &label)?;
+                stages.push(rec);
+                if i == 0 {
+                    self.keep_samples(cell, kind, &samples.dir)?;
+                }
+                for m in metrics {
+                    rows.push(self.row(cell, eval, kind, epochs, m, None)?);
+                }
+            }
+        }
+        let result = CellResult {
+            cell: cell.clone(),
+            rows,
+            stages,
+        };
+        let dir = self.run_dir.join("cells").join(&cell.id);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::files::write_atomic(
+            &dir.join("result.json"),
+            serde_json::to_string_pretty(&result)?.as_bytes(),
+        )?;
+        Ok(result)
+    }
+
+    /// The first PNGs of a sample folder, for the report's sample grids.
+    fn keep_samples(&self, cell: &Cell, kind: &str, from: &Path) -> Result<()> {
+        let to = self.run_dir.join("samples").join(&cell.id).join(kind);
+        std::fs::create_dir_all(&to)?;
+        let files = crate::metrics::image_folder::list_pngs(from)?;
+        for f in files.iter().take(self.profile.measure.keep_samples) {
+            if let Some(name) = f.file_name() {
+                std::fs::copy(f, to.join(name))
+                    .with_context(|| format!("copying {}", f.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A frame row of this cell.
+    pub fn row(
+        &self,
+        cell: &Cell,
+        eval: &Eval,
+        samples: &str,
+        epochs: f64,
+        m: MetricRow,
+        defense: Option<(&str, &str, Option<i64>)>,
+    ) -> Result<FrameRow> {
+        let (defense, defense_param, defense_epoch) = defense.unwrap_or(("none", "", None));
+        let steps = eval.steps.map_or_else(|| self.default_steps(eval), |s| s as i64);
+        Ok(FrameRow {
+            run_id: self.run_id.clone(),
+            cell: cell.id.clone(),
+            experiment: cell.experiment.clone(),
+            dataset: self.profile.data.dataset.clone(),
+            image_size: self.profile.data.size as i64,
+            channels: self.profile.data.channels as i64,
+            trigger: cell.trigger.clone(),
+            target: cell.target.clone(),
+            poison_rate: cell.poison_rate,
+            training: cell.training.name().into(),
+            epochs,
+            seed: cell.seed as i64,
+            defense: defense.into(),
+            defense_param: defense_param.into(),
+            defense_epoch,
+            sampler: eval.sampler.clone(),
+            steps,
+            clip: eval.clip.clone(),
+            samples: samples.into(),
+            metric: m.metric,
+            value: m.value,
+            n_generated: m.protocol.n_generated,
+            n_reference: m.protocol.n_reference,
+            protocol: serde_json::to_string(&m.protocol)?,
+        })
+    }
+
+    /// Inference steps a sampler takes by default (the pipelines' defaults; DDPM: every step).
+    fn default_steps(&self, eval: &Eval) -> i64 {
+        match eval.sampler.as_str() {
+            "ddim" => 50,
+            "dpm-solver" => 20,
+            _ => self.train_timesteps().unwrap_or(1000),
+        }
+    }
+
+    fn train_timesteps(&self) -> Option<i64> {
+        match &self.profile.base {
+            super::profile::Base::Pretrain { scheduler, .. } => {
+                scheduler.get("num_train_timesteps")?.as_i64()
+            }
+            _ => None,
+        }
+    }
+}
