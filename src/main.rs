@@ -28,6 +28,8 @@ enum Command {
     Plan(cmd::plan::Args),
     /// Run one cell of a profile (all its stages, through the stage cache).
     Cell(cmd::cell::Args),
+    /// Write Tab. 1's trigger and target images of a profile.
+    Gallery(cmd::gallery::Args),
     /// Judge the paper's claims (paper/claims.toml) against a run's rows; writes claims.json.
     Claims(cmd::claims::Args),
 }
@@ -51,6 +53,7 @@ fn main() {
         Command::Plan(args) => cmd::plan::run(args),
         Command::Cell(args) => cmd::cell::run(args),
         Command::Claims(args) => cmd::claims::run(args),
+        Command::Gallery(args) => cmd::gallery::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

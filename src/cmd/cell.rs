@@ -36,6 +36,11 @@ pub fn run(args: Args) -> Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let cells = profile.cells(&Filter::default())?;
+    let cell = cells.iter().find(|c| c.id == args.cell);
+    let profile = match cell {
+        Some(c) => profile.for_experiment(&c.experiment),
+        None => profile,
+    };
     let ctx = Cells {
         store: StageStore::new(args.stages.unwrap_or_else(StageStore::default_root)),
         device,
@@ -49,7 +54,7 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("base model {} ({:.1} s)", base.model_dir.display(), rec.wall_s);
         return Ok(());
     }
-    let Some(cell) = cells.iter().find(|c| c.id == args.cell) else {
+    let Some(cell) = cell else {
         bail!(
             "profile `{}` has no cell `{}`: `baddiff plan --profile {}` lists them",
             ctx.profile.name,

@@ -3,6 +3,7 @@ pub mod cell;
 pub mod claims;
 pub mod env;
 pub mod fid;
+pub mod gallery;
 pub mod measure;
 pub mod plan;
 pub mod sample;

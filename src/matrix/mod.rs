@@ -130,3 +130,6 @@ pub struct FrameRow {
     /// The metric's full protocol, as JSON.
     pub protocol: String,
 }
+
+#[cfg(test)]
+mod tests;

@@ -38,43 +38,57 @@ fn dataset_size(dataset: &str, split: &str) -> u64 {
 }
 
 pub fn plan(profile: &Profile, cells: Vec<Cell>, store: &StageStore) -> Result<Plan> {
-    let d = &profile.data;
-    let n = d
-        .limit
-        .map(|l| l as u64)
-        .unwrap_or_else(|| dataset_size(&d.dataset, &d.split));
-    let iterations = |t: &crate::training::trainer::TrainSettings| {
-        n.div_ceil(t.batch.max(1) as u64) * t.epochs
+    let images = |p: &Profile| {
+        let d = &p.data;
+        d.limit
+            .map(|l| l as u64)
+            .unwrap_or_else(|| dataset_size(&d.dataset, &d.split))
     };
-    let mut train_iterations = match &profile.base {
-        Base::Pretrain { train, .. } => iterations(train),
-        Base::Checkpoint { .. } => 0,
+    let iterations = |p: &Profile, t: &crate::training::trainer::TrainSettings| {
+        images(p).div_ceil(t.batch.max(1) as u64) * t.epochs
     };
-    let mut trainings = 1;
+    let mut train_iterations = 0;
+    let mut trainings = 0;
     let mut seen = BTreeSet::new();
+    let mut bases = BTreeSet::new();
     let mut sampling_steps = 0u64;
     let mut seen_samples = BTreeSet::new();
-    let timesteps = match &profile.base {
-        Base::Pretrain { scheduler, .. } => scheduler
-            .get("num_train_timesteps")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(1000),
-        Base::Checkpoint { .. } => 1000,
-    };
-    let batches = (profile.measure.n as u64).div_ceil(profile.measure.batch.max(1) as u64);
     for c in &cells {
+        let p = profile.for_experiment(&c.experiment);
+        let base_id = serde_json::to_string(&(&p.base, &p.data))?;
+        if bases.insert(base_id.clone()) {
+            trainings += 1;
+            if let Base::Pretrain { train, .. } = &p.base {
+                train_iterations += iterations(&p, train);
+            }
+        }
+        let timesteps = match &p.base {
+            Base::Pretrain { scheduler, .. } => scheduler
+                .get("num_train_timesteps")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(1000),
+            Base::Checkpoint { .. } => 1000,
+        };
+        let batches = (p.measure.n as u64).div_ceil(p.measure.batch.max(1) as u64);
         if c.training != Training::Pretrained
-            && seen.insert((&c.trigger, &c.target, c.poison_rate.to_bits(), c.training, c.seed))
+            && seen.insert((
+                base_id.clone(),
+                &c.trigger,
+                &c.target,
+                c.poison_rate.to_bits(),
+                c.training,
+                c.seed,
+            ))
         {
-            if let Some(t) = profile.train_settings(c) {
-                train_iterations += iterations(&t);
+            if let Some(t) = p.train_settings(c) {
+                train_iterations += iterations(&p, &t);
                 trainings += 1;
             }
         }
         let model = if c.training == Training::Pretrained {
-            String::from("base")
+            base_id.clone()
         } else {
-            format!("{}/{}/{}/{:?}/{}", c.trigger, c.target, c.poison_rate, c.training, c.seed)
+            format!("{base_id}/{}/{}/{}/{:?}/{}", c.trigger, c.target, c.poison_rate, c.training, c.seed)
         };
         for e in &c.evals {
             // Sample sets shared between cells come from the stage cache once.

@@ -114,6 +114,16 @@ pub struct Experiment {
     /// Defense runs on each cell's model (`[[experiment.defense]]` tables, passed to `defenses`).
     #[serde(default, rename = "defense")]
     pub defenses: Vec<serde_json::Value>,
+    /// Per-experiment replacements of the profile's tables (e.g. CelebA-HQ's data and base model
+    /// in a CIFAR-10 profile).
+    #[serde(default)]
+    pub data: Option<DataConfig>,
+    #[serde(default)]
+    pub base: Option<Base>,
+    #[serde(default)]
+    pub finetune: Option<TrainSettings>,
+    #[serde(default)]
+    pub measure: Option<MeasureSettings>,
 }
 
 fn default_seeds() -> Vec<u64> {
@@ -280,6 +290,27 @@ impl Profile {
             self.name
         );
         Ok(cells)
+    }
+
+    /// The profile as one experiment sees it: its own data, base, fine-tune and measure tables
+    /// where it has them.
+    pub fn for_experiment(&self, id: &str) -> Profile {
+        let mut p = self.clone();
+        if let Some(e) = self.experiments.iter().find(|e| e.id == id) {
+            if let Some(d) = &e.data {
+                p.data = d.clone();
+            }
+            if let Some(b) = &e.base {
+                p.base = b.clone();
+            }
+            if let Some(f) = &e.finetune {
+                p.finetune = f.clone();
+            }
+            if let Some(m) = &e.measure {
+                p.measure = m.clone();
+            }
+        }
+        p
     }
 
     /// Training settings of a cell (its seed replaces the profile's).

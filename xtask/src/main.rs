@@ -3,6 +3,7 @@
 mod artifacts;
 mod doctor;
 mod pyenv;
+mod reproduce;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -47,6 +48,8 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         jobs: usize,
     },
+    /// The main job: run a profile's experiment matrix, judge the paper's claims, write the frame and the report.
+    Reproduce(reproduce::Args),
     /// Re-hash the artifact cache; corrupt entries are quarantined and never used again.
     Verify,
     /// Render the paper report of a run (default: the newest under results/runs/) and publish it to paper/.
@@ -97,6 +100,7 @@ fn main() {
             jobs,
         }),
         Some(Command::Verify) => artifacts::verify(),
+        Some(Command::Reproduce(args)) => reproduce::run(args),
         Some(Command::Report { run }) => report(run),
         Some(Command::Diff {
             run_a,
@@ -208,7 +212,7 @@ fn diff(
 
 /// Installs the Debian packages the tests need that `dpkg -s` does not report as installed: with
 /// apt-get when running as root, otherwise by printing the command to run and failing.
-fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
+pub fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
     let installed = |p: &str| {
         std::process::Command::new("dpkg")
             .args(["-s", p])
@@ -240,6 +244,12 @@ fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
     xshell::cmd!(sh, "apt-get update -qq").run()?;
     xshell::cmd!(sh, "apt-get install -y -qq {missing...}").run()?;
     Ok(())
+}
+
+/// Lower-case hex sha256 of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(bytes))
 }
 
 pub fn project_root() -> std::path::PathBuf {

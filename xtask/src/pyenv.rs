@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
 use xshell::{cmd, Shell};
 
 use crate::project_root;
@@ -31,7 +30,7 @@ pub fn lock_sha256() -> Result<String> {
             lock_path().display()
         )
     })?;
-    Ok(format!("{:x}", Sha256::digest(bytes)))
+    Ok(crate::sha256_hex(&bytes))
 }
 
 /// True when .venv was built from the current lock file, its libtorch link resolves, and the

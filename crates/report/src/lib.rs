@@ -7,6 +7,7 @@
 //! [`schema`].
 pub mod appendix;
 pub mod claims;
+pub mod collect;
 pub mod diff;
 pub mod doc;
 pub mod figures;

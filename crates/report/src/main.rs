@@ -39,6 +39,11 @@ enum Command {
         #[arg(long)]
         publish: Option<PathBuf>,
     },
+    /// Collect a run's cells (cells/*/result.json) into metrics.parquet and metrics.csv.
+    Frame {
+        /// The run directory.
+        run_dir: PathBuf,
+    },
     /// Write the built-in fixture run (a small complete frame with images) to try the report on.
     Fixture {
         /// Directory to create.
@@ -88,6 +93,11 @@ fn run() -> Result<ExitCode> {
                 println!("published to {}", dest.display());
             }
             println!("{}\n{}", r.report_md.display(), r.report_html.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Frame { run_dir } => {
+            let n = report::collect::write_frame(&run_dir)?;
+            println!("{n} rows -> {}", run_dir.join(report::schema::FRAME_FILE).display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Fixture { dir } => {

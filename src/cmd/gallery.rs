@@ -1,0 +1,50 @@
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use baddiffusion::matrix::Profile;
+use baddiffusion::sampling::to_png_bytes;
+use baddiffusion::triggers::{ImageShape, Target, Trigger};
+
+/// Tab. 1: every trigger and target of a profile at its image size, as PNGs named after them.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Profile name (paper/profiles/NAME.toml) or a TOML path.
+    #[arg(long, default_value = "smoke")]
+    profile: String,
+    /// Writes OUT/triggers/NAME.png and OUT/targets/NAME.png.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let profile = Profile::load(&std::env::current_dir()?, &args.profile)?;
+    let shape = ImageShape::new(profile.data.channels, profile.data.size)?;
+    let sources = baddiffusion::inputs::source_images(None)?;
+    let mut triggers: Vec<&String> = profile.experiments.iter().flat_map(|e| &e.triggers).collect();
+    let mut targets: Vec<&String> = profile.experiments.iter().flat_map(|e| &e.targets).collect();
+    triggers.sort();
+    triggers.dedup();
+    targets.sort();
+    targets.dedup();
+    let write = |sub: &str, name: &str, t: &tch::Tensor| -> Result<()> {
+        let dir = args.out.join(sub);
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, to_png_bytes(t)?).with_context(|| format!("writing {}", path.display()))
+    };
+    let mut first = None;
+    for name in &triggers {
+        let g = name.parse::<Trigger>()?.build(shape, &sources)?;
+        // A trigger is shown as the official code shows it: stamped on a grey background.
+        write("triggers", name, &baddiffusion::triggers::bg2grey(&g))?;
+        first.get_or_insert(g);
+    }
+    // Targets that depend on the trigger (NoShift, Shift) are built from the profile's first.
+    if let Some(g) = first {
+        for name in &targets {
+            write("targets", name, &name.parse::<Target>()?.build(&g, &sources)?)?;
+        }
+    }
+    println!("{}", args.out.display());
+    Ok(())
+}

@@ -1,0 +1,88 @@
+use std::path::Path;
+
+use super::*;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn smoke() -> Profile {
+    Profile::load(root(), "smoke").unwrap()
+}
+
+#[test]
+fn every_committed_profile_loads_and_plans() {
+    let store = StageStore::new(tempfile::tempdir().unwrap().path());
+    for name in profile::known_profiles(root()) {
+        let p = Profile::load(root(), &name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let cells = p.cells(&Filter::default()).unwrap();
+        let plan = plan::plan(&p, cells, &store).unwrap();
+        assert!(plan.trainings >= 1 && plan.sampling_steps > 0, "{name}");
+        assert!(plan.estimated_seconds.is_some(), "{name} states no throughput");
+    }
+}
+
+#[test]
+fn the_smoke_matrix_has_every_experiment_and_shares_models() {
+    let p = smoke();
+    let cells = p.cells(&Filter::default()).unwrap();
+    let ids: std::collections::BTreeSet<&str> = cells.iter().map(|c| c.experiment.as_str()).collect();
+    for e in ["E1", "E2", "E4", "sampler"] {
+        assert!(ids.contains(e), "smoke lacks {e}");
+    }
+    // The paper's 0 % is the clean model itself, not a fine-tune.
+    let zero = cells.iter().find(|c| c.poison_rate == 0.0).unwrap();
+    assert_eq!(zero.training, Training::Pretrained);
+    assert!(p.train_settings(zero).is_none());
+    let plan = plan::plan(&p, cells.clone(), &StageStore::new("/nonexistent")).unwrap();
+    assert!(plan.trainings < cells.len(), "cells with equal training must share one model");
+}
+
+#[test]
+fn the_paper_profile_is_the_papers_matrix() {
+    let p = Profile::load(root(), "paper").unwrap();
+    let cells = p.cells(&Filter::default()).unwrap();
+    let e1 = cells.iter().filter(|c| c.experiment == "E1").count();
+    // 2 triggers × 5 targets × 8 poison rates (0 % included) × 3 seeds.
+    assert_eq!(e1, 2 * 5 * 8 * 3);
+    let e3 = cells.iter().find(|c| c.experiment == "E3").unwrap();
+    let celeba = p.for_experiment(&e3.experiment);
+    assert_eq!((celeba.data.size, celeba.finetune.learning_rate), (256, 8e-5));
+    assert_eq!(p.for_experiment("E1").data.size, 32);
+}
+
+#[test]
+fn filters_select_cells_and_reject_unknown_fields() {
+    let p = smoke();
+    let f = |only: &[&str]| Filter {
+        only: only.iter().map(|s| s.to_string()).collect(),
+        experiments: None,
+    };
+    let cells = p.cells(&f(&["experiment=E1", "poison_rate=0.5"])).unwrap();
+    assert!(!cells.is_empty());
+    assert!(cells.iter().all(|c| c.experiment == "E1" && c.poison_rate == 0.5));
+    let err = format!("{:#}", p.cells(&f(&["colour=red"])).unwrap_err());
+    assert!(err.contains("colour"), "{err}");
+    let err = format!("{:#}", p.cells(&f(&["no-such-cell"])).unwrap_err());
+    assert!(err.contains("no cell"), "{err}");
+}
+
+#[test]
+fn bad_profiles_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("paper/profiles/smoke.toml")).unwrap();
+    let cases = [
+        ("\"BOX_14\", \"STOP_SIGN_14\"", "\"BOX_14\", \"TRIANGLE\"", "TRIANGLE"),
+        ("[0.0, 0.1, 0.5]", "[0.0, 1.5]", "1.5"),
+        ("fid = \"proxy-fmnist\"", "fid = \"kid\"", "kid"),
+        ("[data]", "[data]\nlimt = 3", "limt"),
+    ];
+    for (from, to, named) in cases {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+        let err = format!("{:#}", Profile::load(root(), path.to_str().unwrap()).unwrap_err());
+        assert!(err.contains(named), "{named}: {err}");
+    }
+    let err = format!("{:#}", Profile::load(root(), "nope").unwrap_err());
+    assert!(err.contains("smoke"), "unknown profiles list the known ones: {err}");
+}

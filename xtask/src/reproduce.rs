@@ -1,0 +1,368 @@
+//! `cargo xtask reproduce`: the main job. Prepares the environment and inputs, asks `baddiff plan`
+//! for the cells, runs the base model then every cell as a `baddiff cell` process (`--jobs` at
+//! once; all caching lives in the stage cache, so an interrupted run resumes where it stopped),
+//! then judges the claims, writes the frame and the run manifest, and renders the report.
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::project_root;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// smoke (default; CPU, offline), kick-the-tires, paper, or a profile TOML path.
+    #[arg(long, default_value = "smoke")]
+    profile: String,
+    /// Only what these claims need (ids from paper/claims.toml); repeatable.
+    #[arg(long)]
+    claim: Vec<String>,
+    /// Only cells matching (a part of the cell id, or KEY=VALUE); repeatable.
+    #[arg(long)]
+    only: Vec<String>,
+    /// Print the cells, the inputs needed and the estimated time; run nothing.
+    #[arg(long)]
+    plan: bool,
+    /// Cells run at once (each a process; one per GPU on multi-GPU hosts).
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    /// Copies of the inputs for machines without network access (a directory or URL; repeatable).
+    #[arg(long = "mirror", value_name = "DIR|URL")]
+    mirrors: Vec<String>,
+    /// Run id [default: PROFILE-<UTC time>]; reusing one re-collects that run.
+    #[arg(long)]
+    run_id: Option<String>,
+    /// Device passed to every cell (cpu, cuda, cuda:N) [default: the profile's].
+    #[arg(long)]
+    device: Option<String>,
+}
+
+/// The compiled `baddiff` (built by `cargo build` first).
+fn baddiff() -> PathBuf {
+    project_root().join("target/debug/baddiff")
+}
+
+fn baddiff_cmd() -> Command {
+    let mut c = Command::new(baddiff());
+    c.current_dir(project_root());
+    c
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let started = Instant::now();
+    let root = project_root();
+    crate::pyenv::setup(false)?;
+    crate::ensure_debian_packages(&["dataset-fashion-mnist", "fonts-dejavu-core"])?;
+    build()?;
+
+    let mut plan_args: Vec<OsString> = vec!["plan".into(), "--profile".into(), (&a.profile).into()];
+    for c in &a.claim {
+        plan_args.extend(["--claim".into(), c.into()]);
+    }
+    for o in &a.only {
+        plan_args.extend(["--only".into(), o.into()]);
+    }
+    if a.plan {
+        let status = baddiff_cmd().args(&plan_args).status()?;
+        anyhow::ensure!(status.success(), "baddiff plan failed");
+        println!("inputs (artifacts/manifest.toml, profile {}):", a.profile);
+        return crate::artifacts::fetch(crate::artifacts::FetchArgs {
+            names: vec![],
+            profile: Some(a.profile.clone()),
+            manifest: None,
+            mirrors: a.mirrors.clone(),
+            offline: true,
+            jobs: 1,
+        })
+        .or_else(|e| {
+            println!("  ({e:#}; `cargo xtask fetch --profile {}` gets them)", a.profile);
+            Ok(())
+        });
+    }
+    let out = baddiff_cmd().args(&plan_args).arg("--json").output()?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let plan: Value = serde_json::from_slice(&out.stdout).context("reading baddiff plan --json")?;
+    let cells: Vec<String> = plan["cells"]
+        .as_array()
+        .context("plan has no cells")?
+        .iter()
+        .filter_map(|c| c["id"].as_str().map(String::from))
+        .collect();
+
+    // Inputs: the profile's pinned artifacts (a mirror serves machines without network).
+    crate::artifacts::fetch(crate::artifacts::FetchArgs {
+        names: vec![],
+        profile: Some(a.profile.clone()),
+        manifest: None,
+        mirrors: a.mirrors.clone(),
+        offline: false,
+        jobs: 4,
+    })
+    .with_context(|| {
+        format!(
+            "the inputs of profile {} are not all available; without network pass `--mirror DIR` with a copy",
+            a.profile
+        )
+    })?;
+
+    let run_id = a
+        .run_id
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", a.profile, utc_stamp()));
+    let run_dir = root.join("results/runs").join(&run_id);
+    std::fs::create_dir_all(run_dir.join("logs"))?;
+    println!("run {run_id}: {} cells -> {}", cells.len(), run_dir.display());
+
+    let cell_args = |cell: &str| -> Vec<OsString> {
+        let mut v: Vec<OsString> = vec![
+            "cell".into(),
+            "--profile".into(),
+            (&a.profile).into(),
+            "--cell".into(),
+            cell.into(),
+            "--run-dir".into(),
+            run_dir.clone().into(),
+        ];
+        if let Some(d) = &a.device {
+            v.extend(["--device".into(), d.into()]);
+        }
+        v
+    };
+    // The base model first: every cell needs it.
+    let status = baddiff_cmd()
+        .args(cell_args("base"))
+        .arg("--progress")
+        .status()?;
+    anyhow::ensure!(status.success(), "the clean base model failed");
+
+    let failed = run_cells(&cells, a.jobs.max(1), &run_dir, &cell_args)?;
+
+    let status = baddiff_cmd()
+        .args(["claims".into(), run_dir.clone().into_os_string()])
+        .args(["--profile", &a.profile])
+        .status()?;
+    anyhow::ensure!(status.success(), "judging the claims failed");
+    write_manifest(&run_dir, &a, &plan, started.elapsed().as_secs_f64())?;
+    let report = |args: &[OsString]| -> Result<()> {
+        let status = Command::new(root.join("target/debug/baddiff-report"))
+            .current_dir(&root)
+            .args(args)
+            .status()?;
+        anyhow::ensure!(status.success(), "baddiff-report {:?} failed", args.first());
+        Ok(())
+    };
+    report(&["frame".into(), run_dir.clone().into()])?;
+    let status = baddiff_cmd()
+        .args(["gallery", "--profile", &a.profile, "--out"])
+        .arg(run_dir.join("gallery"))
+        .status()?;
+    anyhow::ensure!(status.success(), "writing the trigger and target gallery failed");
+    report(&[
+        "render".into(),
+        run_dir.clone().into(),
+        "--publish".into(),
+        root.join("paper").into(),
+    ])?;
+    println!(
+        "results: {}\n  frame: metrics.parquet, metrics.csv; claims: claims.json; manifest.json\nreport: {}\n  (also published to paper/report.md and paper/report.html)\ntook {:.1} min",
+        run_dir.display(),
+        run_dir.join("report/report.html").display(),
+        started.elapsed().as_secs_f64() / 60.0
+    );
+    if !failed.is_empty() {
+        bail!(
+            "{} cell(s) failed: {} (logs in {}; rerun `cargo xtask reproduce` to retry them: finished stages are cached)",
+            failed.len(),
+            failed.join(", "),
+            run_dir.join("logs").display()
+        );
+    }
+    Ok(())
+}
+
+/// `cargo build` of the two programs the run needs (the test profile's build, so tests and runs
+/// share one compilation).
+fn build() -> Result<()> {
+    let status = Command::new(env!("CARGO"))
+        .current_dir(project_root())
+        .args([
+            "build", "--locked", "--quiet", "-p", "baddiffusion", "--bin", "baddiff", "-p",
+            "report", "--bin", "baddiff-report",
+        ])
+        .status()?;
+    anyhow::ensure!(status.success(), "building baddiff and baddiff-report failed");
+    Ok(())
+}
+
+/// Runs the cells `jobs` at a time with one overall progress bar; returns the failed ones.
+fn run_cells(
+    cells: &[String],
+    jobs: usize,
+    run_dir: &Path,
+    cell_args: &dyn Fn(&str) -> Vec<OsString>,
+) -> Result<Vec<String>> {
+    let bar = indicatif::ProgressBar::new(cells.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "cells {bar:30} {pos}/{len} [{elapsed} < {eta}] {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut queue: VecDeque<&String> = cells.iter().collect();
+    let mut running: Vec<(String, Child)> = Vec::new();
+    let mut failed = Vec::new();
+    // Each process gets its share of the cores, so `--jobs 2` on 2 cores does not oversubscribe.
+    let threads = (std::thread::available_parallelism().map_or(1, |n| n.get()) / jobs).max(1);
+    while !queue.is_empty() || !running.is_empty() {
+        while running.len() < jobs {
+            let Some(cell) = queue.pop_front() else { break };
+            let log = std::fs::File::create(run_dir.join("logs").join(format!("{cell}.log")))?;
+            let child = baddiff_cmd()
+                .args(cell_args(cell))
+                .env("OMP_NUM_THREADS", threads.to_string())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .stdin(Stdio::null())
+                .spawn()
+                .context("starting baddiff cell")?;
+            running.push((cell.clone(), child));
+        }
+        let names: Vec<&str> = running.iter().map(|(c, _)| c.as_str()).collect();
+        bar.set_message(names.join(" "));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut i = 0;
+        while i < running.len() {
+            if let Some(status) = running[i].1.try_wait()? {
+                let (cell, _) = running.remove(i);
+                if !status.success() {
+                    let log = run_dir.join("logs").join(format!("{cell}.log"));
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(5).collect();
+                    bar.println(format!(
+                        "cell {cell} FAILED ({status}); {}:\n  {}",
+                        log.display(),
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+                    ));
+                    failed.push(cell);
+                }
+                bar.inc(1);
+            } else {
+                i += 1;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(failed)
+}
+
+/// `manifest.json`: what produced the run (commit, toolchain, hardware, seeds) and what it cost
+/// (wall time, disk and peak memory per stage, from the cells' stage records).
+fn write_manifest(run_dir: &Path, a: &Args, plan: &Value, wall_s: f64) -> Result<()> {
+    let root = project_root();
+    let git = |args: &[&str]| -> Option<String> {
+        let o = Command::new("git").current_dir(&root).args(args).output().ok()?;
+        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let tool = |cmd: &str, args: &[&str]| -> Option<String> {
+        let o = Command::new(cmd).args(args).output().ok()?;
+        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let env: Value = Command::new(baddiff())
+        .arg("env")
+        .output()
+        .ok()
+        .and_then(|o| serde_json::from_slice(&o.stdout).ok())
+        .unwrap_or(Value::Null);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        });
+    let mem = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| {
+        t.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string() + " kB")
+    });
+    let mut stages = Vec::new();
+    let mut artifacts = serde_json::Map::new();
+    if let Ok(dir) = std::fs::read_dir(run_dir.join("cells")) {
+        let mut dirs: Vec<PathBuf> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        dirs.sort();
+        for d in dirs {
+            let Ok(text) = std::fs::read_to_string(d.join("result.json")) else { continue };
+            let Ok(r) = serde_json::from_str::<Value>(&text) else { continue };
+            let cell = r["cell"]["id"].clone();
+            let experiment = r["cell"]["experiment"].clone();
+            for s in r["stages"].as_array().into_iter().flatten() {
+                stages.push(json!({
+                    "stage": s["kind"], "cell": cell, "experiment": experiment, "label": s["label"],
+                    "key": s["key"], "ran_in_this_run": s["ran"], "wall_s": s["wall_s"],
+                    "disk_bytes": s["disk_bytes"], "peak_rss_bytes": s["peak_rss_bytes"],
+                }));
+            }
+        }
+    }
+    if let Ok(text) = std::fs::read_to_string(root.join("artifacts/manifest.lock")) {
+        artifacts.insert("manifest.lock".into(), json!(text));
+    }
+    let cargo_lock = std::fs::read(root.join("Cargo.lock")).unwrap_or_default();
+    let manifest = json!({
+        "run_id": run_dir.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "profile": a.profile,
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "git_commit": git(&["rev-parse", "HEAD"]),
+        "git_dirty": git(&["status", "--porcelain"]).map(|s| !s.is_empty()),
+        "cargo_lock_sha256": crate::sha256_hex(&cargo_lock),
+        "rustc": tool("rustc", &["--version"]),
+        "runtime": env,
+        "host_cpu": cpu,
+        "host_cores": std::thread::available_parallelism().map(|n| n.get()).ok(),
+        "host_memory": mem,
+        "jobs": a.jobs,
+        "seeds": plan["cells"].as_array().map(|c| {
+            let mut s: Vec<i64> = c.iter().filter_map(|c| c["seed"].as_i64()).collect();
+            s.sort(); s.dedup(); s
+        }),
+        "cells": plan["cells"].as_array().map(|c| c.len()),
+        "wall_s": wall_s,
+        "stages": stages,
+        "artifacts": artifacts,
+    });
+    std::fs::write(
+        run_dir.join("manifest.json"),
+        serde_json::to_string_pretty(&manifest)?,
+    )?;
+    Ok(())
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC, without a date crate.
+fn utc_stamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (H. Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
