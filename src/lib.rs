@@ -6,6 +6,7 @@ pub mod attack;
 pub mod backdoor_loss;
 pub mod checkpoint;
 pub mod datasets;
+pub mod defenses;
 pub mod files;
 pub mod inputs;
 pub mod metrics;
