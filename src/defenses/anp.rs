@@ -77,10 +77,7 @@ impl AnpConfig {
             self.steps_per_epoch != Some(0),
             "--steps-per-epoch must be positive (leave it out for full epochs)"
         );
-        ensure!(
-            self.grad_clip > 0.0,
-            "the gradient clip must be positive"
-        );
+        ensure!(self.grad_clip > 0.0, "the gradient clip must be positive");
         Ok(())
     }
 }

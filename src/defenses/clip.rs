@@ -45,11 +45,7 @@ pub fn clip_defense(
         optimiser_steps: 0,
         sampled_images: 2 * modes.len() as u64 * measure_opts.n as u64,
     };
-    let param = modes
-        .iter()
-        .map(|m| m.name())
-        .collect::<Vec<_>>()
-        .join("+");
+    let param = modes.iter().map(|m| m.name()).collect::<Vec<_>>().join("+");
     rows.extend(cost.rows("clip", &format!("clip={param}"), measure_opts.device));
     Ok(ClipResult {
         modes: modes.iter().map(|m| m.name().to_string()).collect(),

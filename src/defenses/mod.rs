@@ -344,7 +344,10 @@ impl<'a> CleanLoss<'a> {
 
 /// Freezes the model's weights for the duration of a defense and removes every perturbation
 /// afterwards, however the defense ends.
-fn with_frozen_model<T>(pipeline: &mut Pipeline, f: impl FnOnce(&mut Pipeline) -> Result<T>) -> Result<T> {
+fn with_frozen_model<T>(
+    pipeline: &mut Pipeline,
+    f: impl FnOnce(&mut Pipeline) -> Result<T>,
+) -> Result<T> {
     pipeline.checkpoint.vs.freeze();
     let out = f(pipeline);
     pipeline.checkpoint.model.clear_perturbations();

@@ -157,9 +157,8 @@ pub fn optimise_masks(
     cfg.validate()?;
     with_frozen_model(pipeline, |pipeline| {
         let convs = perturbable_convs(&pipeline.checkpoint.model)?;
-        let leaf = |v: f64, n: i64| {
-            Tensor::full([n], v, (Kind::Float, device)).set_requires_grad(true)
-        };
+        let leaf =
+            |v: f64, n: i64| Tensor::full([n], v, (Kind::Float, device)).set_requires_grad(true);
         let masks: Vec<Tensor> = convs.iter().map(|c| leaf(1.0, c.out_channels())).collect();
         let deltas: Vec<Tensor> = convs.iter().map(|c| leaf(0.0, c.out_channels())).collect();
         let xis: Vec<Tensor> = convs.iter().map(|c| leaf(0.0, c.out_channels())).collect();
@@ -193,7 +192,8 @@ pub fn optimise_masks(
                     // Random start in [−ε, ε], then ascent on the clean loss.
                     tch::no_grad(|| {
                         for t in &noise {
-                            let u = rng.rand(&t.size()).to_device(device) * (2.0 * cfg.eps) - cfg.eps;
+                            let u =
+                                rng.rand(&t.size()).to_device(device) * (2.0 * cfg.eps) - cfg.eps;
                             t.shallow_clone().copy_(&u);
                         }
                     });
@@ -235,8 +235,10 @@ pub fn optimise_masks(
             .zip(&masks)
             .map(|(c, m)| ConvMasks {
                 conv: c.path().to_string(),
-                masks: Vec::<f64>::try_from(m.detach().to_kind(Kind::Double).to_device(tch::Device::Cpu))
-                    .expect("a 1-d float64 CPU tensor converts to Vec<f64>"),
+                masks: Vec::<f64>::try_from(
+                    m.detach().to_kind(Kind::Double).to_device(tch::Device::Cpu),
+                )
+                .expect("a 1-d float64 CPU tensor converts to Vec<f64>"),
             })
             .collect())
     })

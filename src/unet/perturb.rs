@@ -71,3 +71,65 @@ impl PerturbConv2d {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+    use crate::unet::{UNet2DConfig, UNet2DModel};
+    use tch::{Device, Kind};
+
+    #[test]
+    fn every_conv_is_hooked_by_its_state_dict_name_and_is_exact_when_unperturbed() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut rng = Rng::seeded(1);
+        let model = rng
+            .with(|| UNet2DModel::new(vs.root(), &UNet2DConfig::scale(16, 1)))
+            .unwrap();
+        let x = rng.randn(&[2, 1, 16, 16]);
+        drop(rng);
+        let vars = vs.variables();
+        let mut conv_weights: Vec<&String> = vars
+            .iter()
+            .filter(|(_, t)| t.dim() == 4)
+            .map(|(k, _)| k)
+            .collect();
+        conv_weights.sort();
+        let convs = model.convs();
+        let mut hooked: Vec<String> = convs
+            .iter()
+            .map(|c| format!("{}.weight", c.path()))
+            .collect();
+        hooked.sort();
+        assert_eq!(hooked.iter().collect::<Vec<_>>(), conv_weights);
+        for c in &convs {
+            assert_eq!(
+                vars[&format!("{}.weight", c.path())].size()[0],
+                c.out_channels()
+            );
+        }
+
+        let run = || tch::no_grad(|| model.forward_at(&x, 7, false));
+        let plain = run();
+        // γ = 1, β = 0 everywhere changes nothing.
+        for c in &convs {
+            let n = c.out_channels();
+            c.set_affine(Some(ChannelAffine {
+                scale: Tensor::ones([n], (Kind::Float, Device::Cpu)),
+                shift: Tensor::zeros([n], (Kind::Float, Device::Cpu)),
+            }));
+        }
+        assert!(run().equal(&plain));
+        model.clear_perturbations();
+        // The output conv is last: its affine acts on the model's output directly.
+        let out = convs.last().unwrap();
+        assert_eq!(out.path(), "conv_out");
+        out.set_affine(Some(ChannelAffine {
+            scale: Tensor::from_slice(&[2.0f32]),
+            shift: Tensor::from_slice(&[0.5f32]),
+        }));
+        assert!(run().equal(&(&plain * 2.0 + 0.5)));
+        model.clear_perturbations();
+        assert!(run().equal(&plain));
+    }
+}
