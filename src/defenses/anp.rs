@@ -227,16 +227,22 @@ pub fn anp_probe(
             rows.extend(defense_rows(metrics, "anp", &param, Some(epoch), "clean"));
         }
         let mse_best = trace.iter().map(|e| e.mse).fold(f64::INFINITY, f64::min);
-        let ssim_best = trace
+        // SSIM is NaN where the images are too small for its window.
+        let ssims: Vec<f64> = trace
             .iter()
             .map(|e| e.ssim)
-            .fold(f64::NEG_INFINITY, f64::max);
+            .filter(|v| v.is_finite())
+            .collect();
+        let ssim_best = ssims.iter().copied().reduce(f64::max).unwrap_or(f64::NAN);
         let template = rows
             .iter()
             .find(|r| r.row.metric == "MSE")
             .cloned()
             .expect("at least one epoch was measured");
         for (metric, value) in [("MSE_best", mse_best), ("SSIM_best", ssim_best)] {
+            if value.is_nan() {
+                continue;
+            }
             let mut r = template.clone();
             r.defense_epoch = None;
             r.row.metric = metric.into();

@@ -4,8 +4,8 @@
 //! Each output channel of every convolution gets a mask m ∈ [0, 1] (start 1) and, per batch,
 //! an adversarial multiplicative and additive perturbation δ, ξ ∈ [−ε, ε]:
 //! `y = conv(x)·(m + δ) + ξ`. Per batch, δ and ξ start uniform in [−ε, ε] and take
-//! `pgd_steps` signed-gradient-free ascent steps of size ε/pgd_steps on the clean loss (ANP's
-//! SGD on −loss), then the masks take one SGD step (momentum 0.9) on
+//! `pgd_steps` gradient-ascent steps (learning rate ε/pgd_steps) on the clean loss, as ANP's SGD
+//! on −loss does, then the masks take one SGD step (momentum 0.9) on
 //! `α·L(m) + (1−α)·L(m + δ, ξ)` and are clipped to [0, 1]. Channels with the smallest masks are
 //! then pruned: their weights and bias are set to 0, so the pruned model is an ordinary
 //! diffusers checkpoint.
