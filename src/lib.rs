@@ -7,6 +7,7 @@ pub mod backdoor_loss;
 pub mod checkpoint;
 pub mod claims;
 pub mod datasets;
+pub mod defenses;
 pub mod files;
 pub mod inputs;
 pub mod matrix;

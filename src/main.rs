@@ -22,6 +22,8 @@ enum Command {
     Fid(cmd::fid::Args),
     /// Sample clean images, or backdoor images with --trigger, from a diffusers model directory.
     Sample(cmd::sample::Args),
+    /// Run a defense (anp, anp-prune, clip) on a backdoored model and write its rows.
+    Defend(cmd::defend::Args),
     /// Train one cell: backdoor fine-tuning or training from scratch, resumable.
     Train(cmd::train::Args),
     /// List the cells of a profile and estimate their cost.
@@ -54,6 +56,7 @@ fn main() {
         Command::Cell(args) => cmd::cell::run(args),
         Command::Claims(args) => cmd::claims::run(args),
         Command::Gallery(args) => cmd::gallery::run(args),
+        Command::Defend(args) => cmd::defend::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -1,6 +1,7 @@
 //! One file per `baddiff` subcommand: argument parsing and printing only; the library computes.
 pub mod cell;
 pub mod claims;
+pub mod defend;
 pub mod env;
 pub mod fid;
 pub mod gallery;

@@ -6,6 +6,7 @@
 pub mod attention;
 pub mod config;
 pub mod embeddings;
+pub mod perturb;
 pub mod resnet;
 pub mod unet_2d_blocks;
 
@@ -18,6 +19,7 @@ use tch::{nn, nn::Module, Kind, Tensor};
 use config::{DownBlockType, UpBlockType};
 pub use config::{SampleSize, UNet2DConfig};
 use embeddings::{TimestepEmbedding, Timesteps};
+pub use perturb::{ChannelAffine, PerturbConv2d};
 use resnet::ResnetOpts;
 use unet_2d_blocks::{
     AttnDownBlock2D, AttnUpBlock2D, BlockOpts, DownBlock2D, UNetMidBlock2D, UpBlock2D,
@@ -53,7 +55,7 @@ impl Fill {
         k: i64,
         stride: i64,
         padding: i64,
-    ) -> nn::Conv2D {
+    ) -> PerturbConv2d {
         let init = self.uniform(c_in * k * k);
         let cfg = nn::ConvConfig {
             stride,
@@ -62,7 +64,8 @@ impl Fill {
             bs_init: init,
             ..Default::default()
         };
-        nn::conv2d(p, c_in, c_out, k, cfg)
+        let path = p.components().collect::<Vec<_>>().join(".");
+        PerturbConv2d::new(nn::conv2d(p, c_in, c_out, k, cfg), path, c_out)
     }
 
     pub(crate) fn linear(self, p: nn::Path, d_in: i64, d_out: i64) -> nn::Linear {
@@ -114,14 +117,14 @@ enum UpBlock {
 #[derive(Debug)]
 pub struct UNet2DModel {
     config: UNet2DConfig,
-    conv_in: nn::Conv2D,
+    conv_in: PerturbConv2d,
     time_proj: Timesteps,
     time_embedding: TimestepEmbedding,
     down_blocks: Vec<DownBlock>,
     mid_block: Option<UNetMidBlock2D>,
     up_blocks: Vec<UpBlock>,
     conv_norm_out: nn::GroupNorm,
-    conv_out: nn::Conv2D,
+    conv_out: PerturbConv2d,
 }
 
 impl UNet2DModel {
@@ -246,6 +249,36 @@ impl UNet2DModel {
 
     pub fn config(&self) -> &UNet2DConfig {
         &self.config
+    }
+
+    /// Every convolution of the model, in state-dict order of construction (the hooks of the
+    /// ANP defenses).
+    pub fn convs(&self) -> Vec<&PerturbConv2d> {
+        let mut out = vec![&self.conv_in];
+        for b in &self.down_blocks {
+            match b {
+                DownBlock::Plain(b) => b.convs(&mut out),
+                DownBlock::Attn(b) => b.convs(&mut out),
+            }
+        }
+        if let Some(m) = &self.mid_block {
+            m.convs(&mut out);
+        }
+        for b in &self.up_blocks {
+            match b {
+                UpBlock::Plain(b) => b.convs(&mut out),
+                UpBlock::Attn(b) => b.convs(&mut out),
+            }
+        }
+        out.push(&self.conv_out);
+        out
+    }
+
+    /// Removes every conv's affine: the model computes exactly its weights again.
+    pub fn clear_perturbations(&self) {
+        for c in self.convs() {
+            c.set_affine(None);
+        }
     }
 
     /// Predicts ε for `sample` (B, C, H, W) at `timesteps`: a 0-dim tensor (one timestep for

@@ -2,18 +2,18 @@
 //! as `UNet2DModel` uses them: pre-norm residual blocks with an additive timestep embedding.
 use tch::{nn, nn::Module, Tensor};
 
-use super::Fill;
+use super::{Fill, PerturbConv2d};
 
 /// `ResnetBlock2D` with `time_embedding_norm="default"` and `pre_norm=True`:
 /// `(shortcut(x) + conv2(drop(silu(norm2(conv1(silu(norm1(x))) + proj(silu(temb))))))) / scale`.
 #[derive(Debug)]
 pub struct ResnetBlock2D {
     norm1: nn::GroupNorm,
-    conv1: nn::Conv2D,
+    conv1: PerturbConv2d,
     time_emb_proj: nn::Linear,
     norm2: nn::GroupNorm,
-    conv2: nn::Conv2D,
-    conv_shortcut: Option<nn::Conv2D>,
+    conv2: PerturbConv2d,
+    conv_shortcut: Option<PerturbConv2d>,
     dropout: f64,
     output_scale_factor: f64,
 }
@@ -50,6 +50,12 @@ impl ResnetBlock2D {
         }
     }
 
+    pub(crate) fn convs<'a>(&'a self, out: &mut Vec<&'a PerturbConv2d>) {
+        out.push(&self.conv1);
+        out.push(&self.conv2);
+        out.extend(&self.conv_shortcut);
+    }
+
     pub fn forward_t(&self, input: &Tensor, temb: &Tensor, train: bool) -> Tensor {
         let h = self.conv1.forward(&self.norm1.forward(input).silu());
         let t = self
@@ -72,7 +78,7 @@ impl ResnetBlock2D {
 /// pads only right and bottom by one (the original TensorFlow DDPM's "SAME" padding).
 #[derive(Debug)]
 pub struct Downsample2D {
-    conv: nn::Conv2D,
+    conv: PerturbConv2d,
     padding: i64,
 }
 
@@ -82,6 +88,10 @@ impl Downsample2D {
             conv: fill.conv2d(&p / "conv", channels, channels, 3, 2, padding),
             padding,
         }
+    }
+
+    pub(crate) fn convs<'a>(&'a self, out: &mut Vec<&'a PerturbConv2d>) {
+        out.push(&self.conv);
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
@@ -96,7 +106,7 @@ impl Downsample2D {
 /// `Upsample2D(use_conv=True)`: nearest-neighbour ×2, then a 3×3 conv.
 #[derive(Debug)]
 pub struct Upsample2D {
-    conv: nn::Conv2D,
+    conv: PerturbConv2d,
 }
 
 impl Upsample2D {
@@ -104,6 +114,10 @@ impl Upsample2D {
         Upsample2D {
             conv: fill.conv2d(&p / "conv", channels, channels, 3, 1, 1),
         }
+    }
+
+    pub(crate) fn convs<'a>(&'a self, out: &mut Vec<&'a PerturbConv2d>) {
+        out.push(&self.conv);
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
@@ -125,7 +139,7 @@ mod tests {
         tch::no_grad(|| {
             // An all-ones 3x3 kernel sums each window: with right/bottom padding the top-left
             // output window covers rows/cols 0..3 of a 4x4 input, fully inside.
-            let _ = d.conv.ws.fill_(1.0);
+            let _ = d.conv.conv.ws.fill_(1.0);
             let x = Tensor::ones([1, 1, 4, 4], (Kind::Float, Device::Cpu));
             let y = d.forward(&x);
             assert_eq!(y.size(), [1, 1, 2, 2]);

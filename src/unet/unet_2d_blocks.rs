@@ -5,7 +5,7 @@ use tch::{nn, Tensor};
 
 use super::attention::Attention;
 use super::resnet::{Downsample2D, ResnetBlock2D, ResnetOpts, Upsample2D};
-use super::Fill;
+use super::{Fill, PerturbConv2d};
 
 /// Settings shared by every block of one UNet.
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +56,15 @@ impl DownBlock2D {
         DownBlock2D {
             resnets,
             downsampler,
+        }
+    }
+
+    pub(crate) fn convs<'a>(&'a self, out: &mut Vec<&'a PerturbConv2d>) {
+        for r in &self.resnets {
+            r.convs(out);
+        }
+        if let Some(d) = &self.downsampler {
+            d.convs(out);
         }
     }
 
@@ -122,6 +131,15 @@ impl AttnDownBlock2D {
         })
     }
 
+    pub(crate) fn convs<'a>(&'a self, out: &mut Vec<&'a PerturbConv2d>) {
+        for r in &self.resnets {
+            r.convs(out);
+        }
+        if let Some(d) = &self.downsampler {
+            d.convs(out);
+        }
+    }
+
     pub fn forward_t(&self, x: &Tensor, temb: &Tensor, train: bool) -> (Tensor, Vec<Tensor>) {
         let mut h = x.shallow_clone();
         let mut states = Vec::with_capacity(self.resnets.len() + 1);
@@ -172,6 +190,12 @@ impl UNetMidBlock2D {
             None
         };
         Ok(UNetMidBlock2D { resnets, attention })
+    }
+
+    pub(crate) fn convs<'a>(&'a self, out: &mut Vec<&'a PerturbConv2d>) {
+        for r in &self.resnets {
+            r.convs(out);
+        }
     }
 
     pub fn forward_t(&self, x: &Tensor, temb: &Tensor, train: bool) -> Tensor {
@@ -229,6 +253,15 @@ impl UpBlock2D {
 
     pub fn num_resnets(&self) -> usize {
         self.resnets.len()
+    }
+
+    pub(crate) fn convs<'a>(&'a self, out: &mut Vec<&'a PerturbConv2d>) {
+        for r in &self.resnets {
+            r.convs(out);
+        }
+        if let Some(u) = &self.upsampler {
+            u.convs(out);
+        }
     }
 
     pub fn forward_t(
@@ -300,6 +333,15 @@ impl AttnUpBlock2D {
 
     pub fn num_resnets(&self) -> usize {
         self.resnets.len()
+    }
+
+    pub(crate) fn convs<'a>(&'a self, out: &mut Vec<&'a PerturbConv2d>) {
+        for r in &self.resnets {
+            r.convs(out);
+        }
+        if let Some(u) = &self.upsampler {
+            u.convs(out);
+        }
     }
 
     pub fn forward_t(

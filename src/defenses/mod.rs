@@ -1,0 +1,409 @@
+//! Defenses against the backdoor (spec §6): the paper's ANP probe ([`anp`]), ANP pruning as
+//! Wu & Wang (2021) define it ([`prune`], beyond the paper), and inference-time clipping
+//! ([`clip`]). Each reports its compute cost and writes [`DefenseRow`]s: the metric rows of
+//! [`crate::metrics`] with the defense, its parameters and (for ANP traces) the epoch.
+pub mod anp;
+pub mod clip;
+pub mod prune;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::backdoor_loss::{q_sample_backdoor, BackdoorSchedule};
+use crate::datasets::{shuffled_batches, Dataset};
+use crate::metrics::image_folder::ImageSet;
+use crate::metrics::mse::{self, MSE_THRESHOLD};
+use crate::metrics::ssim::SsimConfig;
+use crate::metrics::{MetricRow, Protocol};
+use crate::pipeline::{tensor_sha256, Pipeline, Trigger};
+use crate::rng::Rng;
+use crate::scheduler::{Clip, NoiseSchedule, Overrides, Sampler, SamplerKind, SchedulerConfig};
+use crate::triggers::{self, ImageShape};
+use crate::unet::{PerturbConv2d, UNet2DModel};
+
+/// One measured value of a defense run: a metric row plus what produced it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DefenseRow {
+    /// `anp`, `anp-prune` or `clip`.
+    pub defense: String,
+    /// The defense's settings, e.g. `lr=0.0001,budget=4`.
+    pub defense_param: String,
+    /// The ANP epoch after which the value was measured (ANP traces only).
+    pub defense_epoch: Option<u64>,
+    /// Which initial noise the measured samples started from: `clean` or `backdoor`.
+    pub samples: String,
+    #[serde(flatten)]
+    pub row: MetricRow,
+}
+
+/// What a defense cost to run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cost {
+    /// Wall-clock seconds, optimisation and measurement together.
+    pub seconds: f64,
+    /// Optimiser steps (ANP: perturbation steps; pruning: mask steps; clipping: 0).
+    pub optimiser_steps: u64,
+    /// Images sampled for the measurements.
+    pub sampled_images: u64,
+}
+
+impl Cost {
+    /// The cost as rows (`cost_seconds`, `cost_optimiser_steps`), so tables of rows carry it.
+    fn rows(&self, defense: &str, param: &str, device: Device) -> Vec<DefenseRow> {
+        let protocol = Protocol {
+            implementation: "wall clock of the whole defense run".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            dtype: "float32".into(),
+            device: format!("{device:?}"),
+            n_generated: self.sampled_images as i64,
+            ..Protocol::default()
+        };
+        [
+            ("cost_seconds", self.seconds),
+            ("cost_optimiser_steps", self.optimiser_steps as f64),
+        ]
+        .into_iter()
+        .map(|(metric, value)| DefenseRow {
+            defense: defense.into(),
+            defense_param: param.into(),
+            defense_epoch: None,
+            samples: "none".into(),
+            row: MetricRow {
+                metric: metric.into(),
+                value,
+                protocol: protocol.clone(),
+            },
+        })
+        .collect()
+    }
+}
+
+/// The backdoor under test: its trigger (added to the initial noise) and target.
+pub struct Backdoor {
+    pub trigger: Trigger,
+    /// Target in [−1, 1], `[C, H, W]`.
+    pub target: Tensor,
+    pub target_sha256: String,
+}
+
+impl Backdoor {
+    /// Builds the named trigger and target (e.g. `BOX_14`, `CORNER`) at the model's image shape.
+    pub fn for_pipeline(
+        pipeline: &Pipeline,
+        trigger: &str,
+        target: &str,
+        sources: Option<&Path>,
+    ) -> Result<Backdoor> {
+        let [c, h, w] = pipeline.image_shape()?;
+        ensure!(
+            h == w,
+            "triggers are defined for square images, the model makes {h}×{w}"
+        );
+        let shape = ImageShape::new(c as usize, h as usize)?;
+        let trig: triggers::Trigger = trigger.parse()?;
+        let targ: triggers::Target = target.parse()?;
+        let sources = crate::inputs::source_images(sources)?;
+        let g = trig.build(shape, &sources)?;
+        let y = targ.build(&g, &sources)?;
+        Ok(Backdoor {
+            target_sha256: tensor_sha256(&y),
+            target: y,
+            trigger: Trigger {
+                name: trigger.into(),
+                tensor: g,
+            },
+        })
+    }
+}
+
+/// How the defenses sample for their measurements.
+#[derive(Clone, Debug)]
+pub struct MeasureOptions {
+    /// Images per measurement (the official ANP probe: 128).
+    pub n: usize,
+    pub seed: u64,
+    pub batch: usize,
+    /// DDPM inference steps; `None` = all training steps, as the paper samples.
+    pub steps: Option<usize>,
+    pub device: Device,
+}
+
+impl MeasureOptions {
+    fn validate(&self) -> Result<()> {
+        ensure!(
+            self.n > 0,
+            "the number of measurement samples must be positive (--n)"
+        );
+        ensure!(self.batch > 0, "the sampling batch must be positive");
+        Ok(())
+    }
+}
+
+/// Rebuilds the pipeline's DDPM sampler with clip mode `clip`, whatever the checkpoint's
+/// scheduler says (a defense chooses the clipping; the run records it).
+pub fn set_clip(pipeline: &mut Pipeline, clip: Clip) -> Result<()> {
+    let json = pipeline
+        .checkpoint
+        .scheduler_config
+        .as_ref()
+        .context("the model has no scheduler config")?;
+    let config = SchedulerConfig::from_json(json)?;
+    let overrides = Overrides {
+        clip: Some(clip),
+        allow_contradiction: true,
+        ..Overrides::default()
+    };
+    pipeline.sampler = Sampler::new(SamplerKind::Ddpm, &config, &overrides)?;
+    Ok(())
+}
+
+/// Samples with the pipeline as it is (perturbed or not) and measures the samples against the
+/// backdoor target: `MSE`, `MSE_threshold_rate`, `SSIM`, and for a clean-quality check the
+/// mean and standard deviation of the pixels (`pixel_mean`, `pixel_std`, in [0, 1]).
+/// Returns the rows and the 8-bit images.
+pub fn measure(
+    pipeline: &mut Pipeline,
+    opts: &MeasureOptions,
+    trigger: Option<&Trigger>,
+    backdoor: &Backdoor,
+) -> Result<(Vec<MetricRow>, Tensor)> {
+    let popts = crate::pipeline::PipelineOptions {
+        sampler: SamplerKind::Ddpm,
+        steps: opts.steps,
+        clip: None,
+        override_scheduler: true,
+        n: opts.n,
+        seed: opts.seed,
+        batch: opts.batch,
+        device: opts.device,
+        progress: false,
+    };
+    let samples = pipeline.sample(&popts, trigger)?;
+    let u8 = crate::sampling::to_u8(&samples.images);
+    let origin = pipeline.model_dir.join(if trigger.is_some() {
+        "<backdoor samples>"
+    } else {
+        "<clean samples>"
+    });
+    let set = ImageSet::from_tensor(u8.shallow_clone(), &origin)?;
+    let mut rows = target_rows(&set, backdoor)?;
+    let clip = pipeline.sampler.clip().name();
+    for r in &mut rows {
+        r.protocol.device = format!("{:?}", opts.device);
+        r.protocol
+            .warnings
+            .push(format!("sampled in memory with DDPM, clip {clip}"));
+    }
+    let unit = u8.to_kind(Kind::Double) / 255.0;
+    let base = rows[0].protocol.clone();
+    for (metric, value) in [
+        ("pixel_mean", unit.mean(Kind::Double).double_value(&[])),
+        ("pixel_std", unit.std(true).double_value(&[])),
+    ] {
+        rows.push(MetricRow {
+            metric: metric.into(),
+            value,
+            protocol: Protocol {
+                implementation: format!(
+                    "baddiffusion {metric} of 8-bit samples / 255 (a clean-quality check, not FID)"
+                ),
+                reference_split: None,
+                reference_hash: None,
+                n_reference: 0,
+                ..base.clone()
+            },
+        });
+    }
+    Ok((rows, u8))
+}
+
+/// `MSE`, `MSE_threshold_rate` and `SSIM` to the target. Images smaller than the SSIM window
+/// (scale models at 8 px) get the two MSE rows only, measured as `target_metrics` measures them,
+/// with a warning saying why SSIM is missing.
+fn target_rows(set: &ImageSet, backdoor: &Backdoor) -> Result<Vec<MetricRow>> {
+    let ssim = SsimConfig::default();
+    let (_, h, w) = set.image_shape();
+    if h.min(w) >= ssim.window() {
+        return crate::metrics::target_metrics(
+            set,
+            &backdoor.target,
+            &backdoor.target_sha256,
+            &ssim,
+            MSE_THRESHOLD,
+        );
+    }
+    let y01 = mse::target_to_unit(&backdoor.target);
+    let per_image = mse::per_image_mse(&(set.images.to_kind(Kind::Double) / 255.0), &y01)?;
+    let protocol = |implementation: &str| Protocol {
+        implementation: implementation.into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        n_generated: set.len() as i64,
+        n_reference: 1,
+        reference_split: Some("backdoor target".into()),
+        reference_hash: Some(backdoor.target_sha256.clone()),
+        image_format: "png (8-bit) / 255 vs target clamp(y/2+0.5, 0, 1) unquantised".into(),
+        dtype: "float64".into(),
+        device: "Cpu".into(),
+        warnings: vec![format!(
+            "no SSIM: {h}×{w} images are smaller than its {0}×{0} window",
+            ssim.window()
+        )],
+        ..Protocol::default()
+    };
+    Ok(vec![
+        MetricRow {
+            metric: "MSE".into(),
+            value: mse::mse(&per_image),
+            protocol: protocol("baddiffusion MSE (official measure: mean over N·C·H·W)"),
+        },
+        MetricRow {
+            metric: "MSE_threshold_rate".into(),
+            value: mse::mse_threshold_rate(&per_image, MSE_THRESHOLD),
+            protocol: protocol(&format!(
+                "baddiffusion MSE threshold rate (per-image MSE < {MSE_THRESHOLD})"
+            )),
+        },
+    ])
+}
+
+/// Wraps metric rows as defense rows.
+fn defense_rows(
+    rows: Vec<MetricRow>,
+    defense: &str,
+    param: &str,
+    epoch: Option<u64>,
+    samples: &str,
+) -> Vec<DefenseRow> {
+    rows.into_iter()
+        .map(|row| DefenseRow {
+            defense: defense.into(),
+            defense_param: param.into(),
+            defense_epoch: epoch,
+            samples: samples.into(),
+            row,
+        })
+        .collect()
+}
+
+/// The value of `metric` among `rows`.
+pub fn value_of(rows: &[MetricRow], metric: &str) -> Option<f64> {
+    rows.iter().find(|r| r.metric == metric).map(|r| r.value)
+}
+
+/// Every convolution of `model`; an error if it has none (nothing for ANP to perturb).
+pub fn perturbable_convs(model: &UNet2DModel) -> Result<Vec<&PerturbConv2d>> {
+    require_convs(model.convs())
+}
+
+fn require_convs(convs: Vec<&PerturbConv2d>) -> Result<Vec<&PerturbConv2d>> {
+    if convs.is_empty() {
+        bail!(
+            "the model has no convolutions: ANP perturbs the output channels of every Conv2d, \
+             so it needs a convolutional UNet2DModel checkpoint"
+        );
+    }
+    Ok(convs)
+}
+
+/// The clean DDPM loss (the backdoor loss with R = 0, spec §6.1) on clean training images:
+/// the objective the ANP perturbation maximises and ANP pruning's natural loss.
+pub struct CleanLoss<'a> {
+    pub model: &'a UNet2DModel,
+    pub data: &'a Dataset,
+    schedule: BackdoorSchedule,
+    device: Device,
+}
+
+/// One draw of the clean loss's randomness: images, timesteps and noise.
+pub struct CleanBatch {
+    pub x0: Tensor,
+    pub timesteps: Tensor,
+    pub noise: Tensor,
+}
+
+impl<'a> CleanLoss<'a> {
+    pub fn new(pipeline: &'a Pipeline, data: &'a Dataset, device: Device) -> Result<Self> {
+        let json = pipeline
+            .checkpoint
+            .scheduler_config
+            .as_ref()
+            .context("the model has no scheduler config: cannot know its noise schedule")?;
+        let resolved = SchedulerConfig::from_json(json)?.resolve(SamplerKind::Ddpm)?;
+        let noise = NoiseSchedule::new(&resolved)?;
+        let [c, h, w] = pipeline.image_shape()?;
+        let (dc, (dh, dw)) = (data.channels() as i64, data.image_size());
+        ensure!(
+            (dc, dh as i64, dw as i64) == (c, h, w),
+            "the data are {dc} channel(s) at {dh}×{dw} but the model takes {c} at {h}×{w}: \
+             load the data at the model's channels and size"
+        );
+        ensure!(!data.is_empty(), "the clean data set is empty");
+        Ok(CleanLoss {
+            model: &pipeline.checkpoint.model,
+            data,
+            schedule: BackdoorSchedule::from_betas(&noise.betas),
+            device,
+        })
+    }
+
+    /// One epoch's index batches, at most `cap` of them.
+    pub fn epoch(&self, batch: usize, cap: Option<u64>, rng: &mut Rng) -> Vec<Tensor> {
+        let mut b = shuffled_batches(self.data.len(), batch, rng);
+        if let Some(cap) = cap {
+            b.truncate(cap as usize);
+        }
+        b
+    }
+
+    /// Draws images (randomly flipped), noise and timesteps in the training code's order.
+    pub fn draw(&self, indices: &Tensor, rng: &mut Rng) -> CleanBatch {
+        let x0 = self.data.clean_batch(indices, rng).to_device(self.device);
+        let noise = rng.randn(&x0.size()).to_device(self.device);
+        let timesteps = rng
+            .randint(self.schedule.num_train_timesteps(), &[x0.size()[0]])
+            .to_device(self.device);
+        CleanBatch {
+            x0,
+            timesteps,
+            noise,
+        }
+    }
+
+    /// `mse(ε, ε_θ(x_t, t))` with the model as currently perturbed.
+    pub fn loss(&self, b: &CleanBatch) -> Result<Tensor> {
+        let r = b.x0.zeros_like();
+        let (x_t, target) = q_sample_backdoor(&self.schedule, &b.x0, &r, &b.timesteps, &b.noise)?;
+        let eps = self.model.forward_t(&x_t, &b.timesteps, false);
+        Ok(target.mse_loss(&eps, tch::Reduction::Mean))
+    }
+}
+
+/// Freezes the model's weights for the duration of a defense and removes every perturbation
+/// afterwards, however the defense ends.
+fn with_frozen_model<T>(
+    pipeline: &mut Pipeline,
+    f: impl FnOnce(&mut Pipeline) -> Result<T>,
+) -> Result<T> {
+    pipeline.checkpoint.vs.freeze();
+    let out = f(pipeline);
+    pipeline.checkpoint.model.clear_perturbations();
+    pipeline.checkpoint.vs.unfreeze();
+    out
+}
+
+/// Serialises a clip mode by its name (`none`, `x0`, `xt`).
+fn clip_name<S: serde::Serializer>(clip: &Clip, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(clip.name())
+}
+
+/// A started clock for [`Cost::seconds`].
+fn clock() -> Instant {
+    Instant::now()
+}
