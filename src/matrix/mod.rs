@@ -3,6 +3,7 @@
 //!
 //! `baddiff plan` lists a profile's cells, `baddiff cell` runs one (the unit the local executor
 //! runs in parallel and a cluster runs as one array task); `cargo xtask reproduce` drives both.
+pub mod defend;
 pub mod plan;
 pub mod profile;
 pub mod run;

@@ -341,6 +341,11 @@ impl Cells {
                 }
             }
         }
+        for spec in &cell.defenses {
+            let (defense_rows, rec) = self.defend(cell, &model, spec, epochs)?;
+            rows.extend(defense_rows);
+            stages.push(rec);
+        }
         let result = CellResult {
             cell: cell.clone(),
             rows,

@@ -1,0 +1,141 @@
+//! The defend stage: a defense from a profile's `[[experiment.defense]]` table run on a cell's
+//! model (spec §6). `kind = "anp"` is the paper's ANP probe (sweep `lr` and `budget`);
+//! `kind = "anp-prune"` is ANP's own pruning (Wu & Wang 2021). Inference-time clipping needs no
+//! stage of its own: it is an evaluation (`evals = [{ clip = "xt" }]`).
+use anyhow::{bail, Context as _, Result};
+use serde_json::{json, Value};
+
+use super::run::{BaseModel, Cells};
+use super::stage::{StageKey, StageRecord};
+use super::{Cell, Eval, FrameRow};
+use crate::defenses::anp::{anp_probe, AnpConfig};
+use crate::defenses::prune::{anp_prune, PruneBy, PruneConfig};
+use crate::defenses::{Backdoor, DefenseRow, MeasureOptions};
+use crate::pipeline::{Pipeline, PipelineOptions};
+
+fn num(spec: &Value, field: &str) -> Option<f64> {
+    spec.get(field).and_then(Value::as_f64)
+}
+
+/// Reads the settings a defense table may carry, refusing unknown ones.
+fn check_fields(spec: &Value, allowed: &[&str]) -> Result<()> {
+    for k in spec.as_object().into_iter().flat_map(|o| o.keys()) {
+        if !allowed.contains(&k.as_str()) {
+            bail!("defense field `{k}` is unknown; allowed: {}", allowed.join(", "));
+        }
+    }
+    Ok(())
+}
+
+impl Cells {
+    /// Runs one defense on `model` and returns its frame rows.
+    pub fn defend(
+        &self,
+        cell: &Cell,
+        model: &BaseModel,
+        spec: &Value,
+        epochs: f64,
+    ) -> Result<(Vec<FrameRow>, StageRecord)> {
+        let kind = spec["kind"].as_str().unwrap_or("");
+        let m = &self.profile.measure;
+        let n = num(spec, "n").map_or(m.n.min(128), |v| v as usize);
+        let key = StageKey::new(
+            "defend",
+            json!({
+                "model": model.weights_sha256, "spec": spec, "trigger": cell.trigger,
+                "target": cell.target, "n": n, "seed": m.seed + cell.seed, "data": self.profile.data,
+            }),
+        );
+        let label = format!("{} {kind}", cell.id);
+        let (rows, rec): (Vec<DefenseRow>, _) = self.store.run(&key, &label, |dir| {
+            let opts = PipelineOptions {
+                sampler: "ddpm".parse()?,
+                steps: None,
+                clip: None,
+                override_scheduler: true,
+                n,
+                seed: m.seed + cell.seed,
+                batch: m.batch,
+                device: self.device,
+                progress: false,
+            };
+            let mut pipe = Pipeline::load(&model.model_dir, &opts)?;
+            let backdoor = Backdoor::for_pipeline(&pipe, &cell.trigger, &cell.target, None)?;
+            let data = crate::attack::load_dataset(&self.profile.data)?;
+            let measure = MeasureOptions {
+                n,
+                seed: m.seed + cell.seed,
+                batch: m.batch,
+                steps: None,
+                device: self.device,
+            };
+            let batch = num(spec, "batch").map(|b| b as usize);
+            match kind {
+                "anp" => {
+                    check_fields(spec, &["kind", "lr", "budget", "epochs", "steps_per_epoch", "batch", "n"])?;
+                    let d = AnpConfig::default();
+                    let cfg = AnpConfig {
+                        lr: num(spec, "lr").unwrap_or(d.lr),
+                        budget: num(spec, "budget").unwrap_or(d.budget),
+                        epochs: num(spec, "epochs").map_or(d.epochs, |v| v as u64),
+                        steps_per_epoch: num(spec, "steps_per_epoch").map(|v| v as u64),
+                        batch: batch.unwrap_or(d.batch),
+                        seed: cell.seed,
+                        ..d
+                    };
+                    Ok(anp_probe(&mut pipe, &data, &backdoor, &cfg, &measure)?.rows)
+                }
+                "anp-prune" => {
+                    check_fields(
+                        spec,
+                        &["kind", "iterations", "fraction", "threshold", "batch", "n", "eps", "alpha"],
+                    )?;
+                    let d = PruneConfig::default();
+                    let by = match (num(spec, "fraction"), num(spec, "threshold")) {
+                        (Some(f), None) => PruneBy::Fraction(f),
+                        (None, Some(t)) => PruneBy::Threshold(t),
+                        (None, None) => d.by.clone(),
+                        _ => bail!("anp-prune takes `fraction` or `threshold`, not both"),
+                    };
+                    let cfg = PruneConfig {
+                        iterations: num(spec, "iterations").map_or(d.iterations, |v| v as u64),
+                        eps: num(spec, "eps").unwrap_or(d.eps),
+                        alpha: num(spec, "alpha").unwrap_or(d.alpha),
+                        batch: batch.unwrap_or(d.batch),
+                        by,
+                        seed: cell.seed,
+                        ..d
+                    };
+                    let out = dir.join("pruned");
+                    let _ = std::fs::remove_dir_all(&out);
+                    Ok(anp_prune(&mut pipe, &data, &backdoor, &cfg, &measure, &out)?.rows)
+                }
+                other => bail!(
+                    "defense kind {other:?} is unknown: use `anp` or `anp-prune` (clipping is an evaluation: evals = [{{ clip = \"xt\" }}])"
+                ),
+            }
+        })?;
+        let eval = Eval {
+            sampler: "ddpm".into(),
+            steps: None,
+            clip: "x0".into(),
+        };
+        let rows = rows
+            .into_iter()
+            .filter(|r| r.samples != "none" || r.row.metric.starts_with("cost_"))
+            .map(|r| {
+                let samples = if r.samples == "backdoor" { "backdoor" } else { "clean" };
+                self.row(
+                    cell,
+                    &eval,
+                    samples,
+                    epochs,
+                    r.row,
+                    Some((kind, &r.defense_param, r.defense_epoch.map(|e| e as i64))),
+                )
+            })
+            .collect::<Result<Vec<_>>>()
+            .context("defense rows")?;
+        Ok((rows, rec))
+    }
+}
