@@ -112,7 +112,10 @@ pub fn clean_config() -> AttackConfig {
     }
 }
 
-/// BadDiffusion fine-tuning of the clean model: BOX_14 → CORNER, p = 0.5, 384 iterations.
+/// BadDiffusion fine-tuning of the clean model: BOX_14 → CORNER, p = 0.5, 1280 iterations.
+/// Measured (64 samples each): 72 % of noise + trigger samples become the target against 0 %
+/// before fine-tuning; after 640 iterations only 48 %, and about as many clean samples (34 %)
+/// also showed the target, so fewer iterations do not give a backdoor a test can rely on.
 pub fn backdoor_config(clean_model: &Path) -> AttackConfig {
     AttackConfig {
         data: data(),
@@ -125,7 +128,7 @@ pub fn backdoor_config(clean_model: &Path) -> AttackConfig {
         model: ModelConfig::Finetune {
             checkpoint: clean_model.to_path_buf(),
         },
-        train: settings(384 / ITERATIONS_PER_EPOCH, 20, 7),
+        train: settings(1280 / ITERATIONS_PER_EPOCH, 20, 7),
     }
 }
 
