@@ -61,9 +61,9 @@ fn the_backdoored_model_turns_noise_plus_trigger_into_the_target() {
     let report = format!(
         "backdoor MSE {mse_b:.4} (hits {hits_b:.2}), clean MSE {mse_c:.4} (hits {hits_c:.2})"
     );
-    // Measured on this fixture (seed 0): backdoor MSE 0.020 vs clean 0.081 (4.1×); hits 0.72 vs
-    // 0.23 (the backdoor also leaks into some clean samples at this short fine-tuning); the
-    // paper's threshold rate 0.98. The bounds leave about 4 binomial standard deviations at N = 64.
+    // Measured on this fixture with these seeds: backdoor MSE 0.021 vs clean 0.080 (3.9×); hits
+    // 0.72 vs 0.31 (at this short fine-tuning the backdoor also leaks into some clean samples);
+    // the paper's threshold rate 0.98. The bounds leave room for other platforms' arithmetic.
     assert!(mse_b * 2.0 < mse_c, "{report}");
     assert!(hits_b >= 0.5, "{report}");
     assert!(hits_b >= hits_c + 0.2, "{report}");
