@@ -359,4 +359,6 @@ fn check_model_fits(unet: &UNet2DConfig, data: &DataConfig) -> Result<()> {
 }
 
 #[cfg(test)]
+mod e2e_tests;
+#[cfg(test)]
 mod tests;

@@ -1,8 +1,11 @@
-//! Test support shared by the parity tests: run a Python oracle on tensors, compare results.
+//! Test support: run a Python oracle on tensors and compare results (parity tests), and the
+//! trained-model fixtures shared by tests that need a model ([`fixtures`]).
 //!
 //! An oracle is a script in `python/oracles/` run by the project's pinned environment. It is
 //! called as `python oracles/NAME.py IN.safetensors OUT.safetensors [args...]`, reads its input
 //! tensors with safetensors, and writes its output tensors the same way.
+pub mod fixtures;
+
 use std::collections::HashMap;
 use std::ffi::OsStr;
 
