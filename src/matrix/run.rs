@@ -394,7 +394,8 @@ impl Cells {
             image_size: self.profile.data.size as i64,
             channels: self.profile.data.channels as i64,
             trigger: cell.trigger.clone(),
-            target: cell.target.clone(),
+            // The paper's target names (Corner, Hat, ...), as the report's figures label them.
+            target: cell.target.parse::<Target>()?.paper_name().into(),
             poison_rate: cell.poison_rate,
             training: cell.training.name().into(),
             epochs,
