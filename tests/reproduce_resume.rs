@@ -13,12 +13,12 @@ device = "cpu"
 dataset = "fashion-mnist"
 split = "train"
 channels = 1
-size = 8
+size = 12
 limit = 256
 [base]
 kind = "pretrain"
 unet = "scale"
-scheduler = { _class_name = "DDPMScheduler", num_train_timesteps = 20, beta_start = 0.005, beta_end = 1.0, beta_schedule = "linear", variance_type = "fixed_large", clip_sample = false }
+scheduler = { _class_name = "DDPMScheduler", num_train_timesteps = 20, beta_start = 0.005, beta_end = 0.5, beta_schedule = "linear", variance_type = "fixed_large", clip_sample = false }
 train = { epochs = 2, batch = 32, effective_batch = 32, learning_rate = 1e-3, warmup_steps = 2, save_every_epochs = 1 }
 [finetune]
 epochs = 40
@@ -30,7 +30,7 @@ save_every_epochs = 5
 [measure]
 n = 8
 batch = 8
-reference = "dataset:fashion-mnist:test@8"
+reference = "dataset:fashion-mnist:test@12"
 reference_n = 64
 fid = "proxy-fmnist"
 [[experiment]]
