@@ -44,10 +44,32 @@ training = "finetune"
 
 const CELL: &str = "E1.BOX_14.CORNER.p0.50.finetune.s0";
 
+/// A private artifact cache holding the official source images, filled from the local mirror
+/// of the reproduction assets, so the test needs neither network nor the user's cache.
+fn cache(dir: &Path) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shared = std::env::var_os("BADDIFF_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("../shared"))
+        .join("baddiffusion-assets/static");
+    let manifest = fetch::Manifest::load(&root.join("artifacts/manifest.toml")).unwrap();
+    let cache = fetch::Cache::open(dir).unwrap();
+    let opts = fetch::FetchOptions {
+        mirrors: vec![fetch::Mirror::parse(shared.to_str().unwrap())],
+        offline: true,
+        ..Default::default()
+    };
+    let report = fetch::fetch(&manifest, &cache, &["baddiffusion-static".into()], None, &opts).unwrap();
+    assert!(report.is_complete(), "{report}");
+    dir.to_path_buf()
+}
+
 fn baddiff(profile: &Path, stages: &Path, run: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_baddiff"));
+    let cache_dir = profile.parent().unwrap().join("cache");
     c.current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("OMP_NUM_THREADS", "1")
+        .env("BADDIFF_CACHE", cache_dir)
         .args(["cell", "--cell", CELL, "--profile"])
         .arg(profile)
         .arg("--stages")
@@ -79,6 +101,7 @@ fn a_killed_cell_resumes_to_the_same_rows() {
     let tmp = tempfile::tempdir().unwrap();
     let profile = tmp.path().join("tiny.toml");
     std::fs::write(&profile, PROFILE).unwrap();
+    cache(&tmp.path().join("cache"));
 
     // Uninterrupted.
     let (stages_a, run_a) = (tmp.path().join("stages-a"), tmp.path().join("run-a"));
