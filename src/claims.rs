@@ -138,7 +138,10 @@ fn num_match(want: &str, x: f64) -> Result<bool> {
     if want.trim_start().starts_with(['<', '>', '=']) {
         within(want, x)
     } else {
-        Ok(want.parse::<f64>().with_context(|| format!("claims: {want:?} is not a number"))? == x)
+        Ok(want
+            .parse::<f64>()
+            .with_context(|| format!("claims: {want:?} is not a number"))?
+            == x)
     }
 }
 
@@ -146,8 +149,8 @@ impl ClaimsFile {
     pub fn load(path: &Path) -> Result<ClaimsFile> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let file: ClaimsFile =
-            toml::from_str(&text).with_context(|| format!("{} is not a valid claims file", path.display()))?;
+        let file: ClaimsFile = toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid claims file", path.display()))?;
         for c in &file.claims {
             for k in &c.checks {
                 ensure!(
@@ -169,7 +172,10 @@ impl ClaimsFile {
         for id in ids {
             let Some(c) = self.claims.iter().find(|c| &c.id == id) else {
                 let known: Vec<&str> = self.claims.iter().map(|c| c.id.as_str()).collect();
-                bail!("no claim `{id}` in paper/claims.toml; known: {}", known.join(", "));
+                bail!(
+                    "no claim `{id}` in paper/claims.toml; known: {}",
+                    known.join(", ")
+                );
             };
             out.extend(c.experiments.iter().cloned());
         }
@@ -305,7 +311,14 @@ partly = "<= 0.25"
         };
         let v = verdict(&rows(0.05, 10.5));
         assert_eq!(v["verdict"], "holds");
-        assert!((v["numbers"]["MSE with / without clipping"].as_f64().unwrap() - 50.0).abs() < 1e-9);
+        assert!(
+            (v["numbers"]["MSE with / without clipping"]
+                .as_f64()
+                .unwrap()
+                - 50.0)
+                .abs()
+                < 1e-9
+        );
         assert_eq!(verdict(&rows(0.005, 10.5))["verdict"], "partly");
         assert_eq!(verdict(&rows(0.05, 20.0))["verdict"], "fails");
         assert_eq!(verdict(&rows(0.0011, 10.0))["verdict"], "fails");
@@ -320,7 +333,10 @@ partly = "<= 0.25"
             file.experiments_for(&["C5".into()]).unwrap(),
             BTreeSet::from(["E1".to_string()])
         );
-        let err = file.experiments_for(&["C9".into()]).unwrap_err().to_string();
+        let err = file
+            .experiments_for(&["C9".into()])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("C9") && err.contains("C5"), "{err}");
     }
 
@@ -329,12 +345,15 @@ partly = "<= 0.25"
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let file = ClaimsFile::load(&root.join("paper/claims.toml")).unwrap();
         assert!(file.claims.len() >= 6);
-        let profile =
-            crate::matrix::Profile::load(root, "paper").expect("paper profile loads");
+        let profile = crate::matrix::Profile::load(root, "paper").expect("paper profile loads");
         let ids: BTreeSet<&str> = profile.experiments.iter().map(|e| e.id.as_str()).collect();
         for c in &file.claims {
             for e in &c.experiments {
-                assert!(ids.contains(e.as_str()), "claim {} needs experiment {e}, which the paper profile lacks", c.id);
+                assert!(
+                    ids.contains(e.as_str()),
+                    "claim {} needs experiment {e}, which the paper profile lacks",
+                    c.id
+                );
             }
         }
     }

@@ -59,7 +59,14 @@ fn cache(dir: &Path) -> PathBuf {
         offline: true,
         ..Default::default()
     };
-    let report = fetch::fetch(&manifest, &cache, &["baddiffusion-static".into()], None, &opts).unwrap();
+    let report = fetch::fetch(
+        &manifest,
+        &cache,
+        &["baddiffusion-static".into()],
+        None,
+        &opts,
+    )
+    .unwrap();
     assert!(report.is_complete(), "{report}");
     dir.to_path_buf()
 }
@@ -106,7 +113,11 @@ fn a_killed_cell_resumes_to_the_same_rows() {
     // Uninterrupted.
     let (stages_a, run_a) = (tmp.path().join("stages-a"), tmp.path().join("run-a"));
     let out = baddiff(&profile, &stages_a, &run_a).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Killed once training has written a checkpoint, then rerun.
     let (stages_b, run_b) = (tmp.path().join("stages-b"), tmp.path().join("run-b"));
@@ -117,8 +128,14 @@ fn a_killed_cell_resumes_to_the_same_rows() {
         .unwrap();
     let started = Instant::now();
     while checkpoints(&stages_b).is_empty() {
-        assert!(child.try_wait().unwrap().is_none(), "the cell finished before it could be killed");
-        assert!(started.elapsed() < Duration::from_secs(600), "no checkpoint after 10 minutes");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the cell finished before it could be killed"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "no checkpoint after 10 minutes"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     child.kill().unwrap(); // SIGKILL

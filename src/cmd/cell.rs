@@ -51,7 +51,11 @@ pub fn run(args: Args) -> Result<()> {
     };
     if args.cell == "base" {
         let (base, rec) = ctx.base()?;
-        eprintln!("base model {} ({:.1} s)", base.model_dir.display(), rec.wall_s);
+        eprintln!(
+            "base model {} ({:.1} s)",
+            base.model_dir.display(),
+            rec.wall_s
+        );
         return Ok(());
     }
     let Some(cell) = cell else {

@@ -22,7 +22,11 @@ pub fn run(args: Args) -> Result<()> {
     let rows = rows(&args.run_dir)?;
     let verdicts = file.judge(&rows, &args.profile)?;
     for v in &verdicts {
-        eprintln!("{}: {}", v["id"].as_str().unwrap_or(""), v["verdict"].as_str().unwrap_or(""));
+        eprintln!(
+            "{}: {}",
+            v["id"].as_str().unwrap_or(""),
+            v["verdict"].as_str().unwrap_or("")
+        );
     }
     baddiffusion::files::write_atomic(
         &args.run_dir.join("claims.json"),
@@ -41,9 +45,10 @@ fn rows(run_dir: &std::path::Path) -> Result<Vec<FrameRow>> {
     let mut rows = Vec::new();
     for d in dirs {
         let path = d.join("result.json");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", path.display()))?;
         rows.extend(serde_json::from_value::<Vec<FrameRow>>(v["rows"].clone())?);
     }
     Ok(rows)

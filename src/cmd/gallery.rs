@@ -20,8 +20,16 @@ pub fn run(args: Args) -> Result<()> {
     let profile = Profile::load(&std::env::current_dir()?, &args.profile)?;
     let shape = ImageShape::new(profile.data.channels, profile.data.size)?;
     let sources = baddiffusion::inputs::source_images(None)?;
-    let mut triggers: Vec<&String> = profile.experiments.iter().flat_map(|e| &e.triggers).collect();
-    let mut targets: Vec<&String> = profile.experiments.iter().flat_map(|e| &e.targets).collect();
+    let mut triggers: Vec<&String> = profile
+        .experiments
+        .iter()
+        .flat_map(|e| &e.triggers)
+        .collect();
+    let mut targets: Vec<&String> = profile
+        .experiments
+        .iter()
+        .flat_map(|e| &e.targets)
+        .collect();
     triggers.sort();
     triggers.dedup();
     targets.sort();
@@ -30,7 +38,8 @@ pub fn run(args: Args) -> Result<()> {
         let dir = args.out.join(sub);
         std::fs::create_dir_all(&dir)?;
         let path = dir.join(format!("{name}.png"));
-        std::fs::write(&path, to_png_bytes(t)?).with_context(|| format!("writing {}", path.display()))
+        std::fs::write(&path, to_png_bytes(t)?)
+            .with_context(|| format!("writing {}", path.display()))
     };
     let mut first = None;
     for name in &triggers {
@@ -42,7 +51,11 @@ pub fn run(args: Args) -> Result<()> {
     // Targets that depend on the trigger (NoShift, Shift) are built from the profile's first.
     if let Some(g) = first {
         for name in &targets {
-            write("targets", name, &name.parse::<Target>()?.build(&g, &sources)?)?;
+            write(
+                "targets",
+                name,
+                &name.parse::<Target>()?.build(&g, &sources)?,
+            )?;
         }
     }
     println!("{}", args.out.display());

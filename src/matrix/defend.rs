@@ -21,7 +21,10 @@ fn num(spec: &Value, field: &str) -> Option<f64> {
 fn check_fields(spec: &Value, allowed: &[&str]) -> Result<()> {
     for k in spec.as_object().into_iter().flat_map(|o| o.keys()) {
         if !allowed.contains(&k.as_str()) {
-            bail!("defense field `{k}` is unknown; allowed: {}", allowed.join(", "));
+            bail!(
+                "defense field `{k}` is unknown; allowed: {}",
+                allowed.join(", ")
+            );
         }
     }
     Ok(())
@@ -124,7 +127,11 @@ impl Cells {
             .into_iter()
             .filter(|r| r.samples != "none" || r.row.metric.starts_with("cost_"))
             .map(|r| {
-                let samples = if r.samples == "backdoor" { "backdoor" } else { "clean" };
+                let samples = if r.samples == "backdoor" {
+                    "backdoor"
+                } else {
+                    "clean"
+                };
                 self.row(
                     cell,
                     &eval,

@@ -88,18 +88,24 @@ pub fn plan(profile: &Profile, cells: Vec<Cell>, store: &StageStore) -> Result<P
         let model = if c.training == Training::Pretrained {
             base_id.clone()
         } else {
-            format!("{base_id}/{}/{}/{}/{:?}/{}", c.trigger, c.target, c.poison_rate, c.training, c.seed)
+            format!(
+                "{base_id}/{}/{}/{}/{:?}/{}",
+                c.trigger, c.target, c.poison_rate, c.training, c.seed
+            )
         };
         for e in &c.evals {
             // Sample sets shared between cells come from the stage cache once.
             let clean = seen_samples.insert(format!("{model} {e:?}"));
             let backdoor = seen_samples.insert(format!("{model} {e:?} {}", c.trigger));
             let sets = clean as u64 + backdoor as u64;
-            let steps = e.steps.map(|s| s as u64).unwrap_or(match e.sampler.as_str() {
-                "ddim" => 50,
-                "dpm-solver" => 20,
-                _ => timesteps,
-            });
+            let steps = e
+                .steps
+                .map(|s| s as u64)
+                .unwrap_or(match e.sampler.as_str() {
+                    "ddim" => 50,
+                    "dpm-solver" => 20,
+                    _ => timesteps,
+                });
             sampling_steps += sets * batches * steps;
         }
     }

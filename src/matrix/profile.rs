@@ -230,8 +230,7 @@ impl Profile {
                 e.id
             );
             for ev in &e.evals {
-                ev.check()
-                    .with_context(|| format!("experiment {}", e.id))?;
+                ev.check().with_context(|| format!("experiment {}", e.id))?;
             }
         }
         ensure!(

@@ -326,12 +326,14 @@ impl Cells {
         let mut rows = Vec::new();
         for (i, eval) in cell.evals.iter().enumerate() {
             let seed = self.profile.measure.seed + cell.seed;
-            for (kind, trig) in [("clean", None), ("backdoor", Some((cell.trigger.as_str(), &g)))] {
+            for (kind, trig) in [
+                ("clean", None),
+                ("backdoor", Some((cell.trigger.as_str(), &g))),
+            ] {
                 let label = format!("{} {kind} {}/{}", cell.id, eval.sampler, eval.clip);
                 let (samples, skey, rec) = self.sample(&model, eval, trig, seed, &label)?;
                 stages.push(rec);
-                let (metrics, rec) =
-                    self.measure(&samples, &skey, &y, kind == "clean", &label)?;
+                let (metrics, rec) = self.measure(&samples, &skey, &y, kind == "clean", &label)?;
                 stages.push(rec);
                 if i == 0 {
                     self.keep_samples(cell, kind, &samples.dir)?;
@@ -385,7 +387,9 @@ impl Cells {
         defense: Option<(&str, &str, Option<i64>)>,
     ) -> Result<FrameRow> {
         let (defense, defense_param, defense_epoch) = defense.unwrap_or(("none", "", None));
-        let steps = eval.steps.map_or_else(|| self.default_steps(eval), |s| s as i64);
+        let steps = eval
+            .steps
+            .map_or_else(|| self.default_steps(eval), |s| s as i64);
         Ok(FrameRow {
             run_id: self.run_id.clone(),
             cell: cell.id.clone(),

@@ -210,9 +210,18 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = StageStore::new(tmp.path());
         let key = StageKey::new("sample", json!({"n": 4, "model": "abc"}));
-        assert_eq!(key, StageKey::new("sample", json!({"model": "abc", "n": 4})));
-        assert_ne!(key.key, StageKey::new("sample", json!({"n": 5, "model": "abc"})).key);
-        assert_ne!(key.key, StageKey::new("measure", json!({"n": 4, "model": "abc"})).key);
+        assert_eq!(
+            key,
+            StageKey::new("sample", json!({"model": "abc", "n": 4}))
+        );
+        assert_ne!(
+            key.key,
+            StageKey::new("sample", json!({"n": 5, "model": "abc"})).key
+        );
+        assert_ne!(
+            key.key,
+            StageKey::new("measure", json!({"n": 4, "model": "abc"})).key
+        );
 
         let mut calls = 0;
         let (out, rec) = store
@@ -224,7 +233,9 @@ mod tests {
             .unwrap();
         assert_eq!((out, rec.ran, rec.disk_bytes), (7, true, 4));
         let (out, rec) = store
-            .run(&key, "t", |_| -> Result<u32> { panic!("cached stage ran again") })
+            .run(&key, "t", |_| -> Result<u32> {
+                panic!("cached stage ran again")
+            })
             .unwrap();
         assert_eq!((out, rec.ran, calls), (7, false, 1));
     }

@@ -18,7 +18,10 @@ fn every_committed_profile_loads_and_plans() {
         let cells = p.cells(&Filter::default()).unwrap();
         let plan = plan::plan(&p, cells, &store).unwrap();
         assert!(plan.trainings >= 1 && plan.sampling_steps > 0, "{name}");
-        assert!(plan.estimated_seconds.is_some(), "{name} states no throughput");
+        assert!(
+            plan.estimated_seconds.is_some(),
+            "{name} states no throughput"
+        );
     }
 }
 
@@ -26,7 +29,8 @@ fn every_committed_profile_loads_and_plans() {
 fn the_smoke_matrix_has_every_experiment_and_shares_models() {
     let p = smoke();
     let cells = p.cells(&Filter::default()).unwrap();
-    let ids: std::collections::BTreeSet<&str> = cells.iter().map(|c| c.experiment.as_str()).collect();
+    let ids: std::collections::BTreeSet<&str> =
+        cells.iter().map(|c| c.experiment.as_str()).collect();
     for e in ["E1", "E2", "E4", "sampler"] {
         assert!(ids.contains(e), "smoke lacks {e}");
     }
@@ -35,7 +39,10 @@ fn the_smoke_matrix_has_every_experiment_and_shares_models() {
     assert_eq!(zero.training, Training::Pretrained);
     assert!(p.train_settings(zero).is_none());
     let plan = plan::plan(&p, cells.clone(), &StageStore::new("/nonexistent")).unwrap();
-    assert!(plan.trainings < cells.len(), "cells with equal training must share one model");
+    assert!(
+        plan.trainings < cells.len(),
+        "cells with equal training must share one model"
+    );
 }
 
 #[test]
@@ -47,7 +54,10 @@ fn the_paper_profile_is_the_papers_matrix() {
     assert_eq!(e1, 2 * 5 * 8 * 3);
     let e3 = cells.iter().find(|c| c.experiment == "E3").unwrap();
     let celeba = p.for_experiment(&e3.experiment);
-    assert_eq!((celeba.data.size, celeba.finetune.learning_rate), (256, 8e-5));
+    assert_eq!(
+        (celeba.data.size, celeba.finetune.learning_rate),
+        (256, 8e-5)
+    );
     assert_eq!(p.for_experiment("E1").data.size, 32);
 }
 
@@ -60,7 +70,9 @@ fn filters_select_cells_and_reject_unknown_fields() {
     };
     let cells = p.cells(&f(&["experiment=E1", "poison_rate=0.5"])).unwrap();
     assert!(!cells.is_empty());
-    assert!(cells.iter().all(|c| c.experiment == "E1" && c.poison_rate == 0.5));
+    assert!(cells
+        .iter()
+        .all(|c| c.experiment == "E1" && c.poison_rate == 0.5));
     let err = format!("{:#}", p.cells(&f(&["colour=red"])).unwrap_err());
     assert!(err.contains("colour"), "{err}");
     let err = format!("{:#}", p.cells(&f(&["no-such-cell"])).unwrap_err());
@@ -72,7 +84,11 @@ fn bad_profiles_name_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(root().join("paper/profiles/smoke.toml")).unwrap();
     let cases = [
-        ("\"BOX_14\", \"STOP_SIGN_14\"", "\"BOX_14\", \"TRIANGLE\"", "TRIANGLE"),
+        (
+            "\"BOX_14\", \"STOP_SIGN_14\"",
+            "\"BOX_14\", \"TRIANGLE\"",
+            "TRIANGLE",
+        ),
         ("[0.0, 0.1, 0.5]", "[0.0, 1.5]", "1.5"),
         ("fid = \"proxy-fmnist\"", "fid = \"kid\"", "kid"),
         ("[data]", "[data]\nlimt = 3", "limt"),
@@ -80,9 +96,15 @@ fn bad_profiles_name_the_problem() {
     for (from, to, named) in cases {
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
-        let err = format!("{:#}", Profile::load(root(), path.to_str().unwrap()).unwrap_err());
+        let err = format!(
+            "{:#}",
+            Profile::load(root(), path.to_str().unwrap()).unwrap_err()
+        );
         assert!(err.contains(named), "{named}: {err}");
     }
     let err = format!("{:#}", Profile::load(root(), "nope").unwrap_err());
-    assert!(err.contains("smoke"), "unknown profiles list the known ones: {err}");
+    assert!(
+        err.contains("smoke"),
+        "unknown profiles list the known ones: {err}"
+    );
 }

@@ -79,7 +79,10 @@ pub fn run(a: Args) -> Result<()> {
             jobs: 1,
         })
         .or_else(|e| {
-            println!("  ({e:#}; `cargo xtask fetch --profile {}` gets them)", a.profile);
+            println!(
+                "  ({e:#}; `cargo xtask fetch --profile {}` gets them)",
+                a.profile
+            );
             Ok(())
         });
     }
@@ -117,9 +120,15 @@ pub fn run(a: Args) -> Result<()> {
         .unwrap_or_else(|| format!("{}-{}", a.profile, utc_stamp()));
     let run_dir = root.join("results/runs").join(&run_id);
     std::fs::create_dir_all(run_dir.join("logs"))?;
-    println!("run {run_id}: {} cells -> {}", cells.len(), run_dir.display());
+    println!(
+        "run {run_id}: {} cells -> {}",
+        cells.len(),
+        run_dir.display()
+    );
 
-    let cell_args = |cell: &str| -> Vec<OsString> {
+    // With several GPUs and no --device, job slot k runs on GPU k (one cell per GPU).
+    let gpus = if a.device.is_none() { gpu_count() } else { 0 };
+    let cell_args = |cell: &str, slot: usize| -> Vec<OsString> {
         let mut v: Vec<OsString> = vec![
             "cell".into(),
             "--profile".into(),
@@ -131,12 +140,14 @@ pub fn run(a: Args) -> Result<()> {
         ];
         if let Some(d) = &a.device {
             v.extend(["--device".into(), d.into()]);
+        } else if gpus > 1 {
+            v.extend(["--device".into(), format!("cuda:{}", slot % gpus).into()]);
         }
         v
     };
     // The base model first: every cell needs it.
     let status = baddiff_cmd()
-        .args(cell_args("base"))
+        .args(cell_args("base", 0))
         .arg("--progress")
         .status()?;
     anyhow::ensure!(status.success(), "the clean base model failed");
@@ -162,7 +173,10 @@ pub fn run(a: Args) -> Result<()> {
         .args(["gallery", "--profile", &a.profile, "--out"])
         .arg(run_dir.join("gallery"))
         .status()?;
-    anyhow::ensure!(status.success(), "writing the trigger and target gallery failed");
+    anyhow::ensure!(
+        status.success(),
+        "writing the trigger and target gallery failed"
+    );
     report(&[
         "render".into(),
         run_dir.clone().into(),
@@ -192,11 +206,23 @@ fn build() -> Result<()> {
     let status = Command::new(env!("CARGO"))
         .current_dir(project_root())
         .args([
-            "build", "--locked", "--quiet", "-p", "baddiffusion", "--bin", "baddiff", "-p",
-            "report", "--bin", "baddiff-report",
+            "build",
+            "--locked",
+            "--quiet",
+            "-p",
+            "baddiffusion",
+            "--bin",
+            "baddiff",
+            "-p",
+            "report",
+            "--bin",
+            "baddiff-report",
         ])
         .status()?;
-    anyhow::ensure!(status.success(), "building baddiff and baddiff-report failed");
+    anyhow::ensure!(
+        status.success(),
+        "building baddiff and baddiff-report failed"
+    );
     Ok(())
 }
 
@@ -205,7 +231,7 @@ fn run_cells(
     cells: &[String],
     jobs: usize,
     run_dir: &Path,
-    cell_args: &dyn Fn(&str) -> Vec<OsString>,
+    cell_args: &dyn Fn(&str, usize) -> Vec<OsString>,
 ) -> Result<Vec<String>> {
     let bar = indicatif::ProgressBar::new(cells.len() as u64);
     bar.set_style(
@@ -215,31 +241,34 @@ fn run_cells(
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut queue: VecDeque<&String> = cells.iter().collect();
-    let mut running: Vec<(String, Child)> = Vec::new();
+    let mut running: Vec<(String, usize, Child)> = Vec::new();
     let mut failed = Vec::new();
     // Each process gets its share of the cores, so `--jobs 2` on 2 cores does not oversubscribe.
     let threads = (std::thread::available_parallelism().map_or(1, |n| n.get()) / jobs).max(1);
     while !queue.is_empty() || !running.is_empty() {
         while running.len() < jobs {
             let Some(cell) = queue.pop_front() else { break };
+            let slot = (0..jobs)
+                .find(|k| running.iter().all(|(_, s, _)| s != k))
+                .unwrap_or(0);
             let log = std::fs::File::create(run_dir.join("logs").join(format!("{cell}.log")))?;
             let child = baddiff_cmd()
-                .args(cell_args(cell))
+                .args(cell_args(cell, slot))
                 .env("OMP_NUM_THREADS", threads.to_string())
                 .stdout(log.try_clone()?)
                 .stderr(log)
                 .stdin(Stdio::null())
                 .spawn()
                 .context("starting baddiff cell")?;
-            running.push((cell.clone(), child));
+            running.push((cell.clone(), slot, child));
         }
-        let names: Vec<&str> = running.iter().map(|(c, _)| c.as_str()).collect();
+        let names: Vec<&str> = running.iter().map(|(c, _, _)| c.as_str()).collect();
         bar.set_message(names.join(" "));
         std::thread::sleep(std::time::Duration::from_millis(200));
         let mut i = 0;
         while i < running.len() {
-            if let Some(status) = running[i].1.try_wait()? {
-                let (cell, _) = running.remove(i);
+            if let Some(status) = running[i].2.try_wait()? {
+                let (cell, _, _) = running.remove(i);
                 if !status.success() {
                     let log = run_dir.join("logs").join(format!("{cell}.log"));
                     let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -261,17 +290,41 @@ fn run_cells(
     Ok(failed)
 }
 
+/// GPUs `nvidia-smi -L` lists (0 without a driver).
+fn gpu_count() -> usize {
+    Command::new("nvidia-smi")
+        .arg("-L")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.starts_with("GPU"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// `manifest.json`: what produced the run (commit, toolchain, hardware, seeds) and what it cost
 /// (wall time, disk and peak memory per stage, from the cells' stage records).
 fn write_manifest(run_dir: &Path, a: &Args, plan: &Value, wall_s: f64) -> Result<()> {
     let root = project_root();
     let git = |args: &[&str]| -> Option<String> {
-        let o = Command::new("git").current_dir(&root).args(args).output().ok()?;
-        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        let o = Command::new("git")
+            .current_dir(&root)
+            .args(args)
+            .output()
+            .ok()?;
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
     let tool = |cmd: &str, args: &[&str]| -> Option<String> {
         let o = Command::new(cmd).args(args).output().ok()?;
-        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
     let env: Value = Command::new(baddiff())
         .arg("env")
@@ -279,16 +332,16 @@ fn write_manifest(run_dir: &Path, a: &Args, plan: &Value, wall_s: f64) -> Result
         .ok()
         .and_then(|o| serde_json::from_slice(&o.stdout).ok())
         .unwrap_or(Value::Null);
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        });
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| {
+        t.lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|s| s.trim().to_string())
+    });
     let mem = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| {
-        t.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string() + " kB")
+        t.lines()
+            .next()
+            .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string() + " kB")
     });
     let mut stages = Vec::new();
     let mut artifacts = serde_json::Map::new();
@@ -296,8 +349,12 @@ fn write_manifest(run_dir: &Path, a: &Args, plan: &Value, wall_s: f64) -> Result
         let mut dirs: Vec<PathBuf> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
         dirs.sort();
         for d in dirs {
-            let Ok(text) = std::fs::read_to_string(d.join("result.json")) else { continue };
-            let Ok(r) = serde_json::from_str::<Value>(&text) else { continue };
+            let Ok(text) = std::fs::read_to_string(d.join("result.json")) else {
+                continue;
+            };
+            let Ok(r) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
             let cell = r["cell"]["id"].clone();
             let experiment = r["cell"]["experiment"].clone();
             for s in r["stages"].as_array().into_iter().flatten() {

@@ -61,7 +61,10 @@ mod tests {
             std::fs::write(d.join("result.json"), json.to_string()).unwrap();
         }
         assert_eq!(write_frame(dir.path()).unwrap(), rows.len());
-        assert_eq!(schema::read_rows(&dir.path().join(FRAME_FILE)).unwrap(), rows);
+        assert_eq!(
+            schema::read_rows(&dir.path().join(FRAME_FILE)).unwrap(),
+            rows
+        );
         let mut csv = csv::Reader::from_path(dir.path().join(CSV_FILE)).unwrap();
         let back: Vec<Row> = csv.deserialize().collect::<Result<_, _>>().unwrap();
         assert_eq!(back, rows);

@@ -97,7 +97,10 @@ fn run() -> Result<ExitCode> {
         }
         Command::Frame { run_dir } => {
             let n = report::collect::write_frame(&run_dir)?;
-            println!("{n} rows -> {}", run_dir.join(report::schema::FRAME_FILE).display());
+            println!(
+                "{n} rows -> {}",
+                run_dir.join(report::schema::FRAME_FILE).display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Fixture { dir } => {
