@@ -277,7 +277,9 @@ pub fn train(
     drop(rng);
 
     let n = poisoned.len();
-    let total = n.div_ceil(cfg.train.batch as usize) as u64 * cfg.train.epochs;
+    let total = cfg
+        .train
+        .total_iterations(n.div_ceil(cfg.train.batch as usize) as u64);
     let bar = if progress {
         let bar = indicatif::ProgressBar::new(total);
         bar.set_style(

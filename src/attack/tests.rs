@@ -29,6 +29,7 @@ fn cell() -> AttackConfig {
             grad_clip: 1.0,
             save_every_epochs: 1,
             seed: 3,
+            steps: None,
         },
     }
 }

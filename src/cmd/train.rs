@@ -24,6 +24,9 @@ pub struct Args {
     /// Override [train] epochs.
     #[arg(long)]
     epochs: Option<u64>,
+    /// Stop after this many iterations (the run's length in steps instead of epochs).
+    #[arg(long)]
+    steps: Option<u64>,
     /// Override [train] seed.
     #[arg(long)]
     seed: Option<u64>,
@@ -51,6 +54,9 @@ pub fn run(a: Args) -> Result<()> {
     }
     if let Some(v) = a.epochs {
         cfg.train.epochs = v;
+    }
+    if let Some(v) = a.steps {
+        cfg.train.steps = Some(v);
     }
     if let Some(v) = a.seed {
         cfg.train.seed = v;

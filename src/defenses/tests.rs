@@ -45,6 +45,7 @@ fn fixture_config() -> AttackConfig {
             grad_clip: 1.0,
             save_every_epochs: 10,
             seed: 11,
+            steps: None,
         },
     }
 }
@@ -141,8 +142,12 @@ fn clipping_raises_the_backdoor_mse() {
         none < clean_none / 2.0,
         "the fixture has no backdoor: MSE to the target {none} from trigger noise, {clean_none} from clean noise"
     );
-    // ... and both clipping variants weaken it.
-    assert!(xt > none && x0 > none, "none {none}, x0 {x0}, xt {xt}");
+    // ... and the official code's clipping (x0) weakens it. The paper's wording (clamping x_t)
+    // is measured too, but on this T = 100 scale model it collapses the samples instead (measured:
+    // backdoor MSE 0.035 → 0.020, clean proxy FD 20 → 149 in the smoke run), so only its rows are
+    // checked here; paper/deviations.md records this.
+    assert!(x0 > 1.5 * none, "none {none}, x0 {x0}");
+    assert!(xt.is_finite(), "xt {xt}");
     // Clean samples are measured under every mode, and the cost is reported.
     assert!(row_value(&r.rows, Clip::Xt, "clean", "pixel_std").unwrap() > 0.0);
     assert!(r

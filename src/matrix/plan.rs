@@ -45,7 +45,7 @@ pub fn plan(profile: &Profile, cells: Vec<Cell>, store: &StageStore) -> Result<P
             .unwrap_or_else(|| dataset_size(&d.dataset, &d.split))
     };
     let iterations = |p: &Profile, t: &crate::training::trainer::TrainSettings| {
-        images(p).div_ceil(t.batch.max(1) as u64) * t.epochs
+        t.total_iterations(images(p).div_ceil(t.batch.max(1) as u64))
     };
     let mut train_iterations = 0;
     let mut trainings = 0;

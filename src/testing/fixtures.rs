@@ -91,6 +91,7 @@ fn settings(epochs: u64, warmup_steps: u64, seed: u64) -> TrainSettings {
         grad_clip: 1.0,
         save_every_epochs: epochs,
         seed,
+        steps: None,
     }
 }
 

@@ -38,6 +38,10 @@ pub struct TrainSettings {
     /// Default 0; a profile's cells set it from their seed.
     #[serde(default)]
     pub seed: u64,
+    /// Stop after this many iterations even mid-epoch (a run's length given in steps rather than
+    /// epochs); the learning-rate schedule then spans these steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<u64>,
 }
 
 fn default_warmup() -> u64 {
@@ -51,6 +55,12 @@ fn default_save_every() -> u64 {
 }
 
 impl TrainSettings {
+    /// Iterations of the whole run: `epochs` full passes, or `steps` if that is fewer.
+    pub fn total_iterations(&self, batches_per_epoch: u64) -> u64 {
+        let full = batches_per_epoch * self.epochs;
+        self.steps.map_or(full, |s| s.min(full))
+    }
+
     pub fn accumulation(&self) -> Result<i64> {
         ensure!(self.batch > 0, "batch must be positive, got {}", self.batch);
         ensure!(
@@ -114,8 +124,9 @@ pub fn train(
     let schedule = CosineWithWarmup {
         base_lr: settings.learning_rate,
         warmup: settings.warmup_steps,
-        total: batches_per_epoch as u64 * settings.epochs,
+        total: settings.total_iterations(batches_per_epoch as u64),
     };
+    let total = schedule.total;
     let params: Vec<Tensor> = vs.trainable_variables();
     let mut adam = Adam::new(params.iter().map(|p| p.shallow_clone()).collect());
     let mut state = TrainState {
@@ -127,12 +138,15 @@ pub fn train(
         state = load_state(vs, &mut adam, state_dir, settings)?;
     }
     let mut rng = Rng::seeded(settings.seed);
-    while state.epochs_done < settings.epochs {
+    while state.epochs_done < settings.epochs && state.iterations_done < total {
         let epoch = state.epochs_done;
         rng.reseed(derive_seed(settings.seed, u64::MAX - epoch));
         let order = Tensor::randperm(n_samples, (Kind::Int64, tch::Device::Cpu));
         adam.zero_grad();
         for b in 0..batches_per_epoch {
+            if state.iterations_done == total {
+                break;
+            }
             let iteration = state.iterations_done;
             rng.reseed(derive_seed(settings.seed, iteration));
             let indices = order.narrow(
@@ -147,7 +161,9 @@ pub fn train(
             }
             (loss / accumulation as f64).backward();
             let lr = schedule.lr(iteration);
-            let sync = (b + 1) % accumulation == 0 || b + 1 == batches_per_epoch;
+            let sync = (b + 1) % accumulation == 0
+                || b + 1 == batches_per_epoch
+                || state.iterations_done + 1 == total;
             let mut grad_norm = None;
             if sync {
                 grad_norm = Some(clip_grad_norm(&params, settings.grad_clip));
@@ -164,7 +180,7 @@ pub fn train(
             });
         }
         state.epochs_done += 1;
-        let last = state.epochs_done == settings.epochs;
+        let last = state.epochs_done == settings.epochs || state.iterations_done == total;
         if last || state.epochs_done % settings.save_every_epochs.max(1) == 0 {
             save_state(vs, &adam, &state, state_dir)?;
             observer.checkpoint(state.epochs_done, state_dir)?;

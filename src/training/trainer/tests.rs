@@ -38,6 +38,7 @@ fn settings(epochs: u64) -> TrainSettings {
         grad_clip: 1.0,
         save_every_epochs: 1,
         seed: 5,
+        steps: None,
     }
 }
 
@@ -187,4 +188,37 @@ fn corrupt_state_file_names_the_fix() {
         .unwrap_err()
     );
     assert!(err.contains("corrupt") && err.contains("delete"), "{err}");
+}
+
+#[test]
+fn a_step_limit_stops_mid_epoch_with_a_final_update_and_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vs, mut obj) = model(2);
+    let mut log = Log(vec![], None);
+    // 7 micro-batches per epoch: 10 steps end inside the second epoch, on an odd micro-batch.
+    let s = TrainSettings {
+        steps: Some(10),
+        ..settings(30)
+    };
+    let state = train(&vs, &mut obj, 20, &s, dir.path(), &mut log).unwrap();
+    assert_eq!((state.iterations_done, log.0.len()), (10, 10));
+    assert!(
+        log.0[9].grad_norm.is_some(),
+        "the last step updates the weights"
+    );
+    let spans_10 = CosineWithWarmup {
+        base_lr: 0.05,
+        warmup: 4,
+        total: 10,
+    };
+    assert_eq!(
+        log.0[9].lr,
+        spans_10.lr(9),
+        "the schedule spans the 10 steps"
+    );
+    assert_eq!(iterations_done(dir.path()).unwrap(), 10);
+    // Rerun on the finished checkpoint: nothing more to do.
+    let mut again = Log(vec![], None);
+    train(&vs, &mut obj, 20, &s, dir.path(), &mut again).unwrap();
+    assert!(again.0.is_empty());
 }
