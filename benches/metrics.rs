@@ -1,7 +1,7 @@
 //! Inner kernels of the metrics: Inception pool3 features (images/s), SSIM, Fréchet distance.
 //!
-//! The Inception network runs with placeholder parameters (the real weights are not on this
-//! machine): its cost does not depend on the values, only on the shapes.
+//! The Inception network runs with seeded random parameters of a trained network's scale (the
+//! real weights are not on this machine): its cost depends on the shapes, not the values.
 use baddiffusion::metrics::frechet::{frechet_distance, Statistics};
 use baddiffusion::metrics::inception::FidInceptionV3;
 use baddiffusion::metrics::ssim::{ssim_per_image, SsimConfig};
@@ -10,8 +10,11 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tch::{Device, Kind};
 
 fn inception(c: &mut Criterion) {
-    let net = FidInceptionV3::new(Device::Cpu);
-    let images = Rng::seeded(1).rand(&[4, 3, 32, 32]);
+    let mut rng = Rng::seeded(1);
+    let mut net = FidInceptionV3::new(Device::Cpu);
+    net.randomize(&mut rng);
+    let images = rng.rand(&[4, 3, 32, 32]);
+    drop(rng);
     let mut g = c.benchmark_group("inception_pool3");
     g.sample_size(10);
     g.throughput(Throughput::Elements(4));

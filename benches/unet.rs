@@ -1,9 +1,14 @@
-//! UNet speed: inference at the CIFAR-10 checkpoint's size, and one training step of the small
-//! CPU configuration. `cargo bench --bench unet -- --test` runs each once as a smoke test.
+//! UNet kernels: inference at the CIFAR-10 checkpoint's size, the backdoor loss with its backward
+//! pass, and one training step as the trainer takes it, for the smoke profile's scale model.
+//! `cargo bench --bench unet -- --test` runs each once as a smoke test; the side-by-side
+//! comparison with PyTorch is `cargo xtask bench`.
 use criterion::{criterion_group, criterion_main, Criterion};
-use tch::{nn, nn::OptimizerConfig, Kind, Reduction};
+use tch::{nn, Kind};
 
+use baddiffusion::backdoor_loss::{backdoor_loss, BackdoorSchedule};
+use baddiffusion::bench::random_poison_batch;
 use baddiffusion::rng::Rng;
+use baddiffusion::training::adam::{clip_grad_norm, Adam};
 use baddiffusion::unet::{UNet2DConfig, UNet2DModel};
 
 fn forward_cifar10(c: &mut Criterion) {
@@ -29,32 +34,78 @@ fn forward_cifar10(c: &mut Criterion) {
     g.finish();
 }
 
+/// The smoke profile's model and batch: scale(16, 1), batch 64, T = 100 linear betas.
+fn scale_setup(rng: &mut Rng) -> (nn::VarStore, UNet2DModel, BackdoorSchedule) {
+    let device = baddiffusion::default_device();
+    let vs = nn::VarStore::new(device);
+    let model = rng.with(|| UNet2DModel::new(vs.root(), &UNet2DConfig::scale(16, 1)).unwrap());
+    let betas = tch::Tensor::linspace(0.001, 0.2, 100, (Kind::Float, tch::Device::Cpu));
+    (vs, model, BackdoorSchedule::from_betas(&betas))
+}
+
+fn loss_scale(c: &mut Criterion) {
+    let device = baddiffusion::default_device();
+    let mut rng = Rng::seeded(0);
+    let (vs, model, schedule) = scale_setup(&mut rng);
+    let batch = random_poison_batch(&mut rng, 64, [1, 16, 16], 0.1).to_device(device);
+    let noise = rng.randn(&[64, 1, 16, 16]).to_device(device);
+    let t = rng.randint(100, &[64]).to_device(device);
+    drop(rng);
+    let mut g = c.benchmark_group("backdoor_loss");
+    g.sample_size(10);
+    g.bench_function("scale(16, 1) batch 64 forward + backward", |b| {
+        b.iter(|| {
+            let loss = backdoor_loss(
+                &schedule,
+                &|x, t| model.forward_t(x, t, true),
+                &batch,
+                &t,
+                &noise,
+            )
+            .unwrap();
+            loss.backward();
+            loss.double_value(&[])
+        })
+    });
+    g.finish();
+    drop(vs);
+}
+
 fn train_step_scale(c: &mut Criterion) {
     let device = baddiffusion::default_device();
     let mut rng = Rng::seeded(0);
-    let vs = nn::VarStore::new(device);
-    let model = rng.with(|| UNet2DModel::new(vs.root(), &UNet2DConfig::scale(16, 3)).unwrap());
-    let mut opt = nn::Adam::default().build(&vs, 2e-4).unwrap();
-    let x = rng.randn(&[64, 3, 16, 16]).to_device(device);
-    let noise = rng.randn(&[64, 3, 16, 16]).to_device(device);
-    let t = rng.randint(1000, &[64]).to_device(device);
+    let (vs, model, schedule) = scale_setup(&mut rng);
+    let params = vs.trainable_variables();
+    let mut adam = Adam::new(params.iter().map(|p| p.shallow_clone()).collect());
+    let batch = random_poison_batch(&mut rng, 64, [1, 16, 16], 0.1).to_device(device);
+    let noise = rng.randn(&[64, 1, 16, 16]).to_device(device);
+    let t = rng.randint(100, &[64]).to_device(device);
+    drop(rng);
     let mut g = c.benchmark_group("unet");
     g.sample_size(10);
     g.bench_function(
-        "train step scale(16, 3) batch 64 (forward + MSE backward + Adam)",
+        "train step scale(16, 1) batch 64 (backdoor loss, backward, clip, Adam)",
         |b| {
             b.iter(|| {
-                let loss = model
-                    .forward_t(&x, &t, true)
-                    .mse_loss(&noise, Reduction::Mean);
-                opt.backward_step(&loss);
-                loss.double_value(&[])
+                let loss = backdoor_loss(
+                    &schedule,
+                    &|x, t| model.forward_t(x, t, true),
+                    &batch,
+                    &t,
+                    &noise,
+                )
+                .unwrap();
+                let value = loss.double_value(&[]);
+                loss.backward();
+                clip_grad_norm(&params, 1.0);
+                adam.step(1e-4);
+                adam.zero_grad();
+                value
             })
         },
     );
     g.finish();
-    drop(rng);
 }
 
-criterion_group!(benches, forward_cifar10, train_step_scale);
+criterion_group!(benches, forward_cifar10, loss_scale, train_step_scale);
 criterion_main!(benches);

@@ -4,6 +4,7 @@
 //! the paper, named as the paper (or the diffusers code we port) names it.
 pub mod attack;
 pub mod backdoor_loss;
+pub mod bench;
 pub mod checkpoint;
 pub mod claims;
 pub mod datasets;

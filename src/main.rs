@@ -30,6 +30,8 @@ enum Command {
     Plan(cmd::plan::Args),
     /// Run one cell of a profile (all its stages, through the stage cache).
     Cell(cmd::cell::Args),
+    /// Time one benchmark workload (ours; `cargo xtask bench` runs it against its Python peer).
+    Bench(cmd::bench::Args),
     /// Write Tab. 1's trigger and target images of a profile.
     Gallery(cmd::gallery::Args),
     /// Judge the paper's claims (paper/claims.toml) against a run's rows; writes claims.json.
@@ -57,6 +59,7 @@ fn main() {
         Command::Claims(args) => cmd::claims::run(args),
         Command::Gallery(args) => cmd::gallery::run(args),
         Command::Defend(args) => cmd::defend::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

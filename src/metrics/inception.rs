@@ -22,6 +22,9 @@ pub const INPUT_SIZE: i64 = 299;
 /// Classes of the FID network's (unused) classifier head; kept so the upstream keys match.
 const NUM_CLASSES: i64 = 1008;
 
+/// BatchNorm's epsilon in torchvision's `BasicConv2d`.
+const BN_EPS: f64 = 1e-3;
+
 /// Conv (no bias) → BatchNorm(eps 1e-3, eval statistics) → ReLU: torchvision's `BasicConv2d`.
 struct BasicConv2d {
     weight: Tensor,
@@ -31,6 +34,10 @@ struct BasicConv2d {
     running_var: Tensor,
     stride: [i64; 2],
     padding: [i64; 2],
+    /// The conv with the eval-mode BatchNorm folded in, (W·s, β − μ·s) with s = γ/√(σ²+ε): the
+    /// same affine map in one pass over the activations instead of two. Refreshed by
+    /// [`BasicConv2d::fold`] whenever the parameters change.
+    folded: (Tensor, Tensor),
 }
 
 impl BasicConv2d {
@@ -57,33 +64,31 @@ impl BasicConv2d {
             running_var: bn.ones_no_train("running_var", &[c_out]),
             stride: [stride, stride],
             padding,
+            // Placeholders until the network folds its parameters (FidInceptionV3::new does).
+            folded: (Tensor::new(), Tensor::new()),
         }
+    }
+
+    /// Recomputes [`Self::folded`] from the current parameters.
+    fn fold(&mut self) {
+        self.folded = tch::no_grad(|| {
+            let scale = &self.bn_weight / (&self.running_var + BN_EPS).sqrt();
+            let weight = &self.weight * scale.view([-1, 1, 1, 1]);
+            let bias = &self.bn_bias - &self.running_mean * &scale;
+            (weight, bias)
+        });
     }
 
     fn square(p: &nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, padding: i64) -> Self {
         Self::new(p, c_in, c_out, [k, k], stride, [padding, padding])
     }
 
+    /// Only under no-grad (the ReLU is in place, as torchvision's `inplace=True`).
     fn forward(&self, x: &Tensor) -> Tensor {
-        x.conv2d(
-            &self.weight,
-            None::<Tensor>,
-            self.stride,
-            self.padding,
-            [1, 1],
-            1,
-        )
-        .batch_norm(
-            Some(&self.bn_weight),
-            Some(&self.bn_bias),
-            Some(&self.running_mean),
-            Some(&self.running_var),
-            false,
-            0.1,
-            1e-3,
-            true,
-        )
-        .relu()
+        let (weight, bias) = &self.folded;
+        let mut y = x.conv2d(weight, Some(bias), self.stride, self.padding, [1, 1], 1);
+        let _ = y.relu_();
+        y
     }
 }
 
@@ -108,6 +113,18 @@ struct InceptionA {
 }
 
 impl InceptionA {
+    fn convs_mut(&mut self) -> Vec<&mut BasicConv2d> {
+        vec![
+            &mut self.branch1x1,
+            &mut self.branch5x5_1,
+            &mut self.branch5x5_2,
+            &mut self.branch3x3dbl_1,
+            &mut self.branch3x3dbl_2,
+            &mut self.branch3x3dbl_3,
+            &mut self.branch_pool,
+        ]
+    }
+
     fn new(p: &nn::Path, c_in: i64, pool_features: i64) -> Self {
         InceptionA {
             branch1x1: BasicConv2d::square(&p.sub("branch1x1"), c_in, 64, 1, 1, 0),
@@ -140,6 +157,15 @@ struct InceptionB {
 }
 
 impl InceptionB {
+    fn convs_mut(&mut self) -> Vec<&mut BasicConv2d> {
+        vec![
+            &mut self.branch3x3,
+            &mut self.branch3x3dbl_1,
+            &mut self.branch3x3dbl_2,
+            &mut self.branch3x3dbl_3,
+        ]
+    }
+
     fn new(p: &nn::Path, c_in: i64) -> Self {
         InceptionB {
             branch3x3: BasicConv2d::square(&p.sub("branch3x3"), c_in, 384, 3, 2, 0),
@@ -167,6 +193,13 @@ struct InceptionC {
 }
 
 impl InceptionC {
+    fn convs_mut(&mut self) -> Vec<&mut BasicConv2d> {
+        let mut v = vec![&mut self.branch1x1, &mut self.branch_pool];
+        v.extend(self.branch7x7.iter_mut());
+        v.extend(self.branch7x7dbl.iter_mut());
+        v
+    }
+
     fn new(p: &nn::Path, c_in: i64, c7: i64) -> Self {
         let (row, col) = (([1, 7], [0, 3]), ([7, 1], [3, 0]));
         let conv = |name: &str, ci, co, (k, pad): ([i64; 2], [i64; 2])| {
@@ -210,6 +243,12 @@ struct InceptionD {
 }
 
 impl InceptionD {
+    fn convs_mut(&mut self) -> Vec<&mut BasicConv2d> {
+        let mut v = vec![&mut self.branch3x3_1, &mut self.branch3x3_2];
+        v.extend(self.branch7x7x3.iter_mut());
+        v
+    }
+
     fn new(p: &nn::Path, c_in: i64) -> Self {
         let sq =
             |name: &str, ci, co, k, s, pad| BasicConv2d::square(&p.sub(name), ci, co, k, s, pad);
@@ -258,6 +297,20 @@ struct InceptionE {
 }
 
 impl InceptionE {
+    fn convs_mut(&mut self) -> Vec<&mut BasicConv2d> {
+        vec![
+            &mut self.branch1x1,
+            &mut self.branch3x3_1,
+            &mut self.branch3x3_2a,
+            &mut self.branch3x3_2b,
+            &mut self.branch3x3dbl_1,
+            &mut self.branch3x3dbl_2,
+            &mut self.branch3x3dbl_3a,
+            &mut self.branch3x3dbl_3b,
+            &mut self.branch_pool,
+        ]
+    }
+
     fn new(p: &nn::Path, c_in: i64, pool: EPool) -> Self {
         let c = |name: &str, ci, co, k: [i64; 2], pad: [i64; 2]| {
             BasicConv2d::new(&p.sub(name), ci, co, k, 1, pad)
@@ -311,6 +364,8 @@ pub struct FidInceptionV3 {
     mixed_7b: InceptionE,
     mixed_7c: InceptionE,
     weights: Option<WeightsInfo>,
+    /// Activations in channels-last layout (see [`FidInceptionV3::set_channels_last`]).
+    channels_last: bool,
 }
 
 /// Where the loaded weights came from, for the protocol of every FID row.
@@ -352,7 +407,7 @@ impl FidInceptionV3 {
         let _ = fc.var("weight", &[NUM_CLASSES, POOL3_DIM], Init::Const(0.));
         let _ = fc.var("bias", &[NUM_CLASSES], Init::Const(0.));
         vs.freeze();
-        FidInceptionV3 {
+        let mut net = FidInceptionV3 {
             vs,
             stem,
             mixed_5,
@@ -362,6 +417,27 @@ impl FidInceptionV3 {
             mixed_7b,
             mixed_7c,
             weights: None,
+            channels_last: crate::unet::channels_last_default(device),
+        };
+        net.fold_batch_norms();
+        net
+    }
+
+    /// Refolds every BatchNorm into its conv (after the parameters changed).
+    fn fold_batch_norms(&mut self) {
+        let mut convs: Vec<&mut BasicConv2d> = self.stem.iter_mut().collect();
+        for b in &mut self.mixed_5 {
+            convs.extend(b.convs_mut());
+        }
+        convs.extend(self.mixed_6a.convs_mut());
+        for b in &mut self.mixed_6 {
+            convs.extend(b.convs_mut());
+        }
+        convs.extend(self.mixed_7a.convs_mut());
+        convs.extend(self.mixed_7b.convs_mut());
+        convs.extend(self.mixed_7c.convs_mut());
+        for c in convs {
+            c.fold();
         }
     }
 
@@ -429,6 +505,7 @@ impl FidInceptionV3 {
                 show(&wrong_shape),
             );
         }
+        self.fold_batch_norms();
         self.weights = Some(WeightsInfo {
             path: path.to_path_buf(),
             sha256,
@@ -445,11 +522,52 @@ impl FidInceptionV3 {
         self.vs.device()
     }
 
+    /// Fills every parameter with seeded random values of a trained network's scale (He-normal
+    /// convolutions, BatchNorm scales and variances in [0.5, 1.5), small shifts and means), for
+    /// speed measurements where the real weights are not at hand. Forgets any loaded weights.
+    pub fn randomize(&mut self, rng: &mut crate::rng::Rng) {
+        let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        tch::no_grad(|| {
+            for (name, mut var) in vars {
+                let size = var.size();
+                let value = if name.ends_with("conv.weight") {
+                    let fan_in: i64 = size[1..].iter().product();
+                    rng.randn(&size) * (2.0 / fan_in as f64).sqrt()
+                } else if name.ends_with("bn.weight") || name.ends_with("running_var") {
+                    rng.rand(&size) + 0.5
+                } else if name.ends_with("bn.bias") || name.ends_with("running_mean") {
+                    rng.randn(&size) * 0.1
+                } else {
+                    rng.randn(&size) * 0.01
+                };
+                var.copy_(&value.to_device(var.device()));
+            }
+        });
+        self.fold_batch_norms();
+        self.weights = None;
+    }
+
+    /// Runs the activations channels-last (NHWC strides; same values up to rounding), where
+    /// oneDNN's convolutions need no layout conversions.
+    pub fn set_channels_last(&mut self, on: bool) {
+        self.channels_last = on;
+    }
+
+    pub fn channels_last(&self) -> bool {
+        self.channels_last
+    }
+
     /// Pool3 features `[N, 2048]` (float32, on the CPU) of images `[N, 3, H, W]` in [0, 1].
     pub fn pool3(&self, images: &Tensor) -> Tensor {
         tch::no_grad(|| {
             let x = images.to_device(self.device()).to_kind(Kind::Float);
             let x = x.upsample_bilinear2d([INPUT_SIZE, INPUT_SIZE], false, None, None) * 2.0 - 1.0;
+            let x = if self.channels_last {
+                crate::unet::to_channels_last(&x)
+            } else {
+                x
+            };
             let mut h = self.stem[0].forward(&x);
             h = self.stem[1].forward(&h);
             h = max_pool_3x3_s2(&self.stem[2].forward(&h));
@@ -473,89 +591,4 @@ impl FidInceptionV3 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::rng::Rng;
-
-    /// pool3 features of 4 CIFAR-sized images against pytorch-fid's InceptionV3 with the same
-    /// seeded random weights. The whole network runs, so the FID-specific blocks (A and C with
-    /// count_include_pad=False, E_1 likewise, E_2 with its max pool) all shape the result.
-    #[test]
-    fn pool3_matches_pytorch_fid() {
-        let images = Rng::seeded(41).rand(&[4, 3, 32, 32]);
-        let dir = tempfile::tempdir().unwrap();
-        let weights = dir.path().join("inception.safetensors");
-        let out = crate::testing::oracle(
-            "fid_inception",
-            &[("images", &images)],
-            &["7", weights.to_str().unwrap()],
-        );
-        let net = FidInceptionV3::from_safetensors(&weights, Device::Cpu).unwrap();
-        let ours = net.pool3(&images);
-        let theirs = &out["features"];
-        assert_eq!(ours.size(), [4, POOL3_DIM]);
-        let scale = theirs.abs().max().double_value(&[]);
-        assert!(scale > 1e-3, "degenerate features (max {scale})");
-        let rel = crate::testing::max_abs_diff(&ours, theirs) / scale;
-        eprintln!("pool3 max relative difference to pytorch-fid: {rel:e}");
-        assert!(
-            rel <= 1e-4,
-            "pool3 features differ from pytorch-fid: max relative difference {rel:e}"
-        );
-        assert_eq!(
-            net.weights().unwrap().sha256,
-            crate::metrics::sha256_hex(&std::fs::read(&weights).unwrap())
-        );
-    }
-
-    #[test]
-    fn wrong_weights_files_are_clear_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let pth = dir.path().join("pt_inception.pth");
-        std::fs::write(&pth, b"pickle").unwrap();
-        let err = FidInceptionV3::from_safetensors(&pth, Device::Cpu)
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(
-            err.contains("pt_inception.pth") && err.contains("convert_pth.py"),
-            "{err}"
-        );
-
-        let garbage = dir.path().join("garbage.safetensors");
-        std::fs::write(&garbage, b"\x08\0\0\0\0\0\0\0{}").unwrap();
-        let err = format!(
-            "{:#}",
-            FidInceptionV3::from_safetensors(&garbage, Device::Cpu)
-                .err()
-                .unwrap()
-        );
-        assert!(err.contains("garbage.safetensors"), "{err}");
-
-        let other = dir.path().join("other.safetensors");
-        let w = Tensor::zeros([32, 3, 3, 3], (Kind::Float, Device::Cpu));
-        let odd = Tensor::zeros([3], (Kind::Float, Device::Cpu));
-        Tensor::write_safetensors(
-            &[
-                ("Conv2d_1a_3x3.conv.weight", &w),
-                ("Conv2d_2a_3x3.bn.bias", &odd),
-                ("unet.x", &odd),
-            ],
-            &other,
-        )
-        .unwrap();
-        let err = FidInceptionV3::from_safetensors(&other, Device::Cpu)
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(
-            err.contains("other.safetensors") && err.contains("1 unexpected [unet.x]"),
-            "{err}"
-        );
-        assert!(
-            err.contains("1 wrongly shaped [Conv2d_2a_3x3.bn.bias"),
-            "{err}"
-        );
-        assert!(err.contains("missing [Conv2d_1a_3x3.bn.bias"), "{err}");
-    }
-}
+mod tests;

@@ -3,7 +3,7 @@
 //!
 //! Why not tch's optimizer: it wraps libtorch's C++ Adam, whose moments cannot be read or
 //! restored through tch, and an exact resume needs them in the checkpoint.
-use tch::{Kind, Tensor};
+use tch::{COptimizer, Kind, Tensor};
 
 pub struct Adam {
     params: Vec<Tensor>,
@@ -12,6 +12,10 @@ pub struct Adam {
     step: i64,
     pub betas: (f64, f64),
     pub eps: f64,
+    /// libtorch's optimizer base over the same parameters, used only for its `zero_grad`, which
+    /// resets gradients to undefined (`set_to_none`, torch's default): tch offers no other way.
+    /// Its own step never runs.
+    grad_reset: Option<COptimizer>,
 }
 
 impl Adam {
@@ -20,6 +24,14 @@ impl Adam {
         let zeros = |p: &Tensor| p.zeros_like().detach();
         let exp_avg = params.iter().map(zeros).collect();
         let exp_avg_sq = params.iter().map(zeros).collect();
+        let grad_reset = COptimizer::sgd(0.0, 0.0, 0.0, 0.0, false)
+            .and_then(|mut o| {
+                for p in &params {
+                    o.add_parameters(p, 0)?;
+                }
+                Ok(o)
+            })
+            .ok();
         Adam {
             params,
             exp_avg,
@@ -27,6 +39,7 @@ impl Adam {
             step: 0,
             betas: (0.9, 0.999),
             eps: 1e-8,
+            grad_reset,
         }
     }
 
@@ -35,7 +48,15 @@ impl Adam {
         self.step
     }
 
+    /// Drops the gradients, as torch's `zero_grad()` (set to none): the next backward writes
+    /// fresh gradients instead of zero-filling and then adding into the old buffers, and a
+    /// parameter that receives no gradient is skipped by [`Adam::step`], as in torch.
     pub fn zero_grad(&mut self) {
+        if let Some(o) = &self.grad_reset {
+            if o.zero_grad().is_ok() {
+                return;
+            }
+        }
         for p in &mut self.params {
             p.zero_grad();
         }
@@ -63,7 +84,10 @@ impl Adam {
             // libtorch's kernels evaluate `self + value * t1 * t2` and `self + value * t1 / t2` left to
             // right; folding `value` into t1 keeps the same rounding.
             let _ = v.g_mul_scalar_(b2).addcmul_(&(&g * (1.0 - b2)), &g);
-            let denom = (v.sqrt() / bias_correction2_sqrt) + self.eps;
+            // In place after the sqrt (one temporary, not three), as torch's `.add_(eps)`.
+            let mut denom = v.sqrt();
+            let _ = denom.g_div_scalar_(bias_correction2_sqrt);
+            let _ = denom.g_add_scalar_(self.eps);
             let _ = p.addcdiv_(&(&*m * -step_size), &denom);
         }
     }

@@ -82,6 +82,11 @@ impl Attention {
             .forward(&o)
             .transpose(-1, -2)
             .reshape([b, c, h, w]);
-        (o + x) / self.rescale_output_factor
+        let o = o + x;
+        if self.rescale_output_factor != 1.0 {
+            o / self.rescale_output_factor
+        } else {
+            o
+        }
     }
 }

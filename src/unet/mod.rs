@@ -125,6 +125,7 @@ pub struct UNet2DModel {
     up_blocks: Vec<UpBlock>,
     conv_norm_out: nn::GroupNorm,
     conv_out: PerturbConv2d,
+    channels_last: bool,
 }
 
 impl UNet2DModel {
@@ -244,6 +245,7 @@ impl UNet2DModel {
             up_blocks,
             conv_norm_out,
             conv_out,
+            channels_last: false,
         })
     }
 
@@ -301,6 +303,11 @@ impl UNet2DModel {
         let t_emb = self.time_proj.forward(&t).to_kind(sample.kind());
         let emb = self.time_embedding.forward(&t_emb);
 
+        let sample = if self.channels_last {
+            to_channels_last(&sample)
+        } else {
+            sample
+        };
         let mut h = self.conv_in.forward(&sample);
         let mut skips = vec![h.shallow_clone()];
         for block in &self.down_blocks {
@@ -321,8 +328,24 @@ impl UNet2DModel {
             };
         }
         debug_assert!(skips.is_empty());
-        let h = self.conv_norm_out.forward(&h).silu();
-        self.conv_out.forward(&h)
+        let h = resnet::silu(self.conv_norm_out.forward(&h));
+        let out = self.conv_out.forward(&h);
+        if self.channels_last {
+            out.contiguous()
+        } else {
+            out
+        }
+    }
+
+    /// Runs the activations in channels-last layout (NHWC strides, same NCHW shape and values up
+    /// to rounding), where oneDNN's convolutions need no layout conversions. Weights and outputs
+    /// keep the standard layout, so checkpoints and callers see no difference.
+    pub fn set_channels_last(&mut self, on: bool) {
+        self.channels_last = on;
+    }
+
+    pub fn channels_last(&self) -> bool {
+        self.channels_last
     }
 
     /// `forward_t` at one integer timestep for the whole batch.
@@ -333,6 +356,19 @@ impl UNet2DModel {
             train,
         )
     }
+}
+
+/// Whether the reproduction runs UNet activations channels-last on `device` (see
+/// [`UNet2DModel::set_channels_last`]); decided by measurement with `cargo xtask bench`.
+pub fn channels_last_default(device: tch::Device) -> bool {
+    let _ = device;
+    false
+}
+
+/// The same (B, C, H, W) tensor stored channels-last (strides of NHWC), which libtorch's
+/// layout-aware kernels keep through the network.
+pub fn to_channels_last(x: &Tensor) -> Tensor {
+    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
 /// Number of scalar parameters in a variable store.

@@ -56,21 +56,42 @@ impl ResnetBlock2D {
         out.extend(&self.conv_shortcut);
     }
 
+    /// Same arithmetic as diffusers; the steps that cannot change a value are skipped (dropout
+    /// with p = 0, division by a scale factor of 1) and fresh intermediates are updated in place.
     pub fn forward_t(&self, input: &Tensor, temb: &Tensor, train: bool) -> Tensor {
-        let h = self.conv1.forward(&self.norm1.forward(input).silu());
+        let h = self.conv1.forward(&silu(self.norm1.forward(input)));
         let t = self
             .time_emb_proj
             .forward(&temb.silu())
             .unsqueeze(-1)
             .unsqueeze(-1);
-        let h = self.norm2.forward(&(h + t)).silu();
-        let h = h.dropout(self.dropout, train);
-        let h = self.conv2.forward(&h);
-        let shortcut = match &self.conv_shortcut {
-            Some(c) => c.forward(input),
-            None => input.shallow_clone(),
+        let h = silu(self.norm2.forward(&(h + t)));
+        let h = if self.dropout > 0.0 {
+            h.dropout(self.dropout, train)
+        } else {
+            h
         };
-        (shortcut + h) / self.output_scale_factor
+        // A conv output is fresh and its backward does not read it, so the residual sum may
+        // overwrite it (a + b == b + a exactly).
+        let mut out = self.conv2.forward(&h);
+        match &self.conv_shortcut {
+            Some(c) => out += c.forward(input),
+            None => out += input,
+        }
+        if self.output_scale_factor != 1.0 {
+            out /= self.output_scale_factor;
+        }
+        out
+    }
+}
+
+/// SiLU, in place when no gradient flows through `x` (a fresh activation nobody else holds).
+pub(crate) fn silu(mut x: Tensor) -> Tensor {
+    if x.requires_grad() {
+        x.silu()
+    } else {
+        let _ = x.silu_();
+        x
     }
 }
 

@@ -201,3 +201,60 @@ fn fresh_init_is_seeded_and_pytorch_like() {
     assert!(w.abs().max().double_value(&[]) > 0.9 * bound);
     assert_eq!(a.kind(), Kind::Float);
 }
+
+/// Relative max difference of two tensors (to the larger's magnitude).
+fn rel_diff(a: &Tensor, b: &Tensor) -> f64 {
+    let scale = a.abs().max().double_value(&[]).max(1e-12);
+    crate::testing::max_abs_diff(a, b) / scale
+}
+
+/// Channels-last activations (a speed option) compute what the standard layout computes, up to
+/// rounding, forward and backward; the output comes back in the standard layout.
+#[test]
+fn channels_last_matches_the_standard_layout() {
+    let mut rng = Rng::seeded(5);
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let mut model = rng
+        .with(|| UNet2DModel::new(vs.root(), &UNet2DConfig::scale(16, 1)))
+        .unwrap();
+    let x = rng.randn(&[4, 1, 16, 16]);
+    let t = rng.randint(100, &[4]);
+    drop(rng);
+    let params = vs.trainable_variables();
+    let run = |model: &UNet2DModel| {
+        let out = model.forward_t(&x, &t, true);
+        let loss = out.square().mean(Kind::Float);
+        let grads = Tensor::run_backward(&[&loss], &params, false, false);
+        (out.detach(), grads)
+    };
+    let (plain, plain_grads) = run(&model);
+    model.set_channels_last(true);
+    let (cl, cl_grads) = run(&model);
+    assert!(
+        cl.is_contiguous(),
+        "the output must be in the standard layout"
+    );
+    let d = rel_diff(&plain, &cl);
+    assert!(d < 1e-5, "outputs differ by {d:e}");
+    for (i, (a, b)) in plain_grads.iter().zip(&cl_grads).enumerate() {
+        let d = rel_diff(a, b);
+        assert!(d < 1e-4, "gradient {i} ({:?}) differs by {d:e}", a.size());
+    }
+}
+
+/// The no-grad path (in-place activations) gives bit-identical outputs to the graph-building one.
+#[test]
+fn inference_without_grad_is_bit_identical() {
+    let mut rng = Rng::seeded(6);
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let model = rng
+        .with(|| UNet2DModel::new(vs.root(), &UNet2DConfig::scale(16, 1)))
+        .unwrap();
+    let x = rng.randn(&[3, 1, 16, 16]);
+    let t = rng.randint(100, &[3]);
+    drop(rng);
+    let with_graph = model.forward_t(&x, &t, false);
+    assert!(with_graph.requires_grad());
+    let without = tch::no_grad(|| model.forward_t(&x, &t, false));
+    assert!(with_graph.detach().equal(&without));
+}

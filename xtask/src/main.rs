@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's thin orchestrator. It compiles fast (no tch, no polars) and only
 //! prepares environments and starts other programs; the library and `baddiff` do the computing.
 mod artifacts;
+mod bench;
 mod doctor;
 mod pyenv;
 mod reproduce;
@@ -50,6 +51,9 @@ enum Command {
     },
     /// The main job: run a profile's experiment matrix, judge the paper's claims, write the frame and the report.
     Reproduce(reproduce::Args),
+    /// Time our implementation against PyTorch eager, diffusers and pytorch-fid (alternating,
+    /// same libtorch, shapes and threads); writes results/bench/<stamp>.{md,json}.
+    Bench(bench::Args),
     /// Re-hash the artifact cache; corrupt entries are quarantined and never used again.
     Verify,
     /// Render the paper report of a run (default: the newest under results/runs/) and publish it to paper/.
@@ -101,6 +105,7 @@ fn main() {
         }),
         Some(Command::Verify) => artifacts::verify(),
         Some(Command::Reproduce(args)) => reproduce::run(args),
+        Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Report { run }) => report(run),
         Some(Command::Diff {
             run_a,

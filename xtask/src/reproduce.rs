@@ -400,7 +400,7 @@ fn write_manifest(run_dir: &Path, a: &Args, plan: &Value, wall_s: f64) -> Result
 }
 
 /// `YYYYMMDD-HHMMSS` in UTC, without a date crate.
-fn utc_stamp() -> String {
+pub(crate) fn utc_stamp() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -1,0 +1,321 @@
+//! `cargo xtask bench`: our implementation against what users would otherwise run (PyTorch
+//! eager, diffusers, pytorch-fid) on the same libtorch, same shapes and thread count.
+//!
+//! For each workload it asks `baddiff bench W --spec` for the shapes, then alternates processes
+//! (ours, peer, ours, peer, ...) so that load from other users of the machine hits both alike,
+//! pools each side's repetition times and reports medians, spread and the ratio peer/ours (> 1:
+//! we are faster). Results go to `results/bench/<UTC stamp>.{md,json}` and `latest.{md,json}`.
+//! The report math lives in [`report`] and is unit-tested; this file only runs programs.
+mod report;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::project_root;
+
+/// Every workload, in the order they run (the ceiling first).
+const WORKLOADS: [&str; 5] = [
+    "matmul",
+    "train-step-cifar10",
+    "train-step-scale",
+    "sample-scale",
+    "fid-features",
+];
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Rounds of alternation; each round runs ours once and the peer once (each process times
+    /// the workload's default repetitions after a warm-up).
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Only these workloads (repeatable): matmul, train-step-cifar10, train-step-scale,
+    /// sample-scale, fid-features.
+    #[arg(long)]
+    only: Vec<String>,
+    /// A previous results JSON: exit 1 if a workload's ratio fell by more than --threshold.
+    #[arg(long, value_name = "BASE.json")]
+    compare: Option<PathBuf>,
+    /// Allowed relative drop of a ratio against --compare's before it counts as a slowdown.
+    #[arg(long, default_value_t = report::DEFAULT_THRESHOLD)]
+    threshold: f64,
+    /// Also time the smoke profile end to end (`cargo xtask reproduce`), cold and warm cache.
+    #[arg(long)]
+    e2e: bool,
+    /// Inputs for the cold --e2e run on machines without network (passed to reproduce).
+    #[arg(long = "mirror", value_name = "DIR|URL")]
+    mirrors: Vec<String>,
+    /// Intra-op threads of both sides [default: the machine's cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// cpu, cuda or cuda:N for both sides [default: cpu].
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Mixed precision (autocast) on both sides; CUDA only.
+    #[arg(long)]
+    amp: bool,
+}
+
+fn baddiff() -> PathBuf {
+    project_root().join("target/debug/baddiff")
+}
+
+fn python() -> Result<PathBuf> {
+    let py = project_root().join(".venv/bin/python");
+    anyhow::ensure!(
+        py.exists(),
+        "the project's Python environment is missing ({}): run `cargo xtask setup`",
+        py.display()
+    );
+    Ok(py)
+}
+
+/// Builds `baddiff` as `reproduce` does (the same binary the reproduction runs is measured).
+fn build() -> Result<()> {
+    let status = Command::new(env!("CARGO"))
+        .current_dir(project_root())
+        .args([
+            "build",
+            "--locked",
+            "--quiet",
+            "-p",
+            "baddiffusion",
+            "--bin",
+            "baddiff",
+        ])
+        .status()?;
+    anyhow::ensure!(status.success(), "building baddiff failed");
+    Ok(())
+}
+
+/// Runs a measuring process and parses the one JSON object it prints.
+fn measure(cmd: &mut Command, threads: usize, what: &str) -> Result<Value> {
+    let out = cmd
+        .current_dir(project_root())
+        .env("OMP_NUM_THREADS", threads.to_string())
+        .env("MKL_NUM_THREADS", threads.to_string())
+        .output()
+        .with_context(|| format!("starting {what}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(15).collect();
+        bail!(
+            "{what} failed ({}):\n{}",
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .with_context(|| format!("{what} printed no JSON: {text}"))?;
+    serde_json::from_str(line).with_context(|| format!("{what} printed invalid JSON: {line}"))
+}
+
+pub fn run(a: Args) -> Result<()> {
+    for w in &a.only {
+        anyhow::ensure!(
+            WORKLOADS.contains(&w.as_str()),
+            "unknown workload `{w}` in --only: use one of {}",
+            WORKLOADS.join(", ")
+        );
+    }
+    anyhow::ensure!(a.reps > 0, "--reps must be at least 1");
+    anyhow::ensure!(
+        (0.0..1.0).contains(&a.threshold),
+        "--threshold is a fraction in [0, 1), got {}",
+        a.threshold
+    );
+    let base = match &a.compare {
+        Some(p) => Some(report::load(p)?),
+        None => None,
+    };
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let py = python()?;
+    build()?;
+    let started = Instant::now();
+    let tmp = std::env::temp_dir().join(format!("baddiff-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+
+    let selected: Vec<&str> = WORKLOADS
+        .into_iter()
+        .filter(|w| a.only.is_empty() || a.only.iter().any(|o| o == w))
+        .collect();
+    let mut results = Vec::new();
+    let threads_arg = threads.to_string();
+    for &w in &selected {
+        let spec_out = Command::new(baddiff())
+            .args(["bench", w, "--spec"])
+            .current_dir(project_root())
+            .output()?;
+        anyhow::ensure!(
+            spec_out.status.success(),
+            "baddiff bench {w} --spec failed: {}",
+            String::from_utf8_lossy(&spec_out.stderr)
+        );
+        let spec_path = tmp.join(format!("{w}.json"));
+        std::fs::write(&spec_path, &spec_out.stdout)?;
+        let (mut ours, mut peer) = (Vec::new(), Vec::new());
+        for round in 0..a.reps {
+            eprintln!("bench {w}: round {}/{}", round + 1, a.reps);
+            let mut c = Command::new(baddiff());
+            c.args(["bench", w, "--json", "--threads", threads_arg.as_str()])
+                .args(["--device", a.device.as_str()]);
+            if a.amp {
+                c.arg("--amp");
+            }
+            ours.push(measure(&mut c, threads, &format!("baddiff bench {w}"))?);
+            let mut c = Command::new(&py);
+            c.arg(project_root().join("python/bench/peer.py"))
+                .arg(&spec_path)
+                .args([
+                    "--threads",
+                    threads_arg.as_str(),
+                    "--device",
+                    a.device.as_str(),
+                ])
+                .args(["--reps", peer_reps(&ours[0]).to_string().as_str()]);
+            if a.amp {
+                c.arg("--amp");
+            }
+            if round == 0 {
+                c.arg("--count-flops");
+            }
+            peer.push(measure(
+                &mut c,
+                threads,
+                &format!("python/bench/peer.py {w}"),
+            )?);
+        }
+        results.push(report::combine(w, &ours, &peer)?);
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+
+    let e2e = if a.e2e { Some(end_to_end(&a)?) } else { None };
+    let meta = json!({
+        "stamp": crate::reproduce::utc_stamp(),
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "git_commit": git(&["rev-parse", "HEAD"]),
+        "git_dirty": git(&["status", "--porcelain"]).map(|s| !s.is_empty()),
+        "host_cpu": host_cpu(),
+        "host_cores": std::thread::available_parallelism().map(|n| n.get()).ok(),
+        "threads": threads,
+        "device": a.device,
+        "rounds": a.reps,
+        "wall_s": started.elapsed().as_secs_f64(),
+    });
+    let doc = report::document(meta, results, e2e);
+    let md = report::markdown(&doc);
+    let dir = project_root().join("results/bench");
+    std::fs::create_dir_all(&dir)?;
+    let stamp = doc["meta"]["stamp"].as_str().unwrap_or("run").to_string();
+    let text = serde_json::to_string_pretty(&doc)?;
+    for name in [stamp.as_str(), "latest"] {
+        std::fs::write(dir.join(format!("{name}.json")), &text)?;
+        std::fs::write(dir.join(format!("{name}.md")), &md)?;
+    }
+    println!("{md}");
+    println!(
+        "written: {} and latest.{{md,json}}",
+        dir.join(format!("{stamp}.{{md,json}}")).display()
+    );
+    if let Some(base) = base {
+        let slow = report::regressions(&base, &doc, a.threshold);
+        if !slow.is_empty() {
+            for s in &slow {
+                eprintln!("SLOWER: {s}");
+            }
+            bail!(
+                "{} workload(s) lost more than {:.0} % of their speed ratio against {}",
+                slow.len(),
+                a.threshold * 100.0,
+                a.compare
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            );
+        }
+        println!(
+            "no workload's ratio fell by more than {:.0} % against the base",
+            a.threshold * 100.0
+        );
+    }
+    Ok(())
+}
+
+/// The peer runs as many timed repetitions as our side did.
+fn peer_reps(ours: &Value) -> usize {
+    ours["times_s"].as_array().map_or(1, |t| t.len().max(1))
+}
+
+/// `cargo xtask reproduce` on the smoke profile with an empty cache (cold), then again (warm).
+/// The run republishes `paper/report.*` as any reproduction does.
+fn end_to_end(a: &Args) -> Result<Value> {
+    let cache = std::env::temp_dir().join(format!("baddiff-bench-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    std::fs::create_dir_all(&cache)?;
+    let mut times = serde_json::Map::new();
+    for phase in ["cold", "warm"] {
+        eprintln!(
+            "bench e2e: smoke profile, {phase} cache ({})",
+            cache.display()
+        );
+        let mut args: Vec<OsString> = vec![
+            "run".into(),
+            "--quiet".into(),
+            "--package".into(),
+            "xtask".into(),
+            "--".into(),
+            "reproduce".into(),
+            "--profile".into(),
+            "smoke".into(),
+            "--run-id".into(),
+            format!("bench-e2e-{phase}-{}", crate::reproduce::utc_stamp()).into(),
+        ];
+        for m in &a.mirrors {
+            args.extend(["--mirror".into(), m.into()]);
+        }
+        let start = Instant::now();
+        let status = Command::new(env!("CARGO"))
+            .current_dir(project_root())
+            .args(&args)
+            .env("BADDIFF_CACHE", &cache)
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "the {phase} end-to-end run failed ({status}); its cache is {}",
+            cache.display()
+        );
+        times.insert(format!("{phase}_s"), json!(start.elapsed().as_secs_f64()));
+    }
+    let _ = std::fs::remove_dir_all(&cache);
+    Ok(Value::Object(times))
+}
+
+fn git(args: &[&str]) -> Option<String> {
+    let o = Command::new("git")
+        .current_dir(project_root())
+        .args(args)
+        .output()
+        .ok()?;
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+fn host_cpu() -> Option<String> {
+    std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| {
+        t.lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|s| s.trim().to_string())
+    })
+}
