@@ -250,8 +250,8 @@ pub struct BenchOptions {
     pub device: Device,
     /// Mixed precision (autocast) on CUDA; ignored on the CPU.
     pub amp: bool,
-    /// UNet activations channels-last; `None`: what the reproduction does on this device
-    /// ([`crate::unet::channels_last_default`]).
+    /// Activations channels-last (UNet, Inception); `None`: what the reproduction does on this
+    /// device ([`crate::unet::channels_last_default`], [`crate::metrics::inception::FidInceptionV3::new`]).
     pub channels_last: Option<bool>,
 }
 
@@ -282,7 +282,7 @@ pub struct Measurement {
     pub libtorch: String,
     /// Mixed precision on.
     pub amp: bool,
-    /// UNet activations in channels-last layout (ours only; the peer runs diffusers' default).
+    /// Activations in channels-last layout (ours only; the peer runs its library's default).
     #[serde(default)]
     pub channels_last: bool,
     pub spec: WorkloadSpec,

@@ -311,7 +311,7 @@ def main():
         "max_s": max(times),
         "flops": float(flops) if flops is not None else None,
         "flops_source": FLOPS_SOURCE if flops is not None else None,
-        "libtorch": torch.__version__.split("+")[0],
+        "libtorch": torch.__version__,
         "amp": bool(a.amp and device.type == "cuda"),
         "spec": spec,
     }))

@@ -312,7 +312,9 @@ impl Features {
         let mut rng = Rng::seeded(spec.seed);
         let mut net = FidInceptionV3::new(opts.device);
         net.randomize(&mut rng);
-        net.set_channels_last(channels_last(opts));
+        if let Some(on) = opts.channels_last {
+            net.set_channels_last(on);
+        }
         let images = rng.rand(&[n, c, h, w]);
         Ok(Features {
             net,

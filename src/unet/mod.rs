@@ -359,7 +359,8 @@ impl UNet2DModel {
 }
 
 /// Whether the reproduction runs UNet activations channels-last on `device` (see
-/// [`UNet2DModel::set_channels_last`]); decided by measurement with `cargo xtask bench`.
+/// [`UNet2DModel::set_channels_last`]). Off: on the 2-core CPU `cargo xtask bench` measured no
+/// gain for the training step or sampling (the option stays for GPUs, where it is untested).
 pub fn channels_last_default(device: tch::Device) -> bool {
     let _ = device;
     false
