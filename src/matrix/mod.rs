@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 pub use profile::{Filter, Profile};
-pub use stage::{StageKey, StageRecord, StageStore};
+pub use stage::{NotCached, StageKey, StageRecord, StageStore};
 
 /// How a cell's model was obtained (the frame's `training` column).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

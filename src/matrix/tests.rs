@@ -22,6 +22,18 @@ fn every_committed_profile_loads_and_plans() {
             plan.estimated_seconds.is_some(),
             "{name} states no throughput"
         );
+        // A cell alone costs no more than the whole plan (which also counts the base); a cell
+        // that samples costs something (defenses are not estimated).
+        assert_eq!(
+            plan.cell_estimated_seconds.len(),
+            plan.cells.len(),
+            "{name}"
+        );
+        for (c, s) in plan.cells.iter().zip(&plan.cell_estimated_seconds) {
+            let s = s.expect("estimated");
+            assert!(s <= plan.estimated_seconds.unwrap(), "{name} {}: {s}", c.id);
+            assert!(s > 0.0 || c.evals.is_empty(), "{name} {}: {s}", c.id);
+        }
     }
 }
 

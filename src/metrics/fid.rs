@@ -230,12 +230,10 @@ impl FeatureCache {
 }
 
 fn progress(n: usize, what: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(n as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} features {bar:30} {pos}/{len} [{elapsed} < {eta}, {per_sec}]",
-        )
-        .expect("valid template"),
+    let bar = crate::progress::bar(
+        n as u64,
+        "{msg} features {bar:30} {pos}/{len} [{elapsed} < {eta}, {per_sec}]",
+        true,
     );
     bar.set_message(what.to_string());
     bar

@@ -1,9 +1,11 @@
 //! `cargo xtask`: the project's thin orchestrator. It compiles fast (no tch, no polars) and only
 //! prepares environments and starts other programs; the library and `baddiff` do the computing.
 mod artifacts;
+mod cluster;
 mod doctor;
 mod pyenv;
 mod reproduce;
+mod slurm;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -16,6 +18,13 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy)]
+enum ClusterAction {
+    Up,
+    Down,
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -50,6 +59,15 @@ enum Command {
     },
     /// The main job: run a profile's experiment matrix, judge the paper's claims, write the frame and the report.
     Reproduce(reproduce::Args),
+    /// A local one-node Slurm cluster (Debian's packages, on 127.0.0.1) for trying and testing
+    /// `reproduce --executor slurm`; prints the SLURM_CONF to use.
+    Cluster {
+        #[arg(value_enum)]
+        action: ClusterAction,
+        /// Its state directory [default: target/slurm-cluster].
+        #[arg(long)]
+        state: Option<std::path::PathBuf>,
+    },
     /// Re-hash the artifact cache; corrupt entries are quarantined and never used again.
     Verify,
     /// Render the paper report of a run (default: the newest under results/runs/) and publish it to paper/.
@@ -100,6 +118,24 @@ fn main() {
             jobs,
         }),
         Some(Command::Verify) => artifacts::verify(),
+        Some(Command::Cluster { action, state }) => {
+            let state = state.unwrap_or_else(cluster::default_state);
+            match action {
+                ClusterAction::Up => cluster::up(&state).map(|c| {
+                    // Leave it running for the user.
+                    std::mem::forget(c);
+                    println!(
+                        "Slurm is up: export SLURM_CONF={}",
+                        cluster::conf(&state).display()
+                    );
+                }),
+                ClusterAction::Down => cluster::down(&state),
+                ClusterAction::Status => {
+                    println!("{}", cluster::status(&state));
+                    Ok(())
+                }
+            }
+        }
         Some(Command::Reproduce(args)) => reproduce::run(args),
         Some(Command::Report { run }) => report(run),
         Some(Command::Diff {
