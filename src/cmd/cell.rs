@@ -37,6 +37,9 @@ pub fn run(args: Args) -> Result<()> {
     let root = std::env::current_dir()?;
     let profile = Profile::load(&root, &args.profile)?;
     let device = baddiffusion::parse_device(args.device.as_deref().or(profile.device.as_deref()))?;
+    if let (tch::Device::Cpu, Some(n)) = (device, profile.threads) {
+        tch::set_num_threads(n as i32);
+    }
     let run_id = args
         .run_dir
         .file_name()

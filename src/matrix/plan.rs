@@ -7,13 +7,15 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::profile::{Base, Profile};
-use super::{Cell, StageStore, Training};
+use super::{Cell, StageStore};
 
 #[derive(Debug, Serialize)]
 pub struct Plan {
     pub profile: String,
     /// The profile's device (cpu, cuda), where it names one.
     pub device: Option<String>,
+    /// libtorch threads per cell on the CPU, where the profile fixes them.
+    pub threads: Option<usize>,
     pub cells: Vec<Cell>,
     /// Distinct trained models (cells sharing one are counted once), base included.
     pub trainings: usize,
@@ -28,6 +30,8 @@ pub struct Plan {
     pub cell_estimated_seconds: Vec<Option<f64>>,
     /// The clean base model(s) alone.
     pub base_estimated_seconds: Option<f64>,
+    /// Artifact names the profile reads (for fetching a profile given as a path).
+    pub artifacts: Vec<String>,
 }
 
 /// Images in a dataset split, for planning (the loaders check the real counts).
@@ -81,12 +85,9 @@ pub fn plan(profile: &Profile, cells: Vec<Cell>, store: &StageStore) -> Result<P
             Base::Checkpoint { .. } => 1000,
         };
         let batches = (p.measure.n as u64).div_ceil(p.measure.batch.max(1) as u64);
-        let own_train = match c.training {
-            Training::Pretrained => 0,
-            _ => p.train_settings(c).map_or(0, |t| iterations(&p, &t)),
-        };
+        let own_train = p.train_settings(c).map_or(0, |t| iterations(&p, &t));
         let mut own_steps = 0;
-        if c.training != Training::Pretrained
+        if c.training.trains()
             && seen.insert((
                 base_id.clone(),
                 &c.trigger,
@@ -101,7 +102,7 @@ pub fn plan(profile: &Profile, cells: Vec<Cell>, store: &StageStore) -> Result<P
                 trainings += 1;
             }
         }
-        let model = if c.training == Training::Pretrained {
+        let model = if !c.training.trains() {
             base_id.clone()
         } else {
             format!(
@@ -160,6 +161,7 @@ pub fn plan(profile: &Profile, cells: Vec<Cell>, store: &StageStore) -> Result<P
     Ok(Plan {
         profile: profile.name.clone(),
         device: profile.device.clone(),
+        threads: profile.threads,
         cells,
         trainings,
         train_iterations,
@@ -169,6 +171,7 @@ pub fn plan(profile: &Profile, cells: Vec<Cell>, store: &StageStore) -> Result<P
         estimated_seconds,
         cell_estimated_seconds,
         base_estimated_seconds,
+        artifacts: profile.artifacts(),
     })
 }
 
@@ -189,7 +192,7 @@ fn measured_train_rate(profile: &Profile, store: &StageStore) -> Option<(f64, St
             let out = &rec.output;
             let cfg = &out["config"];
             let same = cfg["data"] == serde_json::to_value(&profile.data).unwrap_or_default()
-                && cfg["train"]["batch"].as_i64() == Some(profile.finetune.batch);
+                && cfg["train"]["batch"].as_i64() == profile.finetune.as_ref().map(|f| f.batch);
             let (Some(it), Some(s)) = (out["iterations"].as_f64(), out["seconds"].as_f64()) else {
                 continue;
             };

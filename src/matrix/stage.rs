@@ -22,7 +22,8 @@ pub fn code_version(kind: &str) -> u32 {
     match kind {
         "base" | "train" => 1,
         "sample" => 1,
-        "measure" => 1,
+        // 2: the proxy's protocol names its card relative to the cache.
+        "measure" => 2,
         "defend" => 1,
         _ => 1,
     }

@@ -165,6 +165,16 @@ fn test(extra: &[String]) -> Result<()> {
     .run()?;
     // Doc tests are not part of --all-targets.
     xshell::cmd!(sh, "cargo test --workspace --doc --locked").run()?;
+    // The Slurm executor against a real one-node cluster, started here and stopped after (by
+    // its pid files; one that was already up is left running).
+    let cluster = cluster::up(&cluster::default_state())?;
+    let _conf = sh.push_env("SLURM_CONF", cluster::conf(&cluster.state));
+    xshell::cmd!(
+        sh,
+        "cargo test --locked -p xtask --test slurm -- --ignored {extra...}"
+    )
+    .run()?;
+    drop(cluster);
     Ok(())
 }
 

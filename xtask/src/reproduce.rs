@@ -72,6 +72,9 @@ fn baddiff_cmd() -> Command {
 pub fn run(a: Args) -> Result<()> {
     let started = Instant::now();
     let root = project_root();
+    if a.executor == Executor::Slurm {
+        crate::slurm::preflight(&a.slurm)?;
+    }
     crate::pyenv::setup(false)?;
     crate::ensure_debian_packages(&["dataset-fashion-mnist", "fonts-dejavu-core"])?;
     build()?;
@@ -115,10 +118,22 @@ pub fn run(a: Args) -> Result<()> {
         .filter_map(|c| c["id"].as_str().map(String::from))
         .collect();
 
-    // Inputs: the profile's pinned artifacts (a mirror serves machines without network).
+    // Inputs: the profile's pinned artifacts (a mirror serves machines without network). A
+    // committed profile's are listed in the manifest; a profile given as a file names its own.
+    let is_file = a.profile.ends_with(".toml");
+    let names = if is_file {
+        plan["artifacts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect()
+    } else {
+        vec![]
+    };
     crate::artifacts::fetch(crate::artifacts::FetchArgs {
-        names: vec![],
-        profile: Some(a.profile.clone()),
+        names,
+        profile: (!is_file).then(|| a.profile.clone()),
         manifest: None,
         mirrors: a.mirrors.clone(),
         offline: false,

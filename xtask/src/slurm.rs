@@ -22,7 +22,8 @@ pub struct SlurmArgs {
     /// GPUs per array task [default: 1 for a CUDA profile, 0 for a CPU one].
     #[arg(long)]
     pub gpus_per_cell: Option<u32>,
-    /// CPU cores per array task [default: 1 for a CPU profile, 4 for a CUDA one].
+    /// CPU cores per array task [default: the profile's `threads` for a CPU profile, else 1;
+    /// 4 for a CUDA one].
     #[arg(long)]
     pub cpus_per_cell: Option<u32>,
     /// Memory per array task, in sbatch's syntax [default: 4G for a CPU profile, 32G for CUDA].
@@ -255,8 +256,9 @@ pub struct Job<'a> {
     pub cell_args: &'a dyn Fn(&str) -> Vec<OsString>,
 }
 
-/// The outcome: failed cells, or `None` after a dry run.
-pub fn run(args: &SlurmArgs, job: &Job) -> Result<Option<Vec<String>>> {
+/// Checks, before anything is built or run, that the cluster's commands answer and know the
+/// partition.
+pub fn preflight(args: &SlurmArgs) -> Result<()> {
     let sbatch = Command::new("sbatch").arg("--version").output();
     if !matches!(&sbatch, Ok(o) if o.status.success()) {
         bail!(
@@ -273,6 +275,11 @@ pub fn run(args: &SlurmArgs, job: &Job) -> Result<Option<Vec<String>>> {
             );
         }
     }
+    Ok(())
+}
+
+/// The outcome: failed cells, or `None` after a dry run.
+pub fn run(args: &SlurmArgs, job: &Job) -> Result<Option<Vec<String>>> {
     let slurm_dir = job.run_dir.join("slurm");
     std::fs::create_dir_all(&slurm_dir)?;
     std::fs::create_dir_all(job.run_dir.join("logs"))?;
@@ -317,7 +324,11 @@ pub fn run(args: &SlurmArgs, job: &Job) -> Result<Option<Vec<String>>> {
         cells,
         partition: args.partition.clone(),
         gpus: args.gpus_per_cell.unwrap_or(u32::from(cuda)),
-        cpus: args.cpus_per_cell.unwrap_or(if cuda { 4 } else { 1 }),
+        cpus: args.cpus_per_cell.unwrap_or(if cuda {
+            4
+        } else {
+            job.plan["threads"].as_u64().unwrap_or(1) as u32
+        }),
         mem: args
             .mem
             .clone()
