@@ -97,9 +97,14 @@ fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> R
     Ok(())
 }
 
+/// Whether every daemon of the cluster in `state` is up.
+pub fn running(state: &Path) -> bool {
+    DAEMONS.iter().all(|d| alive(state, d).is_some())
+}
+
 /// Starts the daemons that are not running (installing the packages first if needed, as root).
 pub fn up(state: &Path) -> Result<Cluster> {
-    if DAEMONS.iter().all(|d| alive(state, d).is_some()) {
+    if running(state) {
         return Ok(Cluster {
             state: state.to_path_buf(),
             started: false,
