@@ -17,7 +17,8 @@ pub struct Plan {
     /// libtorch threads per cell on the CPU, where the profile fixes them.
     pub threads: Option<usize>,
     pub cells: Vec<Cell>,
-    /// Distinct trained models (cells sharing one are counted once), base included.
+    /// Distinct models trained here (cells sharing one are counted once), a pre-trained base
+    /// included; released checkpoints are not.
     pub trainings: usize,
     pub train_iterations: u64,
     /// Sampling: model forward passes over batches, summed over distinct sample sets.
@@ -71,8 +72,8 @@ pub fn plan(profile: &Profile, cells: Vec<Cell>, store: &StageStore) -> Result<P
         let p = profile.for_experiment(&c.experiment);
         let base_id = serde_json::to_string(&(&p.base, &p.data))?;
         if bases.insert(base_id.clone()) {
-            trainings += 1;
             if let Base::Pretrain { train, .. } = &p.base {
+                trainings += 1;
                 base_iterations += iterations(&p, train);
                 train_iterations += iterations(&p, train);
             }
