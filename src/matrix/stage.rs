@@ -162,14 +162,6 @@ impl StageStore {
             eprintln!("stage {} [{label}] cached ({})", key.kind, key.short());
             return Ok((Self::output(&rec)?, StageRecord { ran: false, ..rec }));
         }
-        if self.cached_only {
-            return Err(NotCached {
-                kind: key.kind.clone(),
-                label: label.to_string(),
-                key: key.short().to_string(),
-            }
-            .into());
-        }
         let why = if dir.exists() {
             "resuming an interrupted run"
         } else {
