@@ -81,9 +81,7 @@ fn run(cmd: &mut Command, what: &str) -> Result<()> {
 }
 
 fn log_tail(state: &Path, name: &str) -> String {
-    let text = std::fs::read_to_string(state.join("log").join(name)).unwrap_or_default();
-    let tail: Vec<&str> = text.lines().rev().take(8).collect();
-    tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+    crate::log_tail(&state.join("log").join(name), 8)
 }
 
 fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {

@@ -266,6 +266,13 @@ fn diff(
 
 /// Installs the Debian packages the tests need that `dpkg -s` does not report as installed: with
 /// apt-get when running as root, otherwise by printing the command to run and failing.
+/// The last `n` lines of a log file, indented for an error message (empty if unreadable).
+pub fn log_tail(path: &std::path::Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(n).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+}
+
 fn is_root() -> bool {
     std::process::Command::new("id")
         .arg("-u")

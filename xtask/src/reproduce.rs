@@ -396,12 +396,10 @@ fn run_cells(
                 let (cell, _, _) = running.remove(i);
                 if !status.success() {
                     let log = run_dir.join("logs").join(format!("{cell}.log"));
-                    let text = std::fs::read_to_string(&log).unwrap_or_default();
-                    let tail: Vec<&str> = text.lines().rev().take(5).collect();
                     bars.println(format!(
                         "cell {cell} FAILED ({status}); {}:\n  {}",
                         log.display(),
-                        tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+                        crate::log_tail(&log, 5)
                     ));
                     failed.push(cell);
                 }

@@ -436,15 +436,13 @@ pub fn run(args: &SlurmArgs, job: &Job) -> Result<Option<Vec<String>>> {
                 .is_file();
         if !ok || !done {
             let log = job.run_dir.join("logs").join(format!("{cell}.log"));
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(5).collect();
             println!(
                 "cell {cell} FAILED on Slurm (task {}: {}, exit {}); {}:\n  {}",
                 t.job_id,
                 t.state,
                 t.exit_code,
                 log.display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+                crate::log_tail(&log, 5)
             );
             failed.push(cell.clone());
         }

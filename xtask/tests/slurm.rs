@@ -261,7 +261,7 @@ fn a_task_cancelled_mid_training_is_rerun_and_resumes() {
         .unwrap();
     // Cancel every running task of the array once a fine-tune has written a checkpoint.
     let started = Instant::now();
-    let cancelled = loop {
+    loop {
         assert!(
             started.elapsed() < Duration::from_secs(900),
             "no checkpoint in 15 minutes"
@@ -283,12 +283,11 @@ fn a_task_cancelled_mid_training_is_rerun_and_resumes() {
                 let mut args = vec!["scancel"];
                 args.extend(&tasks);
                 slurm(&args);
-                break tasks.len();
+                break;
             }
         }
         std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(cancelled > 0);
+    }
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
