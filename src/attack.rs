@@ -280,18 +280,11 @@ pub fn train(
     let total = cfg
         .train
         .total_iterations(n.div_ceil(cfg.train.batch as usize) as u64);
-    let bar = if progress {
-        let bar = indicatif::ProgressBar::new(total);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "train {bar:30} {pos}/{len} it [{elapsed} < {eta}, {per_sec}] {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = crate::progress::bar(
+        total,
+        "train {bar:30} {pos}/{len} it [{elapsed} < {eta}, {per_sec}] {msg}",
+        progress,
+    );
     let state_dir = out.join("state");
     let resume_from = trainer::iterations_done(&state_dir)?;
     bar.set_position(resume_from);

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod pil;
 pub mod pipeline;
 pub mod poison;
+pub mod progress;
 pub mod python;
 pub mod rng;
 pub mod sampling;

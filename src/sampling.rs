@@ -167,16 +167,11 @@ pub fn sample_batches_with(
     let timesteps = sampler.timesteps().to_vec();
 
     let n_batches = opts.n.div_ceil(opts.batch_size);
-    let bar = if opts.progress {
-        let bar = indicatif::ProgressBar::new((n_batches * timesteps.len()) as u64);
-        let style = indicatif::ProgressStyle::with_template(
-            "sampling {bar:40} {pos}/{len} steps [{elapsed} < {eta}]",
-        );
-        bar.set_style(style.unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = crate::progress::bar(
+        (n_batches * timesteps.len()) as u64,
+        "sampling {bar:30} {pos}/{len} steps [{elapsed} < {eta}]",
+        opts.progress,
+    );
 
     let _no_grad = tch::no_grad_guard();
     let mut batch_seeds = Vec::with_capacity(n_batches);

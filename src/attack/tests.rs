@@ -30,6 +30,7 @@ fn cell() -> AttackConfig {
             save_every_epochs: 1,
             seed: 3,
             steps: None,
+            mixed_precision: None,
         },
     }
 }

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use baddiffusion::matrix::{run::Cells, Filter, Profile, StageStore};
+use baddiffusion::matrix::{run::Cells, Filter, NotCached, Profile, StageStore};
 
 /// Run one cell of a profile (every stage, through the stage cache) into a run directory.
 #[derive(clap::Args)]
@@ -24,12 +24,22 @@ pub struct Args {
     /// Show progress bars.
     #[arg(long)]
     progress: bool,
+    /// Compute nothing: finish the cell from cached stages, or exit with status 3 when a stage
+    /// would have to run (how `cargo xtask reproduce` learns which cells to submit to a cluster).
+    #[arg(long)]
+    cached_only: bool,
 }
+
+/// Exit status of `--cached-only` when the cell has work left.
+pub const NOT_CACHED_EXIT: i32 = 3;
 
 pub fn run(args: Args) -> Result<()> {
     let root = std::env::current_dir()?;
     let profile = Profile::load(&root, &args.profile)?;
     let device = baddiffusion::parse_device(args.device.as_deref().or(profile.device.as_deref()))?;
+    if let (tch::Device::Cpu, Some(n)) = (device, profile.threads) {
+        tch::set_num_threads(n as i32);
+    }
     let run_id = args
         .run_dir
         .file_name()
@@ -42,15 +52,25 @@ pub fn run(args: Args) -> Result<()> {
         None => profile,
     };
     let ctx = Cells {
-        store: StageStore::new(args.stages.unwrap_or_else(StageStore::default_root)),
+        store: StageStore {
+            cached_only: args.cached_only,
+            ..StageStore::new(args.stages.unwrap_or_else(StageStore::default_root))
+        },
         device,
         run_id,
         run_dir: args.run_dir,
         progress: args.progress,
         profile,
     };
+    let not_cached = |e: anyhow::Error| -> anyhow::Error {
+        if let Some(nc) = e.downcast_ref::<NotCached>() {
+            println!("not cached: {nc}");
+            std::process::exit(NOT_CACHED_EXIT);
+        }
+        e
+    };
     if args.cell == "base" {
-        let (base, rec) = ctx.base()?;
+        let (base, rec) = ctx.base().map_err(not_cached)?;
         eprintln!(
             "base model {} ({:.1} s)",
             base.model_dir.display(),
@@ -66,7 +86,7 @@ pub fn run(args: Args) -> Result<()> {
             args.profile
         );
     };
-    let result = ctx.run_cell(cell)?;
+    let result = ctx.run_cell(cell).map_err(not_cached)?;
     let ran = result.stages.iter().filter(|s| s.ran).count();
     eprintln!(
         "cell {}: {} rows, {} of {} stages ran",

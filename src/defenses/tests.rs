@@ -46,6 +46,7 @@ fn fixture_config() -> AttackConfig {
             save_every_epochs: 10,
             seed: 11,
             steps: None,
+            mixed_precision: None,
         },
     }
 }

@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 pub use profile::{Filter, Profile};
-pub use stage::{StageKey, StageRecord, StageStore};
+pub use stage::{NotCached, StageKey, StageRecord, StageStore};
 
 /// How a cell's model was obtained (the frame's `training` column).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -25,6 +25,9 @@ pub enum Training {
     Finetune,
     /// Backdoor training from a fresh initialisation (Fig. 3).
     Scratch,
+    /// The experiment's base checkpoint is itself a backdoored model (the authors' released
+    /// ones, spec §8.3), measured as it is; the cell's poison rate says how it was trained.
+    Released,
 }
 
 impl Training {
@@ -33,7 +36,8 @@ impl Training {
             "finetune" => Training::Finetune,
             "scratch" => Training::Scratch,
             "pretrained" => Training::Pretrained,
-            _ => bail!("training = {s:?}: use `finetune` or `scratch`"),
+            "released" => Training::Released,
+            _ => bail!("training = {s:?}: use `finetune`, `scratch` or `released`"),
         })
     }
 
@@ -42,7 +46,13 @@ impl Training {
             Training::Pretrained => "pretrained",
             Training::Finetune => "finetune",
             Training::Scratch => "scratch",
+            Training::Released => "released",
         }
+    }
+
+    /// Whether the cell trains a model of its own (else it measures the base checkpoint).
+    pub fn trains(self) -> bool {
+        matches!(self, Training::Finetune | Training::Scratch)
     }
 }
 

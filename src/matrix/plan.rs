@@ -7,13 +7,18 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::profile::{Base, Profile};
-use super::{Cell, StageStore, Training};
+use super::{Cell, StageStore};
 
 #[derive(Debug, Serialize)]
 pub struct Plan {
     pub profile: String,
+    /// The profile's device (cpu, cuda), where it names one.
+    pub device: Option<String>,
+    /// libtorch threads per cell on the CPU, where the profile fixes them.
+    pub threads: Option<usize>,
     pub cells: Vec<Cell>,
-    /// Distinct trained models (cells sharing one are counted once), base included.
+    /// Distinct models trained here (cells sharing one are counted once), a pre-trained base
+    /// included; released checkpoints are not.
     pub trainings: usize,
     pub train_iterations: u64,
     /// Sampling: model forward passes over batches, summed over distinct sample sets.
@@ -21,6 +26,13 @@ pub struct Plan {
     pub seconds_per_train_iteration: Option<(f64, String)>,
     pub seconds_per_sampling_step: Option<(f64, String)>,
     pub estimated_seconds: Option<f64>,
+    /// Each cell alone (its own training and sample sets, nothing shared), for a cluster's
+    /// per-task time limit.
+    pub cell_estimated_seconds: Vec<Option<f64>>,
+    /// The clean base model(s) alone.
+    pub base_estimated_seconds: Option<f64>,
+    /// Artifact names the profile reads (for fetching a profile given as a path).
+    pub artifacts: Vec<String>,
 }
 
 /// Images in a dataset split, for planning (the loaders check the real counts).
@@ -51,14 +63,18 @@ pub fn plan(profile: &Profile, cells: Vec<Cell>, store: &StageStore) -> Result<P
     let mut trainings = 0;
     let mut seen = BTreeSet::new();
     let mut bases = BTreeSet::new();
+    let mut base_iterations = 0;
     let mut sampling_steps = 0u64;
     let mut seen_samples = BTreeSet::new();
+    // (train iterations, sampling steps) of each cell on its own.
+    let mut alone = Vec::with_capacity(cells.len());
     for c in &cells {
         let p = profile.for_experiment(&c.experiment);
         let base_id = serde_json::to_string(&(&p.base, &p.data))?;
         if bases.insert(base_id.clone()) {
-            trainings += 1;
             if let Base::Pretrain { train, .. } = &p.base {
+                trainings += 1;
+                base_iterations += iterations(&p, train);
                 train_iterations += iterations(&p, train);
             }
         }
@@ -70,7 +86,9 @@ pub fn plan(profile: &Profile, cells: Vec<Cell>, store: &StageStore) -> Result<P
             Base::Checkpoint { .. } => 1000,
         };
         let batches = (p.measure.n as u64).div_ceil(p.measure.batch.max(1) as u64);
-        if c.training != Training::Pretrained
+        let own_train = p.train_settings(c).map_or(0, |t| iterations(&p, &t));
+        let mut own_steps = 0;
+        if c.training.trains()
             && seen.insert((
                 base_id.clone(),
                 &c.trigger,
@@ -85,7 +103,7 @@ pub fn plan(profile: &Profile, cells: Vec<Cell>, store: &StageStore) -> Result<P
                 trainings += 1;
             }
         }
-        let model = if c.training == Training::Pretrained {
+        let model = if !c.training.trains() {
             base_id.clone()
         } else {
             format!(
@@ -107,7 +125,9 @@ pub fn plan(profile: &Profile, cells: Vec<Cell>, store: &StageStore) -> Result<P
                     _ => timesteps,
                 });
             sampling_steps += sets * batches * steps;
+            own_steps += 2 * batches * steps;
         }
+        alone.push((own_train, own_steps));
     }
     let measured = measured_train_rate(profile, store);
     let assumed = profile.assumed.as_ref();
@@ -131,8 +151,18 @@ pub fn plan(profile: &Profile, cells: Vec<Cell>, store: &StageStore) -> Result<P
         }
         _ => None,
     };
+    let cell_estimated_seconds = alone
+        .iter()
+        .map(|&(t, s)| match (&train_rate, &sample_rate) {
+            (Some((tr, _)), Some((sr, _))) => Some(tr * t as f64 + sr * s as f64),
+            _ => None,
+        })
+        .collect();
+    let base_estimated_seconds = train_rate.as_ref().map(|(t, _)| t * base_iterations as f64);
     Ok(Plan {
         profile: profile.name.clone(),
+        device: profile.device.clone(),
+        threads: profile.threads,
         cells,
         trainings,
         train_iterations,
@@ -140,6 +170,9 @@ pub fn plan(profile: &Profile, cells: Vec<Cell>, store: &StageStore) -> Result<P
         seconds_per_train_iteration: train_rate,
         seconds_per_sampling_step: sample_rate,
         estimated_seconds,
+        cell_estimated_seconds,
+        base_estimated_seconds,
+        artifacts: profile.artifacts(),
     })
 }
 
@@ -160,7 +193,7 @@ fn measured_train_rate(profile: &Profile, store: &StageStore) -> Option<(f64, St
             let out = &rec.output;
             let cfg = &out["config"];
             let same = cfg["data"] == serde_json::to_value(&profile.data).unwrap_or_default()
-                && cfg["train"]["batch"].as_i64() == Some(profile.finetune.batch);
+                && cfg["train"]["batch"].as_i64() == profile.finetune.as_ref().map(|f| f.batch);
             let (Some(it), Some(s)) = (out["iterations"].as_f64(), out["seconds"].as_f64()) else {
                 continue;
             };

@@ -21,12 +21,18 @@ pub struct Profile {
     /// `cpu`, `cuda`, `cuda:N` or `auto` (the default: a GPU when there is one).
     #[serde(default)]
     pub device: Option<String>,
+    /// libtorch threads of every cell on the CPU. Part of what makes CPU numbers reproducible:
+    /// reductions sum in an order that depends on the thread count, so the same seed gives the
+    /// same numbers only with the same count (the Slurm executor requests this many cores).
+    #[serde(default)]
+    pub threads: Option<usize>,
     /// The data every cell trains on (the `[data]` table of a cell config).
     pub data: DataConfig,
     /// Where the clean model comes from.
     pub base: Base,
-    /// Settings of backdoor fine-tuning cells (the paper's main setting).
-    pub finetune: TrainSettings,
+    /// Settings of backdoor fine-tuning cells (the paper's main setting); a profile that only
+    /// measures released models has none.
+    pub finetune: Option<TrainSettings>,
     /// Settings of from-scratch cells (Fig. 3).
     pub scratch: Option<ScratchSettings>,
     pub measure: MeasureSettings,
@@ -104,7 +110,7 @@ pub struct Experiment {
     pub targets: Vec<String>,
     /// 0 means the clean base model itself (the paper's 0 %), not a fine-tune on clean data.
     pub poison_rates: Vec<f64>,
-    /// `finetune` or `scratch`.
+    /// `finetune`, `scratch`, or `released` (the base checkpoint is the backdoored model).
     pub training: String,
     #[serde(default = "default_seeds")]
     pub seeds: Vec<u64>,
@@ -229,6 +235,11 @@ impl Profile {
                 "experiment {} trains from scratch but the profile has no [scratch] table",
                 e.id
             );
+            ensure!(
+                training != Training::Finetune || self.finetune.is_some() || e.finetune.is_some(),
+                "experiment {} fine-tunes but the profile has no [finetune] table",
+                e.id
+            );
             for ev in &e.evals {
                 ev.check().with_context(|| format!("experiment {}", e.id))?;
             }
@@ -251,10 +262,10 @@ impl Profile {
                 for target in &e.targets {
                     for &p in &e.poison_rates {
                         for &seed in &e.seeds {
-                            let training = if p == 0.0 {
-                                Training::Pretrained
-                            } else {
-                                Training::parse(&e.training)?
+                            let training = match Training::parse(&e.training)? {
+                                Training::Released => Training::Released,
+                                _ if p == 0.0 => Training::Pretrained,
+                                t => t,
                             };
                             let id = format!(
                                 "{}.{}.{}.p{:.2}.{}.s{seed}",
@@ -303,7 +314,7 @@ impl Profile {
                 p.base = b.clone();
             }
             if let Some(f) = &e.finetune {
-                p.finetune = f.clone();
+                p.finetune = Some(f.clone());
             }
             if let Some(m) = &e.measure {
                 p.measure = m.clone();
@@ -312,11 +323,36 @@ impl Profile {
         p
     }
 
+    /// The named inputs (artifact manifest names) its cells read: the trigger and target source
+    /// images, base checkpoints, datasets kept in the artifact cache, Inception's weights.
+    /// Fashion-MNIST is left out: the smoke scale model reads the system copy.
+    pub fn artifacts(&self) -> Vec<String> {
+        let mut names = BTreeSet::from(["baddiffusion-static".to_string()]);
+        let ids = std::iter::once(None).chain(self.experiments.iter().map(|e| Some(&e.id)));
+        for id in ids {
+            let p = id.map_or_else(|| self.clone(), |id| self.for_experiment(id));
+            if let Base::Checkpoint { artifact } = &p.base {
+                names.insert(artifact.clone());
+            }
+            if p.measure.fid == "inception" {
+                names.insert("pytorch-fid-inception".into());
+            }
+            let dataset = match p.data.dataset.as_str() {
+                "cifar10" => Some("cifar10-binary"),
+                "celeba-hq" | "celeba-hq-256" => Some("celeba-hq-256"),
+                "mnist" => Some("mnist"),
+                _ => None,
+            };
+            names.extend(dataset.map(String::from));
+        }
+        names.into_iter().collect()
+    }
+
     /// Training settings of a cell (its seed replaces the profile's).
     pub fn train_settings(&self, cell: &Cell) -> Option<TrainSettings> {
         let mut t = match cell.training {
-            Training::Pretrained => return None,
-            Training::Finetune => self.finetune.clone(),
+            Training::Pretrained | Training::Released => return None,
+            Training::Finetune => self.finetune.clone()?,
             Training::Scratch => self.scratch.as_ref()?.train.clone(),
         };
         t.seed = cell.seed;

@@ -22,7 +22,8 @@ pub fn code_version(kind: &str) -> u32 {
     match kind {
         "base" | "train" => 1,
         "sample" => 1,
-        "measure" => 1,
+        // 2: the proxy's protocol names its card relative to the cache.
+        "measure" => 2,
         "defend" => 1,
         _ => 1,
     }
@@ -82,11 +83,26 @@ pub struct StageRecord {
 #[derive(Clone, Debug)]
 pub struct StageStore {
     pub root: PathBuf,
+    /// Serve finished stages only: a stage that would run is a [`NotCached`] error instead
+    /// (how an orchestrator learns which cells still have work, by running them).
+    pub cached_only: bool,
+}
+
+/// A stage that a [`StageStore::cached_only`] store was asked to run.
+#[derive(Debug, thiserror::Error)]
+#[error("stage {kind} [{label}] is not cached ({key})")]
+pub struct NotCached {
+    pub kind: String,
+    pub label: String,
+    pub key: String,
 }
 
 impl StageStore {
     pub fn new(root: impl Into<PathBuf>) -> StageStore {
-        StageStore { root: root.into() }
+        StageStore {
+            root: root.into(),
+            cached_only: false,
+        }
     }
 
     /// `$BADDIFF_CACHE/stages` (the artifact cache's root), so a cluster's shared cache serves both.
@@ -115,6 +131,14 @@ impl StageStore {
         if let Some(rec) = self.finished(key) {
             eprintln!("stage {} [{label}] cached ({})", key.kind, key.short());
             return Ok((Self::output(&rec)?, StageRecord { ran: false, ..rec }));
+        }
+        if self.cached_only {
+            return Err(NotCached {
+                kind: key.kind.clone(),
+                label: label.to_string(),
+                key: key.short().to_string(),
+            }
+            .into());
         }
         let dir = self.dir(key);
         std::fs::create_dir_all(dir.parent().unwrap_or(&self.root))
@@ -252,5 +276,39 @@ mod tests {
         assert!(store.finished(&key).is_none());
         let (out, rec) = store.run(&key, "t", |_| Ok(1u32)).unwrap();
         assert_eq!((out, rec.ran), (1, true));
+    }
+
+    #[test]
+    fn a_cached_only_store_serves_finished_stages_and_refuses_to_run_others() {
+        let tmp = tempfile::tempdir().unwrap();
+        let done = StageKey::new("sample", json!({"n": 1}));
+        StageStore::new(tmp.path())
+            .run(&done, "t", |_| Ok(3u32))
+            .unwrap();
+        let store = StageStore {
+            cached_only: true,
+            ..StageStore::new(tmp.path())
+        };
+        let (out, rec) = store
+            .run(&done, "t", |_| -> Result<u32> {
+                panic!("ran a cached stage")
+            })
+            .unwrap();
+        assert_eq!((out, rec.ran), (3, false));
+        let todo = StageKey::new("sample", json!({"n": 2}));
+        let err = store
+            .run(&todo, "new", |_| -> Result<u32> {
+                panic!("ran in cached-only mode")
+            })
+            .unwrap_err();
+        let not_cached = err.downcast_ref::<NotCached>().expect("a NotCached error");
+        assert_eq!(
+            (not_cached.kind.as_str(), not_cached.label.as_str()),
+            ("sample", "new")
+        );
+        assert!(
+            !store.dir(&todo).exists(),
+            "nothing was created for the refused stage"
+        );
     }
 }

@@ -17,11 +17,24 @@ fn every_committed_profile_loads_and_plans() {
         let p = Profile::load(root(), &name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         let cells = p.cells(&Filter::default()).unwrap();
         let plan = plan::plan(&p, cells, &store).unwrap();
-        assert!(plan.trainings >= 1 && plan.sampling_steps > 0, "{name}");
+        assert!(plan.sampling_steps > 0, "{name}");
+        assert_eq!(plan.trainings == 0, plan.train_iterations == 0, "{name}");
         assert!(
             plan.estimated_seconds.is_some(),
             "{name} states no throughput"
         );
+        // A cell alone costs no more than the whole plan (which also counts the base); a cell
+        // that samples costs something (defenses are not estimated).
+        assert_eq!(
+            plan.cell_estimated_seconds.len(),
+            plan.cells.len(),
+            "{name}"
+        );
+        for (c, s) in plan.cells.iter().zip(&plan.cell_estimated_seconds) {
+            let s = s.expect("estimated");
+            assert!(s <= plan.estimated_seconds.unwrap(), "{name} {}: {s}", c.id);
+            assert!(s > 0.0 || c.evals.is_empty(), "{name} {}: {s}", c.id);
+        }
     }
 }
 
@@ -55,7 +68,10 @@ fn the_paper_profile_is_the_papers_matrix() {
     let e3 = cells.iter().find(|c| c.experiment == "E3").unwrap();
     let celeba = p.for_experiment(&e3.experiment);
     assert_eq!(
-        (celeba.data.size, celeba.finetune.learning_rate),
+        (
+            celeba.data.size,
+            celeba.finetune.as_ref().unwrap().learning_rate
+        ),
         (256, 8e-5)
     );
     assert_eq!(p.for_experiment("E1").data.size, 32);
@@ -106,5 +122,71 @@ fn bad_profiles_name_the_problem() {
     assert!(
         err.contains("smoke"),
         "unknown profiles list the known ones: {err}"
+    );
+}
+
+#[test]
+fn the_released_profile_measures_each_released_model_without_training() {
+    let p = Profile::load(root(), "released").unwrap();
+    let cells = p.cells(&Filter::default()).unwrap();
+    assert_eq!(cells.len(), 5);
+    for c in &cells {
+        assert_eq!(c.training, Training::Released, "{}", c.id);
+        assert_eq!(c.poison_rate, 0.9, "{}", c.id);
+        assert!(p.for_experiment(&c.experiment).train_settings(c).is_none());
+        // Each cell's model is its experiment's released checkpoint.
+        match &p.for_experiment(&c.experiment).base {
+            profile::Base::Checkpoint { artifact } => {
+                assert!(artifact.starts_with("released-cifar10-p0.9-"), "{artifact}")
+            }
+            other => panic!("{}: {other:?}", c.id),
+        }
+    }
+    let plan = plan::plan(
+        &p,
+        cells,
+        &StageStore::new(tempfile::tempdir().unwrap().path()),
+    )
+    .unwrap();
+    assert_eq!(plan.train_iterations, 0);
+    for a in [
+        "baddiffusion-static",
+        "cifar10-binary",
+        "pytorch-fid-inception",
+        "released-cifar10-p0.9-box14-corner",
+        "released-cifar10-p0.9-stopsign14-corner",
+        "released-cifar10-p0.9-stopsign14-shift",
+    ] {
+        assert!(
+            plan.artifacts.contains(&a.to_string()),
+            "{a}: {:?}",
+            plan.artifacts
+        );
+    }
+    // Every input a committed profile reads is in the manifest under that profile.
+    let manifest = std::fs::read_to_string(root().join("artifacts/manifest.toml")).unwrap();
+    for name in profile::known_profiles(root()) {
+        let p = Profile::load(root(), &name).unwrap();
+        for a in p.artifacts() {
+            let block = manifest
+                .split("[[artifact]]")
+                .find(|b| b.contains(&format!("name = \"{a}\"")))
+                .unwrap_or_else(|| panic!("{name} reads `{a}`, which the manifest lacks"));
+            assert!(
+                block.contains(&format!("\"{name}\"")),
+                "`{a}` is not listed for profile {name}"
+            );
+        }
+    }
+    // A fine-tuning experiment needs the [finetune] table this profile leaves out.
+    let mut bad = p.clone();
+    bad.experiments[0].training = "finetune".into();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("bad.toml");
+    std::fs::write(&path, toml::to_string(&bad).unwrap()).unwrap();
+    let err = Profile::load(root(), path.to_str().unwrap()).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("has no [finetune] table"),
+        "{err:#}"
     );
 }

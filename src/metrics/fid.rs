@@ -77,17 +77,10 @@ impl FeatureNet for FidInceptionV3 {
     }
 }
 
-/// Where FID features and statistics are cached: `BADDIFF_CACHE/fid`, else the user's cache
-/// directory (`$XDG_CACHE_HOME` or `~/.cache`) `/baddiffusion/fid`.
+/// Where FID features and statistics are cached: `fid/` in the artifact cache
+/// (`$BADDIFF_CACHE`, else `$XDG_CACHE_HOME` or `~/.cache`, `/baddiffusion`).
 pub fn default_cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("BADDIFF_CACHE") {
-        return PathBuf::from(dir).join("fid");
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("baddiffusion").join("fid")
+    fetch::Cache::default_root().join("fid")
 }
 
 /// Content-addressed store of features and statistics.
@@ -230,12 +223,10 @@ impl FeatureCache {
 }
 
 fn progress(n: usize, what: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(n as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} features {bar:30} {pos}/{len} [{elapsed} < {eta}, {per_sec}]",
-        )
-        .expect("valid template"),
+    let bar = crate::progress::bar(
+        n as u64,
+        "{msg} features {bar:30} {pos}/{len} [{elapsed} < {eta}, {per_sec}]",
+        true,
     );
     bar.set_message(what.to_string());
     bar

@@ -92,6 +92,7 @@ fn settings(epochs: u64, warmup_steps: u64, seed: u64) -> TrainSettings {
         save_every_epochs: epochs,
         seed,
         steps: None,
+        mixed_precision: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Training and fine-tuning as the official code does it (spec §3): Adam, the cosine schedule
 //! with warm-up, gradient accumulation to the effective batch, gradient clipping at 1.0.
 pub mod adam;
+pub mod grad_scaler;
 pub mod lr_schedule;
 pub mod trainer;

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
 use super::adam::{clip_grad_norm, Adam};
+use super::grad_scaler::GradScaler;
 use super::lr_schedule::CosineWithWarmup;
 use crate::rng::{derive_seed, Rng};
 
@@ -42,6 +43,17 @@ pub struct TrainSettings {
     /// epochs); the learning-rate schedule then spans these steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<u64>,
+    /// `fp16`: float16 autocast with loss scaling, on CUDA (the official code's accelerate
+    /// setting); unset: float32 everywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mixed_precision: Option<MixedPrecision>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MixedPrecision {
+    Fp16,
+    Bf16,
 }
 
 fn default_warmup() -> u64 {
@@ -102,6 +114,9 @@ pub struct TrainState {
     pub epochs_done: u64,
     pub iterations_done: u64,
     pub settings: TrainSettings,
+    /// The loss scale of a float16 run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaler: Option<GradScaler>,
 }
 
 const STATE_JSON: &str = "train_state.json";
@@ -129,10 +144,22 @@ pub fn train(
     let total = schedule.total;
     let params: Vec<Tensor> = vs.trainable_variables();
     let mut adam = Adam::new(params.iter().map(|p| p.shallow_clone()).collect());
+    match settings.mixed_precision {
+        None => {}
+        Some(MixedPrecision::Bf16) => bail!(
+            "mixed_precision = \"bf16\": tch exposes CUDA autocast only with its float16 default; use \"fp16\", or remove the setting to train in float32"
+        ),
+        Some(MixedPrecision::Fp16) => ensure!(
+            vs.device().is_cuda(),
+            "mixed_precision = \"fp16\" needs a CUDA device (libtorch autocasts on CUDA only) but this run is on {:?}: remove the setting to train in float32",
+            vs.device()
+        ),
+    }
     let mut state = TrainState {
         epochs_done: 0,
         iterations_done: 0,
         settings: settings.clone(),
+        scaler: settings.mixed_precision.map(|_| GradScaler::default()),
     };
     if state_dir.join(STATE_JSON).exists() {
         state = load_state(vs, &mut adam, state_dir, settings)?;
@@ -154,20 +181,34 @@ pub fn train(
                 b * settings.batch,
                 settings.batch.min(n_samples - b * settings.batch),
             );
-            let loss = objective.loss(&indices, &mut rng)?;
+            let loss = match state.scaler {
+                Some(_) => tch::autocast(true, || objective.loss(&indices, &mut rng))?,
+                None => objective.loss(&indices, &mut rng)?,
+            };
             let loss_value = loss.double_value(&[]);
             if !loss_value.is_finite() {
                 bail!("the loss is {loss_value} at iteration {iteration} (epoch {epoch}): lower the learning rate or check the data");
             }
-            (loss / accumulation as f64).backward();
+            match &state.scaler {
+                Some(s) => (s.scale_loss(&loss) / accumulation as f64).backward(),
+                None => (loss / accumulation as f64).backward(),
+            }
             let lr = schedule.lr(iteration);
             let sync = (b + 1) % accumulation == 0
                 || b + 1 == batches_per_epoch
                 || state.iterations_done + 1 == total;
             let mut grad_norm = None;
             if sync {
-                grad_norm = Some(clip_grad_norm(&params, settings.grad_clip));
-                adam.step(lr);
+                // With loss scaling, a step whose gradients overflowed is skipped (as
+                // torch.amp.GradScaler.step does) and the scale backs off.
+                let overflow = state.scaler.as_ref().is_some_and(|s| s.unscale(&params));
+                if !overflow {
+                    grad_norm = Some(clip_grad_norm(&params, settings.grad_clip));
+                    adam.step(lr);
+                }
+                if let Some(s) = &mut state.scaler {
+                    s.update(overflow);
+                }
                 adam.zero_grad();
             }
             state.iterations_done += 1;

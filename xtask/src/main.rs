@@ -2,9 +2,11 @@
 //! prepares environments and starts other programs; the library and `baddiff` do the computing.
 mod artifacts;
 mod bench;
+mod cluster;
 mod doctor;
 mod pyenv;
 mod reproduce;
+mod slurm;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -17,6 +19,13 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy)]
+enum ClusterAction {
+    Up,
+    Down,
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -54,6 +63,15 @@ enum Command {
     /// Time our implementation against PyTorch eager, diffusers and pytorch-fid (alternating,
     /// same libtorch, shapes and threads); writes results/bench/<stamp>.{md,json}.
     Bench(bench::Args),
+    /// A local one-node Slurm cluster (Debian's packages, on 127.0.0.1) for trying and testing
+    /// `reproduce --executor slurm`; prints the SLURM_CONF to use.
+    Cluster {
+        #[arg(value_enum)]
+        action: ClusterAction,
+        /// Its state directory [default: target/slurm-cluster].
+        #[arg(long)]
+        state: Option<std::path::PathBuf>,
+    },
     /// Re-hash the artifact cache; corrupt entries are quarantined and never used again.
     Verify,
     /// Render the paper report of a run (default: the newest under results/runs/) and publish it to paper/.
@@ -104,6 +122,24 @@ fn main() {
             jobs,
         }),
         Some(Command::Verify) => artifacts::verify(),
+        Some(Command::Cluster { action, state }) => {
+            let state = state.unwrap_or_else(cluster::default_state);
+            match action {
+                ClusterAction::Up => cluster::up(&state).map(|c| {
+                    // Leave it running for the user.
+                    std::mem::forget(c);
+                    println!(
+                        "Slurm is up: export SLURM_CONF={}",
+                        cluster::conf(&state).display()
+                    );
+                }),
+                ClusterAction::Down => cluster::down(&state),
+                ClusterAction::Status => {
+                    println!("{}", cluster::status(&state));
+                    Ok(())
+                }
+            }
+        }
         Some(Command::Reproduce(args)) => reproduce::run(args),
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Report { run }) => report(run),
@@ -134,6 +170,24 @@ fn test(extra: &[String]) -> Result<()> {
     .run()?;
     // Doc tests are not part of --all-targets.
     xshell::cmd!(sh, "cargo test --workspace --doc --locked").run()?;
+    // The Slurm executor against a real one-node cluster, started here and stopped after (by
+    // its pid files; one that was already up is left running). Its daemons need root.
+    let state = cluster::default_state();
+    if !is_root() && !cluster::running(&state) {
+        eprintln!(
+            "NOTE: the Slurm executor tests did not run: starting the local cluster needs root. \
+             Run them with `sudo -E cargo xtask cluster up`, then `cargo xtask test` again."
+        );
+        return Ok(());
+    }
+    let cluster = cluster::up(&state)?;
+    let _conf = sh.push_env("SLURM_CONF", cluster::conf(&cluster.state));
+    xshell::cmd!(
+        sh,
+        "cargo test --locked --workspace --test slurm -- --ignored {extra...}"
+    )
+    .run()?;
+    drop(cluster);
     Ok(())
 }
 
@@ -217,6 +271,21 @@ fn diff(
 
 /// Installs the Debian packages the tests need that `dpkg -s` does not report as installed: with
 /// apt-get when running as root, otherwise by printing the command to run and failing.
+/// The last `n` lines of a log file, indented for an error message (empty if unreadable).
+pub fn log_tail(path: &std::path::Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(n).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
 pub fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
     let installed = |p: &str| {
         std::process::Command::new("dpkg")
@@ -232,13 +301,8 @@ pub fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    let is_root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
     let list = missing.join(" ");
-    if !is_root {
+    if !is_root() {
         anyhow::bail!(
             "the tests need the Debian package(s) {list}; install them with:\n  sudo apt-get update && sudo apt-get install -y {list}"
         );

@@ -132,7 +132,7 @@ fn build_venv(sh: &Shell, python3: &str) -> Result<String> {
     let lock = lock_path();
     let install = cmd!(
         sh,
-        "{py} -m pip install --disable-pip-version-check --no-input --no-deps --require-hashes -r {lock}"
+        "{py} -m pip install --disable-pip-version-check --no-input --no-cache-dir --no-deps --require-hashes -r {lock}"
     )
     .quiet()
     .ignore_status()
@@ -147,6 +147,14 @@ fn build_venv(sh: &Shell, python3: &str) -> Result<String> {
             .into_iter()
             .rev()
             .collect();
+        if err.contains("No space left on device") {
+            bail!(
+                "pip ran out of disk space installing python/requirements.lock:\n{}\n\nfix: the environment needs about \
+                 10 GB free while it installs (torch's wheel is unpacked under $TMPDIR, then into .venv, 5 GB): free \
+                 space there, or point TMPDIR at a disk that has it, and rerun `cargo xtask setup`",
+                tail.join("\n")
+            );
+        }
         bail!(
             "pip could not install python/requirements.lock:\n{}\n\nfix: if pip reports hashes that do not match, the lock \
              file was changed: restore it (`git checkout python/requirements.lock`) or regenerate it \

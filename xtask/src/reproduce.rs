@@ -39,6 +39,23 @@ pub struct Args {
     /// Device passed to every cell (cpu, cuda, cuda:N) [default: the profile's].
     #[arg(long)]
     device: Option<String>,
+    /// Where cells run: here (`local`, `--jobs` at once) or as a Slurm job array (`slurm`).
+    #[arg(long, value_enum, default_value_t = Executor::Local)]
+    executor: Executor,
+    #[command(flatten)]
+    slurm: crate::slurm::SlurmArgs,
+    /// Parent of the run directory.
+    #[arg(long, default_value = "results/runs")]
+    runs_dir: PathBuf,
+    /// Leave paper/ alone (the report stays in the run directory).
+    #[arg(long)]
+    no_publish: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Executor {
+    Local,
+    Slurm,
 }
 
 /// The compiled `baddiff` (built by `cargo build` first).
@@ -55,6 +72,9 @@ fn baddiff_cmd() -> Command {
 pub fn run(a: Args) -> Result<()> {
     let started = Instant::now();
     let root = project_root();
+    if a.executor == Executor::Slurm {
+        crate::slurm::preflight(&a.slurm)?;
+    }
     crate::pyenv::setup(false)?;
     crate::ensure_debian_packages(&["dataset-fashion-mnist", "fonts-dejavu-core"])?;
     build()?;
@@ -98,10 +118,22 @@ pub fn run(a: Args) -> Result<()> {
         .filter_map(|c| c["id"].as_str().map(String::from))
         .collect();
 
-    // Inputs: the profile's pinned artifacts (a mirror serves machines without network).
+    // Inputs: the profile's pinned artifacts (a mirror serves machines without network). A
+    // committed profile's are listed in the manifest; a profile given as a file names its own.
+    let is_file = a.profile.ends_with(".toml");
+    let names = if is_file {
+        plan["artifacts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect()
+    } else {
+        vec![]
+    };
     crate::artifacts::fetch(crate::artifacts::FetchArgs {
-        names: vec![],
-        profile: Some(a.profile.clone()),
+        names,
+        profile: (!is_file).then(|| a.profile.clone()),
         manifest: None,
         mirrors: a.mirrors.clone(),
         offline: false,
@@ -118,7 +150,7 @@ pub fn run(a: Args) -> Result<()> {
         .run_id
         .clone()
         .unwrap_or_else(|| format!("{}-{}", a.profile, utc_stamp()));
-    let run_dir = root.join("results/runs").join(&run_id);
+    let run_dir = root.join(&a.runs_dir).join(&run_id);
     std::fs::create_dir_all(run_dir.join("logs"))?;
     println!(
         "run {run_id}: {} cells -> {}",
@@ -145,14 +177,38 @@ pub fn run(a: Args) -> Result<()> {
         }
         v
     };
-    // The base model first: every cell needs it.
-    let status = baddiff_cmd()
-        .args(cell_args("base", 0))
-        .arg("--progress")
-        .status()?;
-    anyhow::ensure!(status.success(), "the clean base model failed");
-
-    let failed = run_cells(&cells, a.jobs.max(1), &run_dir, &cell_args)?;
+    let failed = match a.executor {
+        Executor::Local => {
+            // The base model first: every cell needs it.
+            let status = baddiff_cmd()
+                .args(cell_args("base", 0))
+                .arg("--progress")
+                .status()?;
+            anyhow::ensure!(status.success(), "the clean base model failed");
+            run_cells(&cells, a.jobs.max(1), &run_dir, &cell_args)?
+        }
+        Executor::Slurm => {
+            let job = crate::slurm::Job {
+                run_dir: &run_dir,
+                profile: &a.profile,
+                device: a.device.as_deref(),
+                cells: &cells,
+                plan: &plan,
+                baddiff: baddiff(),
+                cell_args: &|c: &str| cell_args(c, 0),
+            };
+            match crate::slurm::run(&a.slurm, &job)? {
+                Some(failed) => failed,
+                None => return Ok(()),
+            }
+        }
+    };
+    if failed.iter().any(|c| c == "base") {
+        bail!(
+            "the clean base model failed (log: {}); rerun `cargo xtask reproduce` to retry it",
+            run_dir.join("logs/base.log").display()
+        );
+    }
 
     let status = baddiff_cmd()
         .args(["claims".into(), run_dir.clone().into_os_string()])
@@ -177,16 +233,16 @@ pub fn run(a: Args) -> Result<()> {
         status.success(),
         "writing the trigger and target gallery failed"
     );
-    report(&[
-        "render".into(),
-        run_dir.clone().into(),
-        "--publish".into(),
-        root.join("paper").into(),
-    ])?;
+    let mut render: Vec<OsString> = vec!["render".into(), run_dir.clone().into()];
+    if !a.no_publish {
+        render.extend(["--publish".into(), root.join("paper").into()]);
+    }
+    report(&render)?;
     println!(
-        "results: {}\n  frame: metrics.parquet, metrics.csv; claims: claims.json; manifest.json\nreport: {}\n  (also published to paper/report.md and paper/report.html)\ntook {:.1} min",
+        "results: {}\n  frame: metrics.parquet, metrics.csv; claims: claims.json; manifest.json\nreport: {}{}\ntook {:.1} min",
         run_dir.display(),
         run_dir.join("report/report.html").display(),
+        if a.no_publish { "" } else { "\n  (also published to paper/report.md and paper/report.html)" },
         started.elapsed().as_secs_f64() / 60.0
     );
     if !failed.is_empty() {
@@ -226,20 +282,88 @@ fn build() -> Result<()> {
     Ok(())
 }
 
-/// Runs the cells `jobs` at a time with one overall progress bar; returns the failed ones.
+/// The overall bar (cells done of all, ETA) above one line per running cell, where the cell's
+/// own per-stage bar shows (each cell renders it into `logs/<cell>.progress`).
+pub struct Bars {
+    multi: indicatif::MultiProgress,
+    pub overall: indicatif::ProgressBar,
+    cells: Vec<(String, indicatif::ProgressBar)>,
+    logs: PathBuf,
+}
+
+impl Bars {
+    pub fn new(total: usize, logs: &Path) -> Bars {
+        let multi = indicatif::MultiProgress::new();
+        let overall = multi.add(indicatif::ProgressBar::new(total as u64));
+        overall.set_style(
+            indicatif::ProgressStyle::with_template(
+                "cells {bar:30} {pos}/{len} [{elapsed} < {eta}]",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Bars {
+            multi,
+            overall,
+            cells: Vec::new(),
+            logs: logs.to_path_buf(),
+        }
+    }
+
+    /// The status file a cell's process is told to render its bar into.
+    pub fn status_file(&self, cell: &str) -> PathBuf {
+        self.logs.join(format!("{cell}.progress"))
+    }
+
+    /// Shows exactly the `running` cells, each with its latest stage line.
+    pub fn show(&mut self, running: &[&str]) {
+        self.cells.retain(|(c, bar)| {
+            let keep = running.contains(&c.as_str());
+            if !keep {
+                bar.finish_and_clear();
+            }
+            keep
+        });
+        for cell in running {
+            if !self.cells.iter().any(|(c, _)| c == cell) {
+                let bar = self.multi.add(indicatif::ProgressBar::new_spinner());
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("  {msg}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                );
+                self.cells.push((cell.to_string(), bar));
+            }
+        }
+        for (cell, bar) in &self.cells {
+            let line = std::fs::read_to_string(self.status_file(cell)).unwrap_or_default();
+            bar.set_message(format!(
+                "{cell}: {}",
+                if line.is_empty() {
+                    "starting"
+                } else {
+                    line.trim()
+                }
+            ));
+        }
+    }
+
+    pub fn println(&self, line: String) {
+        let _ = self.multi.println(line);
+    }
+
+    pub fn finish(&mut self) {
+        self.show(&[]);
+        self.overall.finish_and_clear();
+    }
+}
+
+/// Runs the cells `jobs` at a time with the progress bars; returns the failed ones.
 fn run_cells(
     cells: &[String],
     jobs: usize,
     run_dir: &Path,
     cell_args: &dyn Fn(&str, usize) -> Vec<OsString>,
 ) -> Result<Vec<String>> {
-    let bar = indicatif::ProgressBar::new(cells.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "cells {bar:30} {pos}/{len} [{elapsed} < {eta}] {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let mut bars = Bars::new(cells.len(), &run_dir.join("logs"));
     let mut queue: VecDeque<&String> = cells.iter().collect();
     let mut running: Vec<(String, usize, Child)> = Vec::new();
     let mut failed = Vec::new();
@@ -255,6 +379,7 @@ fn run_cells(
             let child = baddiff_cmd()
                 .args(cell_args(cell, slot))
                 .env("OMP_NUM_THREADS", threads.to_string())
+                .env("BADDIFF_PROGRESS", bars.status_file(cell))
                 .stdout(log.try_clone()?)
                 .stderr(log)
                 .stdin(Stdio::null())
@@ -263,7 +388,7 @@ fn run_cells(
             running.push((cell.clone(), slot, child));
         }
         let names: Vec<&str> = running.iter().map(|(c, _, _)| c.as_str()).collect();
-        bar.set_message(names.join(" "));
+        bars.show(&names);
         std::thread::sleep(std::time::Duration::from_millis(200));
         let mut i = 0;
         while i < running.len() {
@@ -271,22 +396,20 @@ fn run_cells(
                 let (cell, _, _) = running.remove(i);
                 if !status.success() {
                     let log = run_dir.join("logs").join(format!("{cell}.log"));
-                    let text = std::fs::read_to_string(&log).unwrap_or_default();
-                    let tail: Vec<&str> = text.lines().rev().take(5).collect();
-                    bar.println(format!(
+                    bars.println(format!(
                         "cell {cell} FAILED ({status}); {}:\n  {}",
                         log.display(),
-                        tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+                        crate::log_tail(&log, 5)
                     ));
                     failed.push(cell);
                 }
-                bar.inc(1);
+                bars.overall.inc(1);
             } else {
                 i += 1;
             }
         }
     }
-    bar.finish_and_clear();
+    bars.finish();
     Ok(failed)
 }
 
@@ -383,6 +506,11 @@ fn write_manifest(run_dir: &Path, a: &Args, plan: &Value, wall_s: f64) -> Result
         "host_cores": std::thread::available_parallelism().map(|n| n.get()).ok(),
         "host_memory": mem,
         "jobs": a.jobs,
+        "executor": format!("{:?}", a.executor).to_lowercase(),
+        // sacct's accounting of every Slurm task (elapsed, max RSS, node, exit code).
+        "slurm": std::fs::read_to_string(run_dir.join("slurm/accounting.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok()),
         "seeds": plan["cells"].as_array().map(|c| {
             let mut s: Vec<i64> = c.iter().filter_map(|c| c["seed"].as_i64()).collect();
             s.sort(); s.dedup(); s

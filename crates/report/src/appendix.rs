@@ -2,7 +2,7 @@
 //! toolchain, time and disk per stage and per experiment, the command per claim, and the manifest
 //! itself. The manifest is read loosely: sections whose fields the pipeline did not write are left
 //! out rather than invented.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
@@ -135,26 +135,50 @@ fn cost_tables(manifest: &Value) -> Vec<Table> {
             ]
         })
         .collect();
+    // Cells list the stages they share (the base model, a model several evaluations sample):
+    // each distinct stage counts once per experiment, and once in the total.
     let mut per_exp: BTreeMap<String, (f64, f64, usize)> = BTreeMap::new();
-    for (_, s) in &stages {
+    let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut total = (0.0, 0.0, 0usize);
+    let mut seen_total: BTreeSet<String> = BTreeSet::new();
+    for (i, (_, s)) in stages.iter().enumerate() {
         let exp = field_str(s, &["experiment"]).unwrap_or_else(|| "(shared)".into());
-        let e = per_exp.entry(exp).or_default();
-        e.0 += field_f64(s, WALL).unwrap_or(0.0);
-        e.1 += field_f64(s, DISK).unwrap_or(0.0);
-        e.2 += 1;
+        let key = field_str(s, &["key"]).unwrap_or_else(|| format!("#{i}"));
+        let (wall, disk) = (
+            field_f64(s, WALL).unwrap_or(0.0),
+            field_f64(s, DISK).unwrap_or(0.0),
+        );
+        if seen.insert((exp.clone(), key.clone())) {
+            let e = per_exp.entry(exp).or_default();
+            e.0 += wall;
+            e.1 += disk;
+            e.2 += 1;
+        }
+        if seen_total.insert(key) {
+            total.0 += wall;
+            total.1 += disk;
+            total.2 += 1;
+        }
     }
+    let mut exp_rows: Vec<Vec<String>> = per_exp
+        .into_iter()
+        .map(|(k, (w, d, n))| vec![k, n.to_string(), duration(w), bytes(d)])
+        .collect();
+    exp_rows.push(vec![
+        "all (distinct stages)".into(),
+        total.2.to_string(),
+        duration(total.0),
+        bytes(total.1),
+    ]);
     vec![
         Table {
             id: "cost-experiments".into(),
-            caption: "Measured wall time and disk per experiment (sum over its stages)".into(),
+            caption: "Measured wall time and disk per experiment (each distinct stage once, as recorded when it ran; stages shared between experiments count in each)".into(),
             header: ["experiment", "stages", "wall time", "disk"]
                 .map(String::from)
                 .to_vec(),
             align: vec!['l', 'r', 'r', 'r'],
-            rows: per_exp
-                .into_iter()
-                .map(|(k, (w, d, n))| vec![k, n.to_string(), duration(w), bytes(d)])
-                .collect(),
+            rows: exp_rows,
             note: None,
         },
         Table {

@@ -20,6 +20,9 @@ pub enum Direction {
     Higher,
     /// Any change beyond tolerance regresses.
     Either,
+    /// Listed, never judged: wall-clock costs measure the machine and its load, not the
+    /// reproduction.
+    Ignore,
 }
 
 /// One tolerance rule. Match fields are exact values, `PREFIX*`, or `!VALUE`; absent matches all.
@@ -97,6 +100,8 @@ pub enum Status {
     OnlyA,
     OnlyB,
     Improved,
+    /// A value whose rule says `direction = "ignore"`.
+    NotCompared,
     Ok,
 }
 
@@ -218,7 +223,9 @@ fn compare(a: &Row, b: &Row, tol: &Tolerances) -> DiffRow {
     let protocol = protocol_diff(a, b);
     let delta = b.value - a.value;
     let allowed = rule.abs + rule.rel * a.value.abs();
-    let status = if !protocol.is_empty() {
+    let status = if rule.direction == Direction::Ignore {
+        Status::NotCompared
+    } else if !protocol.is_empty() {
         Status::ProtocolMismatch
     } else if a.value.is_nan() || b.value.is_nan() {
         if a.value.is_nan() && b.value.is_nan() {
@@ -232,7 +239,7 @@ fn compare(a: &Row, b: &Row, tol: &Tolerances) -> DiffRow {
         let worse = match rule.direction {
             Direction::Lower => delta > 0.0,
             Direction::Higher => delta < 0.0,
-            Direction::Either => true,
+            Direction::Either | Direction::Ignore => true,
         };
         if worse {
             Status::Regressed
@@ -327,6 +334,7 @@ fn status_name(s: Status) -> &'static str {
         Status::OnlyA => "only_a",
         Status::OnlyB => "only_b",
         Status::Improved => "improved",
+        Status::NotCompared => "not_compared",
         Status::Ok => "ok",
     }
 }
@@ -356,6 +364,7 @@ impl DiffReport {
             (Status::OnlyA, "Only in A"),
             (Status::OnlyB, "Only in B"),
             (Status::Improved, "Improvements beyond tolerance"),
+            (Status::NotCompared, "Not compared (machine costs)"),
         ];
         for (status, title) in sections {
             let rows: Vec<Vec<String>> = self

@@ -180,7 +180,10 @@ frame_schema! {
 
 /// Columns whose values come from a closed set.
 const ENUMS: &[(&str, &[&str])] = &[
-    ("training", &["finetune", "scratch", "pretrained"]),
+    (
+        "training",
+        &["finetune", "scratch", "pretrained", "released"],
+    ),
     ("defense", &["none", "anp", "anp-prune", "clip"]),
     ("sampler", &["ddpm", "ddim", "dpm-solver"]),
     ("clip", &["none", "x0", "xt"]),
@@ -189,6 +192,8 @@ const ENUMS: &[(&str, &[&str])] = &[
 
 const EXPERIMENTS: &[&str] = &[
     "E1", "E2", "E3", "E4", "E5", "E6", "E7", "E8", "E9", "anp", "sampler",
+    // The released profile's experiments (spec §8.3).
+    "R1", "R2", "R3", "R4", "R5", "R6", "R7",
 ];
 
 /// Checks the frame against [`COLUMNS`]: all missing columns are named at once, then the first

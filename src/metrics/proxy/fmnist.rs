@@ -257,7 +257,16 @@ pub fn train_or_load(
         card.test_accuracy,
         card.test_split,
         card.n_test,
-        card_path.display()
+        // Relative to the cache, so runs with different cache locations agree on the protocol.
+        card_path
+            .iter()
+            .rev()
+            .take(4)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<PathBuf>()
+            .display()
     )]);
     Ok(TrainedProxy {
         net,

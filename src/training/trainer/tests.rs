@@ -39,6 +39,7 @@ fn settings(epochs: u64) -> TrainSettings {
         save_every_epochs: 1,
         seed: 5,
         steps: None,
+        mixed_precision: None,
     }
 }
 
@@ -221,4 +222,34 @@ fn a_step_limit_stops_mid_epoch_with_a_final_update_and_checkpoint() {
     let mut again = Log(vec![], None);
     train(&vs, &mut obj, 20, &s, dir.path(), &mut again).unwrap();
     assert!(again.0.is_empty());
+}
+
+#[test]
+fn mixed_precision_is_refused_where_it_cannot_run_and_absent_from_float32_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vs, mut obj) = model(2);
+    let mut log = Log(vec![], None);
+    let fp16 = TrainSettings {
+        mixed_precision: Some(MixedPrecision::Fp16),
+        ..settings(1)
+    };
+    let err = train(&vs, &mut obj, 20, &fp16, dir.path(), &mut log).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("needs a CUDA device"),
+        "{err:#}"
+    );
+    let bf16 = TrainSettings {
+        mixed_precision: Some(MixedPrecision::Bf16),
+        ..settings(1)
+    };
+    let err = train(&vs, &mut obj, 20, &bf16, dir.path(), &mut log).unwrap_err();
+    assert!(format!("{err:#}").contains("use \"fp16\""), "{err:#}");
+    assert!(log.0.is_empty(), "nothing trained");
+    // Unset, the field is not serialised: float32 runs keep their stage keys.
+    let json = serde_json::to_value(settings(1)).unwrap();
+    assert!(json.get("mixed_precision").is_none());
+    assert_eq!(
+        serde_json::to_value(&fp16).unwrap()["mixed_precision"],
+        "fp16"
+    );
 }

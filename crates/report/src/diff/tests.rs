@@ -26,6 +26,25 @@ fn committed_tolerances_pick_the_intended_rules() {
 }
 
 #[test]
+fn machine_costs_are_listed_but_never_judged() {
+    let mut rows = fixture::rows();
+    let mut cost = rows[0].clone();
+    cost.metric = "cost_seconds".into();
+    cost.value = 20.0;
+    rows.push(cost);
+    let mut b = rows.clone();
+    b.last_mut().unwrap().value = 60.0; // three times slower: a busy machine, not a regression
+    let d = diff("a", &rows, "b", &b, &tolerances());
+    assert!(!d.regressed());
+    assert_eq!(d.counts.get("not_compared"), Some(&1));
+    assert!(d.markdown().contains("Not compared (machine costs)"));
+    // The real frame names the smoke proxy `proxy_FD[...]`; it gets the FD rule, not the default.
+    let mut proxy = rows[0].clone();
+    proxy.metric = "proxy_FD[fmnist-cnn]".into();
+    assert_eq!(tolerances().rule_for(&proxy).direction, Direction::Lower);
+}
+
+#[test]
 fn identical_runs_have_no_regression() {
     let rows = fixture::rows();
     let d = diff("a", &rows, "b", &rows, &tolerances());
