@@ -12,7 +12,8 @@ scheduler configs), so both sides run the same work. Workloads:
   matmul         torch.matmul of two n x n float32 matrices.
 Prints one JSON object with the fields of `baddiffusion::bench::Measurement`. With
 --count-flops, FLOPs per repetition are counted once, untimed, by
-torch.utils.flop_counter.FlopCounterMode (matmuls, convolutions, attention; not elementwise ops).
+torch.utils.flop_counter.FlopCounterMode (matmuls, convolutions, attention; not elementwise ops),
+and the share of time spent in those kernels is measured once with torch.profiler (`kernel_share`).
 """
 import argparse
 import contextlib
@@ -259,6 +260,34 @@ RUNNERS = {
 }
 
 
+# The compute kernels both sides must run at identical math (same libtorch, same shapes):
+# convolutions forward and backward, matrix products and attention. Everything else (norms,
+# activations, elementwise ops, copies, dispatch) is where an implementation can differ.
+KERNELS = (
+    "aten::mkldnn_convolution", "aten::convolution_backward", "aten::_slow_conv2d_forward",
+    "aten::_slow_conv2d_backward", "aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm",
+)
+KERNEL_PREFIXES = ("aten::_scaled_dot_product_",)
+
+
+def kernel_share(runner, device):
+    """Fraction of the self CPU time of one reduced repetition (the warm-up) spent in KERNELS,
+    from torch.profiler. Profiling inflates small ops most, so the share is if anything low and
+    the bound 1/share if anything high. CPU only (None on CUDA, where launches are asynchronous)."""
+    if device.type != "cpu":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        runner.warmup()
+    total = kernels = 0.0
+    for e in prof.key_averages():
+        total += e.self_cpu_time_total
+        if e.key in KERNELS or e.key.startswith(KERNEL_PREFIXES):
+            kernels += e.self_cpu_time_total
+    return kernels / total if total > 0 else None
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -289,6 +318,7 @@ def main():
     runner = RUNNERS[spec["workload"]](spec, device, a.amp)
     flops = runner.count_flops() if a.count_flops else None
     runner.warmup()
+    share = kernel_share(runner, device) if a.count_flops else None
     sync(device)
     times = []
     for _ in range(a.reps):
@@ -311,6 +341,7 @@ def main():
         "max_s": max(times),
         "flops": float(flops) if flops is not None else None,
         "flops_source": FLOPS_SOURCE if flops is not None else None,
+        "kernel_share": share,
         "libtorch": torch.__version__,
         "amp": bool(a.amp and device.type == "cuda"),
         "spec": spec,

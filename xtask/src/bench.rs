@@ -6,6 +6,7 @@
 //! pools each side's repetition times and reports medians, spread and the ratio peer/ours (> 1:
 //! we are faster). Results go to `results/bench/<UTC stamp>.{md,json}` and `latest.{md,json}`.
 //! The report math lives in [`report`] and is unit-tested; this file only runs programs.
+mod kernels;
 mod report;
 
 use std::ffi::OsString;
@@ -38,8 +39,17 @@ pub struct Args {
     #[arg(long)]
     only: Vec<String>,
     /// A previous results JSON: exit 1 if a workload's ratio fell by more than --threshold.
-    #[arg(long, value_name = "BASE.json")]
+    /// With --kernels: the name of a saved criterion baseline; exit 1 if a kernel's mean time
+    /// grew by more than --threshold beyond criterion's noise.
+    #[arg(long, value_name = "BASE.json|NAME")]
     compare: Option<PathBuf>,
+    /// Run the criterion benchmarks of the inner kernels instead of the side-by-side workloads
+    /// (with --save-baseline and/or --compare NAME).
+    #[arg(long)]
+    kernels: bool,
+    /// With --kernels: store this run's kernel times as criterion baseline NAME.
+    #[arg(long, value_name = "NAME", requires = "kernels")]
+    save_baseline: Option<String>,
     /// Allowed relative drop of a ratio against --compare's before it counts as a slowdown.
     #[arg(long, default_value_t = report::DEFAULT_THRESHOLD)]
     threshold: f64,
@@ -132,6 +142,18 @@ pub fn run(a: Args) -> Result<()> {
         "--threshold is a fraction in [0, 1), got {}",
         a.threshold
     );
+    if a.kernels {
+        let compare = a
+            .compare
+            .as_ref()
+            .map(|p| p.to_str().context("--compare NAME is not UTF-8"))
+            .transpose()?;
+        return kernels::run(kernels::KernelArgs {
+            save_baseline: a.save_baseline.as_deref(),
+            compare,
+            threshold: a.threshold,
+        });
+    }
     let base = match &a.compare {
         Some(p) => Some(report::load(p)?),
         None => None,
@@ -257,7 +279,8 @@ fn peer_reps(ours: &Value) -> usize {
 }
 
 /// `cargo xtask reproduce` on the smoke profile with an empty cache (cold), then again (warm).
-/// The run republishes `paper/report.*` as any reproduction does.
+/// Both runs write to a temporary runs folder and do not republish `paper/`, so timing leaves
+/// the repository as it was.
 fn end_to_end(a: &Args) -> Result<Value> {
     let cache = std::env::temp_dir().join(format!("baddiff-bench-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&cache);
@@ -279,6 +302,9 @@ fn end_to_end(a: &Args) -> Result<Value> {
             "smoke".into(),
             "--run-id".into(),
             format!("bench-e2e-{phase}-{}", crate::reproduce::utc_stamp()).into(),
+            "--runs-dir".into(),
+            cache.join("runs").into(),
+            "--no-publish".into(),
         ];
         for m in &a.mirrors {
             args.extend(["--mirror".into(), m.into()]);

@@ -102,6 +102,9 @@ pub fn combine(workload: &str, ours: &[Value], peer: &[Value]) -> Result<Value> 
     let (os, ps) = (side(ours)?, side(peer)?);
     let ratio =
         ps["median_s"].as_f64().unwrap_or(f64::NAN) / os["median_s"].as_f64().unwrap_or(f64::NAN);
+    // The peer's share of time in the compute kernels both sides run (conv, matmul, attention):
+    // even if everything else cost us nothing, peer/ours could not exceed 1/share.
+    let share = peer.iter().find_map(|r| r["kernel_share"].as_f64());
     let counted = peer
         .iter()
         .chain(ours)
@@ -119,6 +122,8 @@ pub fn combine(workload: &str, ours: &[Value], peer: &[Value]) -> Result<Value> 
         "ratio": ratio,
         "flops": counted.map(|r| r["flops"].clone()).unwrap_or(Value::Null),
         "flops_source": counted.map(|r| r["flops_source"].clone()).unwrap_or(Value::Null),
+        "kernel_share": share,
+        "ratio_bound": share.filter(|s| *s > 0.0).map(|s| 1.0 / s),
     }))
 }
 
@@ -192,12 +197,12 @@ pub fn markdown(doc: &Value) -> String {
         m["device"].as_str().unwrap_or("?"),
         m["rounds"],
     ));
-    s.push_str("| workload | ours median s [min–max] | peer median s [min–max] | peer/ours | ours GFLOP/s (of ceiling) | peer GFLOP/s (of ceiling) | peer |\n");
-    s.push_str("|---|---|---|---|---|---|---|\n");
+    s.push_str("| workload | ours median s [min–max] | peer median s [min–max] | peer/ours | bound | ours GFLOP/s (of ceiling) | peer GFLOP/s (of ceiling) | peer |\n");
+    s.push_str("|---|---|---|---|---|---|---|---|\n");
     for r in doc["workloads"].as_array().into_iter().flatten() {
         let (o, p) = (&r["ours"], &r["peer"]);
         s.push_str(&format!(
-            "| {} | {} [{}–{}] | {} [{}–{}] | **{:.2}×** | {} | {} | {} |\n",
+            "| {} | {} [{}–{}] | {} [{}–{}] | **{:.2}×** | {} | {} | {} | {} |\n",
             r["workload"].as_str().unwrap_or("?"),
             secs(&o["median_s"]),
             secs(&o["min_s"]),
@@ -206,12 +211,17 @@ pub fn markdown(doc: &Value) -> String {
             secs(&p["min_s"]),
             secs(&p["max_s"]),
             r["ratio"].as_f64().unwrap_or(f64::NAN),
+            match (r["ratio_bound"].as_f64(), r["kernel_share"].as_f64()) {
+                (Some(b), Some(k)) => format!("{b:.2}× ({:.0} %)", k * 100.0),
+                _ => "–".into(),
+            },
             gflops_and_share(o),
             gflops_and_share(p),
             p["implementation"].as_str().unwrap_or("?"),
         ));
     }
     s.push_str("\npeer/ours > 1 means ours is faster. Times pool every timed repetition of every round (each process warms up once, untimed).\n");
+    s.push_str("Bound: the largest peer/ours possible at identical float32 math, 1 / (the peer's share of time in convolutions, matrix products and attention, in parentheses; measured once with torch.profiler on the CPU), i.e. if every other op of ours took no time at all.\n");
     if let Some(c) = doc["ceiling_flops_per_s"].as_f64() {
         s.push_str(&format!(
             "Ceiling: the faster side's float32 matmul, {:.1} GFLOP/s. ",
@@ -308,6 +318,17 @@ mod tests {
     }
 
     #[test]
+    fn the_bound_is_one_over_the_peers_kernel_share() {
+        let mut peer = run("peer", &[2.0], None);
+        peer["kernel_share"] = json!(0.8);
+        let row = combine("w", &[run("ours", &[1.5], None)], &[peer]).unwrap();
+        assert_eq!(row["kernel_share"], 0.8);
+        assert!((row["ratio_bound"].as_f64().unwrap() - 1.25).abs() < 1e-12);
+        let md = markdown(&document(json!({}), vec![row], None));
+        assert!(md.contains("| **1.33×** | 1.25× (80 %) |"), "{md}");
+    }
+
+    #[test]
     fn combine_refuses_unequal_settings() {
         let mut peer = run("peer", &[1.0], None);
         peer["threads"] = json!(1);
@@ -338,7 +359,7 @@ mod tests {
         assert!((row["ours"]["fraction_of_ceiling"].as_f64().unwrap() - 0.25).abs() < 1e-12);
         assert!((row["peer"]["fraction_of_ceiling"].as_f64().unwrap() - 0.1).abs() < 1e-12);
         let md = markdown(&doc);
-        assert!(md.contains("| w | 1.000 [1.000–1.000] | 2.500 [2.500–2.500] | **2.50×** | 25.0 (25 %) | 10.0 (10 %) | peer impl |"), "{md}");
+        assert!(md.contains("| w | 1.000 [1.000–1.000] | 2.500 [2.500–2.500] | **2.50×** | – | 25.0 (25 %) | 10.0 (10 %) | peer impl |"), "{md}");
         // Without matmul there is no ceiling, only rates.
         let alone = document(json!({}), vec![doc["workloads"][1].clone()], None);
         assert!(alone["ceiling_flops_per_s"].is_null());
