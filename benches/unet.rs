@@ -3,10 +3,11 @@
 //! `cargo bench --bench unet -- --test` runs each once as a smoke test; the side-by-side
 //! comparison with PyTorch is `cargo xtask bench`.
 use criterion::{criterion_group, criterion_main, Criterion};
-use tch::{nn, Kind};
+use tch::{nn, Kind, Tensor};
 
 use baddiffusion::backdoor_loss::{backdoor_loss, BackdoorSchedule};
 use baddiffusion::bench::random_poison_batch;
+use baddiffusion::poison::PoisonBatch;
 use baddiffusion::rng::Rng;
 use baddiffusion::training::adam::{clip_grad_norm, Adam};
 use baddiffusion::unet::{UNet2DConfig, UNet2DModel};
@@ -34,67 +35,71 @@ fn forward_cifar10(c: &mut Criterion) {
     g.finish();
 }
 
-/// The smoke profile's model and batch: scale(16, 1), batch 64, T = 100 linear betas.
-fn scale_setup(rng: &mut Rng) -> (nn::VarStore, UNet2DModel, BackdoorSchedule) {
+/// The smoke profile's model and one batch of it: scale(16, 1), T = 100 linear betas, batch 64
+/// (10 % poisoned) with its noise and timesteps.
+struct ScaleSetup {
+    vs: nn::VarStore,
+    model: UNet2DModel,
+    schedule: BackdoorSchedule,
+    batch: PoisonBatch,
+    noise: Tensor,
+    t: Tensor,
+}
+
+fn scale_setup() -> ScaleSetup {
     let device = baddiffusion::default_device();
+    let mut rng = Rng::seeded(0);
     let vs = nn::VarStore::new(device);
     let model = rng.with(|| UNet2DModel::new(vs.root(), &UNet2DConfig::scale(16, 1)).unwrap());
-    let betas = tch::Tensor::linspace(0.001, 0.2, 100, (Kind::Float, tch::Device::Cpu));
-    (vs, model, BackdoorSchedule::from_betas(&betas))
+    let betas = Tensor::linspace(0.001, 0.2, 100, (Kind::Float, tch::Device::Cpu));
+    ScaleSetup {
+        schedule: BackdoorSchedule::from_betas(&betas),
+        batch: random_poison_batch(&mut rng, 64, [1, 16, 16], 0.1).to_device(device),
+        noise: rng.randn(&[64, 1, 16, 16]).to_device(device),
+        t: rng.randint(100, &[64]).to_device(device),
+        vs,
+        model,
+    }
+}
+
+impl ScaleSetup {
+    fn loss(&self) -> Tensor {
+        backdoor_loss(
+            &self.schedule,
+            &|x, t| self.model.forward_t(x, t, true),
+            &self.batch,
+            &self.t,
+            &self.noise,
+        )
+        .unwrap()
+    }
 }
 
 fn loss_scale(c: &mut Criterion) {
-    let device = baddiffusion::default_device();
-    let mut rng = Rng::seeded(0);
-    let (vs, model, schedule) = scale_setup(&mut rng);
-    let batch = random_poison_batch(&mut rng, 64, [1, 16, 16], 0.1).to_device(device);
-    let noise = rng.randn(&[64, 1, 16, 16]).to_device(device);
-    let t = rng.randint(100, &[64]).to_device(device);
-    drop(rng);
+    let setup = scale_setup();
     let mut g = c.benchmark_group("backdoor_loss");
     g.sample_size(10);
     g.bench_function("scale(16, 1) batch 64 forward + backward", |b| {
         b.iter(|| {
-            let loss = backdoor_loss(
-                &schedule,
-                &|x, t| model.forward_t(x, t, true),
-                &batch,
-                &t,
-                &noise,
-            )
-            .unwrap();
+            let loss = setup.loss();
             loss.backward();
             loss.double_value(&[])
         })
     });
     g.finish();
-    drop(vs);
 }
 
 fn train_step_scale(c: &mut Criterion) {
-    let device = baddiffusion::default_device();
-    let mut rng = Rng::seeded(0);
-    let (vs, model, schedule) = scale_setup(&mut rng);
-    let params = vs.trainable_variables();
+    let setup = scale_setup();
+    let params = setup.vs.trainable_variables();
     let mut adam = Adam::new(params.iter().map(|p| p.shallow_clone()).collect());
-    let batch = random_poison_batch(&mut rng, 64, [1, 16, 16], 0.1).to_device(device);
-    let noise = rng.randn(&[64, 1, 16, 16]).to_device(device);
-    let t = rng.randint(100, &[64]).to_device(device);
-    drop(rng);
     let mut g = c.benchmark_group("unet");
     g.sample_size(10);
     g.bench_function(
         "train step scale(16, 1) batch 64 (backdoor loss, backward, clip, Adam)",
         |b| {
             b.iter(|| {
-                let loss = backdoor_loss(
-                    &schedule,
-                    &|x, t| model.forward_t(x, t, true),
-                    &batch,
-                    &t,
-                    &noise,
-                )
-                .unwrap();
+                let loss = setup.loss();
                 let value = loss.double_value(&[]);
                 loss.backward();
                 clip_grad_norm(&params, 1.0);

@@ -110,7 +110,10 @@ impl Workload {
             }
             Workload::TrainStepScale => {
                 let (profile, unet, scheduler) = smoke()?;
-                let t = &profile.finetune;
+                let t = profile
+                    .finetune
+                    .as_ref()
+                    .context("the smoke profile has no [finetune] settings")?;
                 spec.what = format!(
                     "one optimizer step of the backdoor loss: the smoke profile's scale UNet, batch {}, Adam, grad clip {}",
                     t.batch, t.grad_clip

@@ -23,6 +23,7 @@ import statistics
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -155,38 +156,6 @@ class Sample:
         return fc.get_total_flops() / b * s["n"] * s["steps"]
 
 
-def fid_inception_random(seed):
-    """pytorch-fid's fid_inception_v3() architecture with seeded random weights of a trained
-    network's scale (the real weights are not downloadable here), as our workload fills it."""
-    import torchvision
-    from pytorch_fid import inception as fid
-
-    net = torchvision.models.inception_v3(num_classes=1008, aux_logits=False, weights=None, init_weights=False)
-    net.Mixed_5b = fid.FIDInceptionA(192, pool_features=32)
-    net.Mixed_5c = fid.FIDInceptionA(256, pool_features=64)
-    net.Mixed_5d = fid.FIDInceptionA(288, pool_features=64)
-    net.Mixed_6b = fid.FIDInceptionC(768, channels_7x7=128)
-    net.Mixed_6c = fid.FIDInceptionC(768, channels_7x7=160)
-    net.Mixed_6d = fid.FIDInceptionC(768, channels_7x7=160)
-    net.Mixed_6e = fid.FIDInceptionC(768, channels_7x7=192)
-    net.Mixed_7b = fid.FIDInceptionE_1(1280)
-    net.Mixed_7c = fid.FIDInceptionE_2(2048)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in sorted(net.state_dict().items()):
-            if name.endswith("num_batches_tracked"):
-                continue
-            if name.endswith("conv.weight"):
-                t.copy_(torch.randn(t.shape, generator=g) * math.sqrt(2.0 / t[0].numel()))
-            elif name.endswith("bn.weight") or name.endswith("running_var"):
-                t.copy_(0.5 + torch.rand(t.shape, generator=g))
-            elif name.endswith("bn.bias") or name.endswith("running_mean"):
-                t.copy_(0.1 * torch.randn(t.shape, generator=g))
-            else:
-                t.copy_(0.01 * torch.randn(t.shape, generator=g))
-    return net
-
-
 class Features:
     def __init__(self, spec, device, amp):
         from importlib.metadata import version
@@ -194,7 +163,10 @@ class Features:
         from pytorch_fid import inception as fid
 
         self.implementation = f"pytorch-fid {version('pytorch-fid')} InceptionV3, PyTorch {torch.__version__}"
-        net = fid_inception_random(spec["seed"])
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "oracles"))
+        from fid_inception_net import random_fid_inception
+
+        net = random_fid_inception(spec["seed"])
         # InceptionV3 builds its network with fid_inception_v3(), which downloads the weights.
         fid.fid_inception_v3 = lambda: net
         dims = fid.InceptionV3.BLOCK_INDEX_BY_DIM[2048]

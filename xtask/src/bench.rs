@@ -70,9 +70,7 @@ pub struct Args {
     amp: bool,
 }
 
-fn baddiff() -> PathBuf {
-    project_root().join("target/debug/baddiff")
-}
+use crate::reproduce::baddiff;
 
 fn python() -> Result<PathBuf> {
     let py = project_root().join(".venv/bin/python");
@@ -82,24 +80,6 @@ fn python() -> Result<PathBuf> {
         py.display()
     );
     Ok(py)
-}
-
-/// Builds `baddiff` as `reproduce` does (the same binary the reproduction runs is measured).
-fn build() -> Result<()> {
-    let status = Command::new(env!("CARGO"))
-        .current_dir(project_root())
-        .args([
-            "build",
-            "--locked",
-            "--quiet",
-            "-p",
-            "baddiffusion",
-            "--bin",
-            "baddiff",
-        ])
-        .status()?;
-    anyhow::ensure!(status.success(), "building baddiff failed");
-    Ok(())
 }
 
 /// Runs a measuring process and parses the one JSON object it prints.
@@ -162,7 +142,8 @@ pub fn run(a: Args) -> Result<()> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let py = python()?;
-    build()?;
+    // The binaries the reproduction runs are the ones measured.
+    crate::reproduce::build()?;
     let started = Instant::now();
     let tmp = std::env::temp_dir().join(format!("baddiff-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;

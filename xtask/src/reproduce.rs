@@ -59,7 +59,7 @@ pub enum Executor {
 }
 
 /// The compiled `baddiff` (built by `cargo build` first).
-fn baddiff() -> PathBuf {
+pub(crate) fn baddiff() -> PathBuf {
     project_root().join("target/debug/baddiff")
 }
 
@@ -258,7 +258,7 @@ pub fn run(a: Args) -> Result<()> {
 
 /// `cargo build` of the two programs the run needs (the test profile's build, so tests and runs
 /// share one compilation).
-fn build() -> Result<()> {
+pub(crate) fn build() -> Result<()> {
     let status = Command::new(env!("CARGO"))
         .current_dir(project_root())
         .args([

@@ -221,7 +221,7 @@ pub fn markdown(doc: &Value) -> String {
         ));
     }
     s.push_str("\npeer/ours > 1 means ours is faster. Times pool every timed repetition of every round (each process warms up once, untimed).\n");
-    s.push_str("Bound: the largest peer/ours possible at identical float32 math, 1 / (the peer's share of time in convolutions, matrix products and attention, in parentheses; measured once with torch.profiler on the CPU), i.e. if every other op of ours took no time at all.\n");
+    s.push_str("Bound: 1 / the peer's share of time in convolutions, matrix products and attention (in parentheses; measured once with torch.profiler on the CPU): the largest peer/ours possible while both sides run those same kernels, even if every other op of ours took no time. Only different kernels or less work (as fid-features' folded BatchNorm and channels-last convolutions) can pass it.\n");
     if let Some(c) = doc["ceiling_flops_per_s"].as_f64() {
         s.push_str(&format!(
             "Ceiling: the faster side's float32 matmul, {:.1} GFLOP/s. ",
