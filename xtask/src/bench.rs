@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::project_root;
+use crate::{git, project_root};
 
 /// Every workload, in the order they run (the ceiling first).
 const WORKLOADS: [&str; 5] = [
@@ -305,17 +305,6 @@ fn end_to_end(a: &Args) -> Result<Value> {
     }
     let _ = std::fs::remove_dir_all(&cache);
     Ok(Value::Object(times))
-}
-
-fn git(args: &[&str]) -> Option<String> {
-    let o = Command::new("git")
-        .current_dir(project_root())
-        .args(args)
-        .output()
-        .ok()?;
-    o.status
-        .success()
-        .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
 fn host_cpu() -> Option<String> {

@@ -327,3 +327,15 @@ pub fn project_root() -> std::path::PathBuf {
         .unwrap()
         .to_path_buf()
 }
+
+/// `git ARGS` in the repository, its trimmed output; `None` when git is missing or fails.
+pub(crate) fn git(args: &[&str]) -> Option<String> {
+    let o = std::process::Command::new("git")
+        .current_dir(project_root())
+        .args(args)
+        .output()
+        .ok()?;
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}

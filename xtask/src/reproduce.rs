@@ -433,16 +433,7 @@ fn gpu_count() -> usize {
 /// (wall time, disk and peak memory per stage, from the cells' stage records).
 fn write_manifest(run_dir: &Path, a: &Args, plan: &Value, wall_s: f64) -> Result<()> {
     let root = project_root();
-    let git = |args: &[&str]| -> Option<String> {
-        let o = Command::new("git")
-            .current_dir(&root)
-            .args(args)
-            .output()
-            .ok()?;
-        o.status
-            .success()
-            .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
+    let git = crate::git;
     let tool = |cmd: &str, args: &[&str]| -> Option<String> {
         let o = Command::new(cmd).args(args).output().ok()?;
         o.status
