@@ -44,7 +44,12 @@ fn alive(state: &Path, daemon: &str) -> Option<u32> {
         .trim()
         .parse()
         .ok()?;
-    // A killed daemon whose parent has not reaped it yet is a zombie: gone for our purposes.
+    process_alive(pid)
+}
+
+/// `pid` if that process runs. A killed daemon whose parent has not reaped it yet is a zombie:
+/// gone for our purposes.
+fn process_alive(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
     (state != "Z").then_some(pid)
@@ -95,12 +100,20 @@ fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> R
     Ok(())
 }
 
+/// Whether something accepts TCP connections on 127.0.0.1:`port`.
+fn listening(port: u16) -> bool {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+}
+
 /// Whether every daemon of the cluster in `state` is up.
 pub fn running(state: &Path) -> bool {
     DAEMONS.iter().all(|d| alive(state, d).is_some())
 }
 
 /// Starts the daemons that are not running (installing the packages first if needed, as root).
+/// If one fails to come up, the ones already started are stopped again before the error returns,
+/// so a failed start leaves no daemon behind.
 pub fn up(state: &Path) -> Result<Cluster> {
     if running(state) {
         return Ok(Cluster {
@@ -109,6 +122,25 @@ pub fn up(state: &Path) -> Result<Cluster> {
         });
     }
     crate::ensure_debian_packages(PACKAGES)?;
+    let before: Vec<&str> = DAEMONS
+        .into_iter()
+        .filter(|d| alive(state, d).is_some())
+        .collect();
+    start(state).map_err(|err| {
+        for daemon in DAEMONS.iter().rev().filter(|d| !before.contains(d)) {
+            if let Err(e) = stop(state, daemon) {
+                eprintln!("stopping {daemon} after the failed start: {e:#}");
+            }
+        }
+        err
+    })?;
+    Ok(Cluster {
+        state: state.to_path_buf(),
+        started: true,
+    })
+}
+
+fn start(state: &Path) -> Result<()> {
     for d in ["munge", "db", "ctld", "spool", "log", "run"] {
         std::fs::create_dir_all(state.join(d))?;
     }
@@ -229,7 +261,13 @@ pub fn up(state: &Path) -> Result<Cluster> {
         c.env("SLURM_CONF", conf(state));
         c
     };
-    for daemon in ["slurmdbd", "slurmctld", "slurmd"] {
+    // Each daemon must accept connections before the next starts: slurmctld exits at once
+    // ("we have no TRES") when slurmdbd has written its pid file but is not listening yet.
+    for (daemon, port) in [
+        ("slurmdbd", dbd_port),
+        ("slurmctld", ctld_port),
+        ("slurmd", slurmd_port),
+    ] {
         if alive(state, daemon).is_none() {
             run(&mut slurm_cmd(daemon), daemon).with_context(|| {
                 format!(
@@ -238,7 +276,7 @@ pub fn up(state: &Path) -> Result<Cluster> {
                 )
             })?;
             wait_for(daemon, Duration::from_secs(30), || {
-                alive(state, daemon).is_some()
+                alive(state, daemon).is_some() && listening(port)
             })
             .with_context(|| {
                 format!(
@@ -256,28 +294,34 @@ pub fn up(state: &Path) -> Result<Cluster> {
             .unwrap_or(false)
     };
     wait_for("the Slurm node", Duration::from_secs(60), idle)
-        .with_context(|| format!("slurmctld log:\n  {}", log_tail(state, "slurmctld.log")))?;
-    Ok(Cluster {
-        state: state.to_path_buf(),
-        started: true,
-    })
+        .with_context(|| format!("slurmctld log:\n  {}", log_tail(state, "slurmctld.log")))
 }
 
 /// Stops the daemons by their pid files, newest first, and waits for them to exit.
 pub fn down(state: &Path) -> Result<()> {
     for daemon in DAEMONS.iter().rev() {
-        let Some(pid) = alive(state, daemon) else {
-            continue;
-        };
+        stop(state, daemon)?;
+    }
+    Ok(())
+}
+
+/// Stops one daemon by its pid file (nothing to do if it is not running).
+fn stop(state: &Path, daemon: &str) -> Result<()> {
+    let Some(pid) = alive(state, daemon) else {
+        return Ok(());
+    };
+    run(
+        Command::new("kill").arg(pid.to_string()),
+        &format!("kill {daemon}"),
+    )?;
+    // Wait for the process, not its pid file: slurmd removes the file first and can linger.
+    let gone = || process_alive(pid).is_none();
+    if wait_for(&format!("{daemon} to stop"), Duration::from_secs(30), gone).is_err() {
         run(
-            Command::new("kill").arg(pid.to_string()),
-            &format!("kill {daemon}"),
+            Command::new("kill").args(["-KILL", &pid.to_string()]),
+            &format!("kill -KILL {daemon}"),
         )?;
-        wait_for(
-            &format!("{daemon} to stop"),
-            Duration::from_secs(30),
-            || alive(state, daemon).is_none(),
-        )?;
+        wait_for(&format!("{daemon} to be killed"), Duration::from_secs(10), gone)?;
     }
     Ok(())
 }
