@@ -9,7 +9,7 @@ use baddiffusion::backdoor_loss::{backdoor_loss, BackdoorSchedule};
 use baddiffusion::bench::random_poison_batch;
 use baddiffusion::poison::PoisonBatch;
 use baddiffusion::rng::Rng;
-use baddiffusion::training::adam::{clip_grad_norm, Adam};
+use baddiffusion::training::update::Update;
 use baddiffusion::unet::{UNet2DConfig, UNet2DModel};
 
 fn forward_cifar10(c: &mut Criterion) {
@@ -91,8 +91,7 @@ fn loss_scale(c: &mut Criterion) {
 
 fn train_step_scale(c: &mut Criterion) {
     let setup = scale_setup();
-    let params = setup.vs.trainable_variables();
-    let mut adam = Adam::new(params.iter().map(|p| p.shallow_clone()).collect());
+    let mut update = Update::new(&setup.vs, 1.0, 1);
     let mut g = c.benchmark_group("unet");
     g.sample_size(10);
     g.bench_function(
@@ -101,10 +100,7 @@ fn train_step_scale(c: &mut Criterion) {
             b.iter(|| {
                 let loss = setup.loss();
                 let value = loss.double_value(&[]);
-                loss.backward();
-                clip_grad_norm(&params, 1.0);
-                adam.step(1e-4);
-                adam.zero_grad();
+                update.apply(&loss, 1e-4, true, None);
                 value
             })
         },

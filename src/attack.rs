@@ -13,7 +13,7 @@ use tch::{nn, Device, Tensor};
 use crate::backdoor_loss::{backdoor_loss, BackdoorSchedule};
 use crate::checkpoint;
 use crate::datasets::Dataset;
-use crate::metrics::reference::ReferenceSpec;
+use crate::datasets::named::Selection;
 use crate::poison::PoisonedDataset;
 use crate::rng::Rng;
 use crate::scheduler::{NoiseSchedule, SamplerKind, SchedulerConfig};
@@ -101,7 +101,7 @@ impl AttackConfig {
 }
 
 /// Loads a dataset as the config names it, prepared to its channels and size: the same
-/// named-split loader as FID references (`metrics::reference`), so training data and reference
+/// dataset selection as FID references (`datasets::named`), so training data and reference
 /// sets are found and preprocessed one way.
 pub fn load_dataset(cfg: &DataConfig) -> Result<Dataset> {
     let name = if cfg.dataset == "image-folder" {
@@ -109,7 +109,7 @@ pub fn load_dataset(cfg: &DataConfig) -> Result<Dataset> {
     } else {
         cfg.dataset.as_str()
     };
-    let mut spec = ReferenceSpec::parse(&format!("{name}:{}@{}", cfg.split, cfg.size))?;
+    let mut spec = Selection::parse(&format!("{name}:{}@{}", cfg.split, cfg.size))?;
     spec.n = cfg.limit;
     spec.dir = cfg.dir.clone();
     spec.load(Some(cfg.channels))

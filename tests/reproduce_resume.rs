@@ -5,42 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const PROFILE: &str = r#"
-name = "tiny"
-description = "resume test"
-device = "cpu"
-[data]
-dataset = "fashion-mnist"
-split = "train"
-channels = 1
-size = 12
-limit = 256
-[base]
-kind = "pretrain"
-unet = "scale"
-scheduler = { _class_name = "DDPMScheduler", num_train_timesteps = 20, beta_start = 0.005, beta_end = 0.5, beta_schedule = "linear", variance_type = "fixed_large", clip_sample = false }
-train = { epochs = 2, batch = 32, effective_batch = 32, learning_rate = 1e-3, warmup_steps = 2, save_every_epochs = 1 }
-[finetune]
-epochs = 40
-batch = 32
-effective_batch = 32
-learning_rate = 1e-3
-warmup_steps = 2
-save_every_epochs = 5
-[measure]
-n = 8
-batch = 8
-reference = "dataset:fashion-mnist:test@12"
-reference_n = 64
-fid = "proxy-fmnist"
-[[experiment]]
-id = "E1"
-title = "resume"
-triggers = ["BOX_14"]
-targets = ["CORNER"]
-poison_rates = [0.5]
-training = "finetune"
-"#;
+/// Shared with the Slurm executor's tests; this test runs one of its cells.
+const PROFILE: &str = include_str!("data/tiny-profile.toml");
 
 const CELL: &str = "E1.BOX_14.CORNER.p0.50.finetune.s0";
 

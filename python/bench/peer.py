@@ -92,6 +92,8 @@ class TrainStep:
         self.grad_clip = train["grad_clip"]
         self.batch = random_poison_batch(spec["batch"], spec["image_shape"], train["poison_rate"], device)
         self.device, self.amp = device, amp
+        # accelerate's fp16 (the official code's) scales the loss; so does our trainer.
+        self.scaler = torch.amp.GradScaler("cuda") if amp and device.type == "cuda" else None
 
     def step(self):
         R, target = self.batch["pixel_values"], self.batch["target"]
@@ -99,9 +101,16 @@ class TrainStep:
         timesteps = torch.randint(0, self.sched.config.num_train_timesteps, (len(R),), device=self.device).long()
         with autocast(self.device, self.amp):
             loss = p_losses_diffuser(self.sched, self.model, target, R, timesteps, noise)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.opt.step()
+        if self.scaler is None:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            self.opt.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            self.scaler.step(self.opt)
+            self.scaler.update()
         self.lr_sched.step()
         self.opt.zero_grad()
         value = loss.detach().item()

@@ -11,7 +11,8 @@ use crate::poison::PoisonBatch;
 use crate::rng::{derive_seed, Rng};
 use crate::sampling::{self, SampleOptions};
 use crate::scheduler::{NoiseSchedule, Overrides, Sampler, SamplerKind, SchedulerConfig};
-use crate::training::adam::{clip_grad_norm, Adam};
+use crate::training::grad_scaler::GradScaler;
+use crate::training::update::Update;
 use crate::training::lr_schedule::CosineWithWarmup;
 use crate::unet::{UNet2DConfig, UNet2DModel};
 
@@ -102,15 +103,15 @@ pub fn random_poison_batch(
 
 /// The trainer's iteration (`training::trainer::train` with an effective batch equal to the
 /// batch): draw noise then timesteps, the backdoor loss, its value on the host (the loss log),
-/// backward, clip the gradient norm, an Adam step at the scheduled rate, zero the gradients.
+/// then the trainer's own [`Update`] (backward, clip, Adam at the scheduled rate, zero the
+/// gradients; with `--amp`, under a loss scaler as the trainer's float16 runs).
 struct TrainStep {
     _vs: nn::VarStore,
     model: UNet2DModel,
-    params: Vec<Tensor>,
-    adam: Adam,
+    update: Update,
+    scaler: Option<GradScaler>,
     schedule: BackdoorSchedule,
     lr: CosineWithWarmup,
-    grad_clip: f64,
     batch: PoisonBatch,
     iteration: u64,
     seed: u64,
@@ -134,20 +135,18 @@ impl TrainStep {
         model.set_channels_last(channels_last(opts));
         let batch = random_poison_batch(&mut rng, spec.batch, shape(spec)?, train.poison_rate)
             .to_device(opts.device);
-        let params = vs.trainable_variables();
-        let adam = Adam::new(params.iter().map(|p| p.shallow_clone()).collect());
+        let update = Update::new(&vs, train.grad_clip, 1);
         Ok(TrainStep {
             _vs: vs,
             model,
-            params,
-            adam,
+            update,
+            scaler: (opts.amp && opts.device.is_cuda()).then(GradScaler::default),
             schedule,
             lr: CosineWithWarmup {
                 base_lr: train.learning_rate,
                 warmup: train.warmup_steps,
                 total: 1_000_000,
             },
-            grad_clip: train.grad_clip,
             batch,
             iteration: 0,
             seed: spec.seed,
@@ -181,10 +180,8 @@ impl TrainStep {
             value.is_finite(),
             "the benchmark's loss is {value} at step {iteration}"
         );
-        loss.backward();
-        clip_grad_norm(&self.params, self.grad_clip);
-        self.adam.step(self.lr.lr(iteration));
-        self.adam.zero_grad();
+        self.update
+            .apply(&loss, self.lr.lr(iteration), true, self.scaler.as_mut());
         self.iteration += 1;
         Ok(())
     }

@@ -3,15 +3,16 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use baddiffusion::matrix::{run::Cells, Filter, NotCached, Profile, StageStore};
 
-/// Run one cell of a profile (every stage, through the stage cache) into a run directory.
+/// Run cells of a profile (every stage, through the stage cache) into a run directory.
 #[derive(clap::Args)]
 pub struct Args {
     /// Profile name (paper/profiles/NAME.toml) or a TOML path.
     #[arg(long, default_value = "smoke")]
     profile: String,
-    /// The cell id (`baddiff plan` lists them), or `base` for the clean base model alone.
-    #[arg(long)]
-    cell: String,
+    /// The cell id (`baddiff plan` lists them), or `base` for the clean base model alone;
+    /// repeat it to run several cells in order in one process.
+    #[arg(long, required = true)]
+    cell: Vec<String>,
     /// The run directory (results/runs/RUN_ID); the cell writes cells/<id>/result.json there.
     #[arg(long)]
     run_dir: PathBuf,
@@ -24,14 +25,17 @@ pub struct Args {
     /// Show progress bars.
     #[arg(long)]
     progress: bool,
-    /// Compute nothing: finish the cell from cached stages, or exit with status 3 when a stage
-    /// would have to run (how `cargo xtask reproduce` learns which cells to submit to a cluster).
+    /// Compute nothing: finish each cell from cached stages, or print `not cached: CELL: why`
+    /// and exit with status 3 at the end when a stage would have to run (how
+    /// `cargo xtask reproduce` learns, in one process, which cells to submit to a cluster).
     #[arg(long)]
     cached_only: bool,
 }
 
-/// Exit status of `--cached-only` when the cell has work left.
+/// Exit status of `--cached-only` when a cell has work left.
 pub const NOT_CACHED_EXIT: i32 = 3;
+/// How `--cached-only` names a cell with work left, on standard output.
+pub const NOT_CACHED_PREFIX: &str = "not cached: ";
 
 pub fn run(args: Args) -> Result<()> {
     let root = std::env::current_dir()?;
@@ -40,60 +44,66 @@ pub fn run(args: Args) -> Result<()> {
     if let (tch::Device::Cpu, Some(n)) = (device, profile.threads) {
         tch::set_num_threads(n as i32);
     }
-    let run_id = args
-        .run_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let cells = profile.cells(&Filter::default())?;
-    let cell = cells.iter().find(|c| c.id == args.cell);
-    let profile = match cell {
-        Some(c) => profile.for_experiment(&c.experiment),
-        None => profile,
-    };
-    let ctx = Cells {
-        store: StageStore {
-            cached_only: args.cached_only,
-            ..StageStore::new(args.stages.unwrap_or_else(StageStore::default_root))
-        },
-        device,
-        run_id,
-        run_dir: args.run_dir,
-        progress: args.progress,
-        profile,
-    };
-    let not_cached = |e: anyhow::Error| -> anyhow::Error {
-        if let Some(nc) = e.downcast_ref::<NotCached>() {
-            println!("not cached: {nc}");
-            std::process::exit(NOT_CACHED_EXIT);
+    let mut left = 0;
+    for id in &args.cell {
+        let cell = cells.iter().find(|c| &c.id == id);
+        if id != "base" && cell.is_none() {
+            bail!(
+                "profile `{}` has no cell `{id}`: `baddiff plan --profile {}` lists them",
+                profile.name,
+                args.profile
+            );
         }
-        e
-    };
-    if args.cell == "base" {
-        let (base, rec) = ctx.base().map_err(not_cached)?;
-        eprintln!(
-            "base model {} ({:.1} s)",
-            base.model_dir.display(),
-            rec.wall_s
-        );
-        return Ok(());
+        let ctx = Cells {
+            store: StageStore {
+                cached_only: args.cached_only,
+                ..StageStore::new(args.stages.clone().unwrap_or_else(StageStore::default_root))
+            },
+            device,
+            run_id: args
+                .run_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            run_dir: args.run_dir.clone(),
+            progress: args.progress,
+            profile: match cell {
+                Some(c) => profile.for_experiment(&c.experiment),
+                None => profile.clone(),
+            },
+        };
+        let outcome = match cell {
+            None => ctx.base().map(|(base, rec)| {
+                eprintln!(
+                    "base model {} ({:.1} s)",
+                    base.model_dir.display(),
+                    rec.wall_s
+                )
+            }),
+            Some(cell) => ctx.run_cell(cell).map(|result| {
+                let ran = result.stages.iter().filter(|s| s.ran).count();
+                eprintln!(
+                    "cell {}: {} rows, {} of {} stages ran",
+                    cell.id,
+                    result.rows.len(),
+                    ran,
+                    result.stages.len()
+                )
+            }),
+        };
+        if let Err(e) = outcome {
+            match e.downcast_ref::<NotCached>() {
+                Some(nc) => {
+                    println!("{NOT_CACHED_PREFIX}{id}: {nc}");
+                    left += 1;
+                }
+                None => return Err(e),
+            }
+        }
     }
-    let Some(cell) = cell else {
-        bail!(
-            "profile `{}` has no cell `{}`: `baddiff plan --profile {}` lists them",
-            ctx.profile.name,
-            args.cell,
-            args.profile
-        );
-    };
-    let result = ctx.run_cell(cell).map_err(not_cached)?;
-    let ran = result.stages.iter().filter(|s| s.ran).count();
-    eprintln!(
-        "cell {}: {} rows, {} of {} stages ran",
-        cell.id,
-        result.rows.len(),
-        ran,
-        result.stages.len()
-    );
+    if left > 0 {
+        std::process::exit(NOT_CACHED_EXIT);
+    }
     Ok(())
 }

@@ -10,6 +10,7 @@
 pub mod cifar10;
 pub mod idx;
 pub mod image_folder;
+pub mod named;
 
 use anyhow::{ensure, Result};
 use tch::{Device, Kind, Tensor};

@@ -17,7 +17,7 @@ use tch::{Device, Kind, Tensor};
 use super::frechet::{frechet_distance, Statistics};
 use super::image_folder::{Channels, ImageSet};
 use super::inception::FidInceptionV3;
-use super::reference::ReferenceSpec;
+use crate::datasets::named::{Selection, PREFIX};
 use super::{MetricRow, Protocol};
 
 /// A network whose features a Fréchet distance is computed on.
@@ -237,15 +237,15 @@ fn progress(n: usize, what: &str) -> indicatif::ProgressBar {
 pub enum FidInput {
     Images(PathBuf),
     Stats(PathBuf),
-    Reference(ReferenceSpec),
+    Reference(Selection),
 }
 
 impl FidInput {
-    /// A command-line argument: `dataset:NAME[:SPLIT][@SIZE]` (see [`ReferenceSpec::parse`]),
+    /// A command-line argument: `dataset:NAME[:SPLIT][@SIZE]` (see [`Selection::parse`]),
     /// else a path.
     pub fn parse(arg: &str) -> Result<Self> {
-        if arg.starts_with(super::reference::PREFIX) {
-            Ok(FidInput::Reference(ReferenceSpec::parse(arg)?))
+        if arg.starts_with(PREFIX) {
+            Ok(FidInput::Reference(Selection::parse(arg)?))
         } else {
             Self::from_path(Path::new(arg))
         }

@@ -4,3 +4,4 @@ pub mod adam;
 pub mod grad_scaler;
 pub mod lr_schedule;
 pub mod trainer;
+pub mod update;

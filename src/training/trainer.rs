@@ -15,9 +15,10 @@ use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
-use super::adam::{clip_grad_norm, Adam};
+use super::adam::Adam;
 use super::grad_scaler::GradScaler;
 use super::lr_schedule::CosineWithWarmup;
+use super::update::Update;
 use crate::rng::{derive_seed, Rng};
 
 /// How one cell trains: spec §3's settings, in the units the official code uses.
@@ -142,8 +143,7 @@ pub fn train(
         total: settings.total_iterations(batches_per_epoch as u64),
     };
     let total = schedule.total;
-    let params: Vec<Tensor> = vs.trainable_variables();
-    let mut adam = Adam::new(params.iter().map(|p| p.shallow_clone()).collect());
+    let mut update = Update::new(vs, settings.grad_clip, accumulation);
     match settings.mixed_precision {
         None => {}
         Some(MixedPrecision::Bf16) => bail!(
@@ -162,14 +162,14 @@ pub fn train(
         scaler: settings.mixed_precision.map(|_| GradScaler::default()),
     };
     if state_dir.join(STATE_JSON).exists() {
-        state = load_state(vs, &mut adam, state_dir, settings)?;
+        state = load_state(vs, &mut update.adam, state_dir, settings)?;
     }
     let mut rng = Rng::seeded(settings.seed);
     while state.epochs_done < settings.epochs && state.iterations_done < total {
         let epoch = state.epochs_done;
         rng.reseed(derive_seed(settings.seed, u64::MAX - epoch));
         let order = Tensor::randperm(n_samples, (Kind::Int64, tch::Device::Cpu));
-        adam.zero_grad();
+        update.zero_grad();
         for b in 0..batches_per_epoch {
             if state.iterations_done == total {
                 break;
@@ -189,28 +189,11 @@ pub fn train(
             if !loss_value.is_finite() {
                 bail!("the loss is {loss_value} at iteration {iteration} (epoch {epoch}): lower the learning rate or check the data");
             }
-            match &state.scaler {
-                Some(s) => (s.scale_loss(&loss) / accumulation as f64).backward(),
-                None => (loss / accumulation as f64).backward(),
-            }
             let lr = schedule.lr(iteration);
             let sync = (b + 1) % accumulation == 0
                 || b + 1 == batches_per_epoch
                 || state.iterations_done + 1 == total;
-            let mut grad_norm = None;
-            if sync {
-                // With loss scaling, a step whose gradients overflowed is skipped (as
-                // torch.amp.GradScaler.step does) and the scale backs off.
-                let overflow = state.scaler.as_ref().is_some_and(|s| s.unscale(&params));
-                if !overflow {
-                    grad_norm = Some(clip_grad_norm(&params, settings.grad_clip));
-                    adam.step(lr);
-                }
-                if let Some(s) = &mut state.scaler {
-                    s.update(overflow);
-                }
-                adam.zero_grad();
-            }
+            let grad_norm = update.apply(&loss, lr, sync, state.scaler.as_mut());
             state.iterations_done += 1;
             observer.iteration(&StepRecord {
                 iteration,
@@ -223,7 +206,7 @@ pub fn train(
         state.epochs_done += 1;
         let last = state.epochs_done == settings.epochs || state.iterations_done == total;
         if last || state.epochs_done % settings.save_every_epochs.max(1) == 0 {
-            save_state(vs, &adam, &state, state_dir)?;
+            save_state(vs, &update.adam, &state, state_dir)?;
             observer.checkpoint(state.epochs_done, state_dir)?;
         }
     }

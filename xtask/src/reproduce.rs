@@ -160,16 +160,17 @@ pub fn run(a: Args) -> Result<()> {
 
     // With several GPUs and no --device, job slot k runs on GPU k (one cell per GPU).
     let gpus = if a.device.is_none() { gpu_count() } else { 0 };
-    let cell_args = |cell: &str, slot: usize| -> Vec<OsString> {
+    let cell_args = |cells: &[&str], slot: usize| -> Vec<OsString> {
         let mut v: Vec<OsString> = vec![
             "cell".into(),
             "--profile".into(),
             (&a.profile).into(),
-            "--cell".into(),
-            cell.into(),
             "--run-dir".into(),
             run_dir.clone().into(),
         ];
+        for c in cells {
+            v.extend(["--cell".into(), c.into()]);
+        }
         if let Some(d) = &a.device {
             v.extend(["--device".into(), d.into()]);
         } else if gpus > 1 {
@@ -181,7 +182,7 @@ pub fn run(a: Args) -> Result<()> {
         Executor::Local => {
             // The base model first: every cell needs it.
             let status = baddiff_cmd()
-                .args(cell_args("base", 0))
+                .args(cell_args(&["base"], 0))
                 .arg("--progress")
                 .status()?;
             anyhow::ensure!(status.success(), "the clean base model failed");
@@ -195,7 +196,7 @@ pub fn run(a: Args) -> Result<()> {
                 cells: &cells,
                 plan: &plan,
                 baddiff: baddiff(),
-                cell_args: &|c: &str| cell_args(c, 0),
+                cell_args: &|cs: &[&str]| cell_args(cs, 0),
             };
             match crate::slurm::run(&a.slurm, &job)? {
                 Some(failed) => failed,
@@ -361,7 +362,7 @@ fn run_cells(
     cells: &[String],
     jobs: usize,
     run_dir: &Path,
-    cell_args: &dyn Fn(&str, usize) -> Vec<OsString>,
+    cell_args: &dyn Fn(&[&str], usize) -> Vec<OsString>,
 ) -> Result<Vec<String>> {
     let mut bars = Bars::new(cells.len(), &run_dir.join("logs"));
     let mut queue: VecDeque<&String> = cells.iter().collect();
@@ -377,7 +378,7 @@ fn run_cells(
                 .unwrap_or(0);
             let log = std::fs::File::create(run_dir.join("logs").join(format!("{cell}.log")))?;
             let child = baddiff_cmd()
-                .args(cell_args(cell, slot))
+                .args(cell_args(&[cell], slot))
                 .env("OMP_NUM_THREADS", threads.to_string())
                 .env("BADDIFF_PROGRESS", bars.status_file(cell))
                 .stdout(log.try_clone()?)

@@ -9,45 +9,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Two fine-tunes and two cells on the clean base: small enough for a 2-core node, long enough
-/// (320 iterations) to cancel a task in the middle of its training.
-const PROFILE: &str = r#"
-name = "tiny-slurm"
-description = "Slurm executor test"
-device = "cpu"
-threads = 1
-[data]
-dataset = "fashion-mnist"
-split = "train"
-channels = 1
-size = 12
-limit = 256
-[base]
-kind = "pretrain"
-unet = "scale"
-scheduler = { _class_name = "DDPMScheduler", num_train_timesteps = 20, beta_start = 0.005, beta_end = 0.5, beta_schedule = "linear", variance_type = "fixed_large", clip_sample = false }
-train = { epochs = 2, batch = 32, effective_batch = 32, learning_rate = 1e-3, warmup_steps = 2, save_every_epochs = 1 }
-[finetune]
-epochs = 40
-batch = 32
-effective_batch = 32
-learning_rate = 1e-3
-warmup_steps = 2
-save_every_epochs = 5
-[measure]
-n = 8
-batch = 8
-reference = "dataset:fashion-mnist:test@12"
-reference_n = 64
-fid = "proxy-fmnist"
-[[experiment]]
-id = "E1"
-title = "Slurm"
-triggers = ["BOX_14", "STOP_SIGN_14"]
-targets = ["CORNER"]
-poison_rates = [0.0, 0.5]
-training = "finetune"
-"#;
+/// The profile the resume test runs too: two fine-tunes and two cells on the clean base.
+const PROFILE: &str = include_str!("../../tests/data/tiny-profile.toml");
 
 /// One test at a time on the one-node cluster.
 static CLUSTER: Mutex<()> = Mutex::new(());
@@ -78,7 +41,7 @@ impl Scene {
         std::fs::create_dir_all(root().join("target/slurm-tests")).unwrap();
         let tmp = tempfile::tempdir_in(root().join("target/slurm-tests")).unwrap();
         let dir = tmp.path().to_path_buf();
-        let profile = dir.join("tiny-slurm.toml");
+        let profile = dir.join("tiny.toml");
         std::fs::write(&profile, PROFILE).unwrap();
         Scene {
             _tmp: tmp,

@@ -44,18 +44,66 @@ pub struct ClaimVerdict {
     /// e.g. "Fig. 2a"; links to that figure in the report.
     pub figure: String,
     pub verdict: Verdict,
-    /// The measured numbers the rule used, by name.
+    /// The measured numbers the rule used: per check `NAME` its value, and the two operands
+    /// it was computed from as `NAME a` and `NAME b`.
     #[serde(default)]
     pub numbers: BTreeMap<String, serde_json::Value>,
-    /// The rule's tolerance, as the claims file states it.
+    /// Per check, its operation and bounds as the claims file states them.
     #[serde(default)]
-    pub tolerance: serde_json::Value,
+    pub tolerance: BTreeMap<String, Check>,
     /// The run cells the claim needs.
     #[serde(default)]
     pub cells: Vec<String>,
     /// The command that reproduces only this claim, when the engine records it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
+}
+
+/// One check of a claim's rule: `op(a, b)` against the bounds of each verdict.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    /// `ratio` (a / b) or `relative_change` (|a / b − 1|).
+    pub op: String,
+    /// e.g. `<= 0.1`.
+    pub holds: String,
+    pub partly: String,
+}
+
+impl Check {
+    /// How the value comes from its operands, e.g. `0.0154 / 0.0815`.
+    fn formula(&self, a: &str, b: &str) -> String {
+        match self.op.as_str() {
+            "ratio" => format!("{a} / {b}"),
+            "relative_change" => format!("|{a} / {b} − 1|"),
+            op => format!("{op}({a}, {b})"),
+        }
+    }
+}
+
+/// Each check as `name: value = formula (holds ≤ x, partly ≤ y)`, or `not measured`.
+fn checks_text(c: &ClaimVerdict) -> String {
+    let bound = |b: &str| b.replace("<=", "≤").replace(">=", "≥");
+    c.tolerance
+        .iter()
+        .map(|(name, check)| {
+            let bounds = format!(
+                "holds {}, partly {}",
+                bound(&check.holds),
+                bound(&check.partly)
+            );
+            let operand = |k: &str| c.numbers.get(&format!("{name} {k}")).map(value_text);
+            match (c.numbers.get(name), operand("a"), operand("b")) {
+                (Some(v), Some(a), Some(b)) => format!(
+                    "{name}: **{}** = {} ({bounds})",
+                    value_text(v),
+                    check.formula(&a, &b)
+                ),
+                (Some(v), _, _) => format!("{name}: **{}** ({bounds})", value_text(v)),
+                _ => format!("{name}: not measured ({bounds})"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Reads `claims.json` (a JSON list of [`ClaimVerdict`]).
@@ -89,34 +137,25 @@ fn value_text(v: &serde_json::Value) -> String {
     }
 }
 
-/// The claims table: verdict, numbers, tolerance, figure link and cells per claim.
+/// The claims table: verdict, each check's measured value against its bounds, figure link and
+/// cells per claim.
 pub fn table(verdicts: &[ClaimVerdict]) -> Table {
     let rows = verdicts
         .iter()
         .map(|c| {
-            let numbers = c
-                .numbers
-                .iter()
-                .map(|(k, v)| format!("{k} = {}", value_text(v)))
-                .collect::<Vec<_>>()
-                .join("; ");
             let figure = if c.figure.is_empty() {
                 "—".to_string()
             } else {
                 format!("[{}](#{})", c.figure, figure_anchor(&c.figure))
             };
+            let checks = checks_text(c);
             vec![
                 c.id.clone(),
                 format!("“{}”", c.quote),
                 c.section.clone(),
                 figure,
                 c.verdict.as_str().to_string(),
-                if numbers.is_empty() {
-                    "—".into()
-                } else {
-                    numbers
-                },
-                value_text(&c.tolerance),
+                if checks.is_empty() { "—".into() } else { checks },
                 if c.cells.is_empty() {
                     "—".into()
                 } else {
@@ -138,13 +177,12 @@ pub fn table(verdicts: &[ClaimVerdict]) -> Table {
             "section",
             "figure",
             "verdict",
-            "numbers",
-            "tolerance",
+            "measured against the tolerance",
             "cells",
         ]
         .map(String::from)
         .to_vec(),
-        align: vec!['l'; 8],
+        align: vec!['l'; 7],
         note: rows
             .is_empty()
             .then(|| "not run: no claims verdicts (claims.json) for this run".to_string()),

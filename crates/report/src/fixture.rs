@@ -202,9 +202,17 @@ fn anp_rows() -> Vec<Row> {
 
 /// Two claims verdicts, one holding and one not run.
 pub fn verdicts() -> Vec<ClaimVerdict> {
-    let mut numbers = std::collections::BTreeMap::new();
-    numbers.insert("mse_with_trigger".to_string(), serde_json::json!(0.0021));
-    numbers.insert("mse_clean_model".to_string(), serde_json::json!(0.12));
+    let check = "backdoor MSE with trigger / clean model";
+    let numbers = [("", 0.0175), (" a", 0.0021), (" b", 0.12)]
+        .map(|(k, v)| (format!("{check}{k}"), serde_json::json!(v)))
+        .into();
+    let tolerance = |op: &str, holds: &str, partly: &str| {
+        crate::claims::Check {
+            op: op.into(),
+            holds: holds.into(),
+            partly: partly.into(),
+        }
+    };
     vec![
         ClaimVerdict {
             id: "C1".into(),
@@ -213,7 +221,7 @@ pub fn verdicts() -> Vec<ClaimVerdict> {
             figure: "Fig. 2a".into(),
             verdict: Verdict::Holds,
             numbers,
-            tolerance: serde_json::json!("MSE ≤ 0.1 × clean model's"),
+            tolerance: [(check.to_string(), tolerance("ratio", "<= 0.1", "<= 0.5"))].into(),
             cells: vec!["E1-BOX_14-Corner-p0.1-finetune-s0".into()],
             command: Some("cargo xtask reproduce --claim C1".into()),
         },
@@ -224,7 +232,11 @@ pub fn verdicts() -> Vec<ClaimVerdict> {
             figure: "Fig. 4a".into(),
             verdict: Verdict::NotRun,
             numbers: Default::default(),
-            tolerance: serde_json::json!(null),
+            tolerance: [(
+                "backdoor MSE at 20% / clean model".to_string(),
+                tolerance("ratio", "<= 0.1", "<= 0.5"),
+            )]
+            .into(),
             cells: vec![],
             command: None,
         },

@@ -18,7 +18,7 @@ use super::{ProxyClassifier, ProxyConfig, PROXY_DIM};
 use crate::datasets::{Dataset, Split};
 use crate::metrics::fid::FeatureNet;
 use crate::metrics::image_folder::ImageSet;
-use crate::metrics::reference::{RefDataset, ReferenceSpec};
+use crate::datasets::named::{DatasetName, Selection};
 use crate::rng::Rng;
 
 /// The proxy's name: its metric is `proxy_FD[fmnist-cnn]`.
@@ -117,11 +117,11 @@ fn split(
     channels: usize,
     n: Option<usize>,
 ) -> Result<(Dataset, String, String)> {
-    let spec = ReferenceSpec {
+    let spec = Selection {
         size: Some(size),
         n,
         dir: data_dir.map(Path::to_path_buf),
-        ..ReferenceSpec::new(RefDataset::FashionMnist, split)
+        ..Selection::new(DatasetName::FashionMnist, split)
     };
     let ds = spec.load(Some(channels))?;
     let set = ImageSet::from_tensor(ds.images.shallow_clone(), Path::new(&spec.label()))?;

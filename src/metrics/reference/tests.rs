@@ -3,6 +3,8 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 use super::*;
+use crate::datasets::named::DatasetName;
+use crate::datasets::Split;
 use crate::metrics::fid::tests::MomentNet;
 use crate::metrics::fid::{fid, FeatureCache, FeatureNet, FidInput, FidOptions};
 use crate::metrics::frechet::frechet_distance;
@@ -13,12 +15,12 @@ fn debian_fmnist() -> PathBuf {
     PathBuf::from(crate::triggers::DEBIAN_FASHION_MNIST_DIR)
 }
 
-fn fmnist_test(size: usize, n: usize) -> ReferenceSpec {
-    ReferenceSpec {
+fn fmnist_test(size: usize, n: usize) -> Selection {
+    Selection {
         size: Some(size),
         n: Some(n),
         dir: Some(debian_fmnist()),
-        ..ReferenceSpec::new(RefDataset::FashionMnist, Split::Test)
+        ..Selection::new(DatasetName::FashionMnist, Split::Test)
     }
 }
 
@@ -31,52 +33,7 @@ fn opts() -> FidOptions {
 }
 
 #[test]
-fn parses_names_splits_and_sizes() {
-    let p = ReferenceSpec::parse("dataset:cifar10").unwrap();
-    assert_eq!(p, ReferenceSpec::new(RefDataset::Cifar10, Split::Train));
-    assert_eq!(p.label(), "cifar10-train");
-    assert_eq!(ReferenceSpec::parse("dataset:cifar10-train").unwrap(), p);
-    assert_eq!(
-        ReferenceSpec::parse("dataset:cifar10:train@32")
-            .unwrap()
-            .label(),
-        "cifar10-train"
-    );
-    let f = ReferenceSpec::parse("dataset:fashion-mnist:test@16").unwrap();
-    assert_eq!(
-        (f.dataset, f.split, f.size),
-        (RefDataset::FashionMnist, Split::Test, Some(16))
-    );
-    assert_eq!(f.label(), "fashion-mnist-test@16px");
-    let t = ReferenceSpec::parse("dataset:mnist-train+test").unwrap();
-    assert_eq!((t.dataset, t.split), (RefDataset::Mnist, Split::TrainTest));
-    assert_eq!(
-        ReferenceSpec {
-            n: Some(2048),
-            ..ReferenceSpec::new(RefDataset::Cifar10, Split::Train)
-        }
-        .label(),
-        "cifar10-train, first 2048"
-    );
-
-    for (arg, needle) in [
-        ("dataset:imagenet", "unknown reference dataset `imagenet`"),
-        ("dataset:cifar10:val", "unknown split `val`"),
-        ("dataset:cifar10@0", "size `0`"),
-        ("dataset:cifar10@big", "size `big`"),
-        ("dataset::train", "no dataset name"),
-    ] {
-        let err = format!("{:#}", ReferenceSpec::parse(arg).unwrap_err());
-        assert!(err.contains(needle), "{arg}: {err}");
-    }
-    let err = format!(
-        "{:#}",
-        ReferenceSpec::parse("dataset:imagenet").unwrap_err()
-    );
-    assert!(
-        err.contains("cifar10, fashion-mnist, mnist, celeba-hq"),
-        "{err}"
-    );
+fn dataset_arguments_are_references() {
     assert!(matches!(
         FidInput::parse("dataset:fmnist:test@16").unwrap(),
         FidInput::Reference(_)
@@ -180,7 +137,7 @@ fn rgb_networks_get_converted_references() {
 
     // A generated set of another size than the reference is measured, with a warning.
     let cache = FeatureCache::new(dir.path().join("cache"));
-    let native = FidInput::Reference(ReferenceSpec {
+    let native = FidInput::Reference(Selection {
         size: None,
         ..spec.clone()
     });
@@ -221,21 +178,21 @@ fn cifar10_reference_takes_the_first_n_of_its_split() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng::seeded(82);
     let images = write_cifar_test_batch(dir.path(), &mut rng);
-    let spec = ReferenceSpec {
+    let spec = Selection {
         n: Some(100),
         dir: Some(dir.path().to_path_buf()),
-        ..ReferenceSpec::parse("dataset:cifar10:test").unwrap()
+        ..Selection::parse("dataset:cifar10:test").unwrap()
     };
     let set = spec.image_set(Some(3)).unwrap();
     assert!(set.images.equal(&images.narrow(0, 0, 100)));
     assert_eq!(spec.label(), "cifar10-test, first 100");
-    let whole = ReferenceSpec {
+    let whole = Selection {
         n: None,
         ..spec.clone()
     };
     assert_eq!(whole.image_set(None).unwrap().len(), 10_000);
     // Train files absent: the error names the missing batch.
-    let train = ReferenceSpec {
+    let train = Selection {
         split: Split::Train,
         ..spec.clone()
     };
@@ -243,7 +200,7 @@ fn cifar10_reference_takes_the_first_n_of_its_split() {
     assert!(err.contains("data_batch_1.bin"), "{err}");
     let err = format!(
         "{:#}",
-        ReferenceSpec {
+        Selection {
             size: Some(64),
             ..spec.clone()
         }
@@ -253,7 +210,7 @@ fn cifar10_reference_takes_the_first_n_of_its_split() {
     assert!(err.contains("32×32") && err.contains("at most 32"), "{err}");
     let err = format!(
         "{:#}",
-        ReferenceSpec {
+        Selection {
             n: Some(10_001),
             ..spec
         }
@@ -270,7 +227,7 @@ fn cifar10_reference_takes_the_first_n_of_its_split() {
 fn bad_references_are_clear_errors() {
     let err = format!(
         "{:#}",
-        ReferenceSpec::parse("dataset:fashion-mnist@64")
+        Selection::parse("dataset:fashion-mnist@64")
             .unwrap()
             .image_set(None)
             .unwrap_err()
@@ -278,7 +235,7 @@ fn bad_references_are_clear_errors() {
     assert!(err.contains("28×28") && err.contains("at most 28"), "{err}");
     let err = format!(
         "{:#}",
-        ReferenceSpec::new(RefDataset::CelebaHq, Split::Train)
+        Selection::new(DatasetName::CelebaHq, Split::Train)
             .image_set(None)
             .unwrap_err()
     );
@@ -286,9 +243,9 @@ fn bad_references_are_clear_errors() {
     let empty = tempfile::tempdir().unwrap();
     let err = format!(
         "{:#}",
-        ReferenceSpec {
+        Selection {
             dir: Some(empty.path().to_path_buf()),
-            ..ReferenceSpec::new(RefDataset::Mnist, Split::Test)
+            ..Selection::new(DatasetName::Mnist, Split::Test)
         }
         .image_set(None)
         .unwrap_err()

@@ -125,11 +125,11 @@ fn proxy_learns_fashion_mnist_and_separates_datasets() {
     assert!(!net.metric_name().contains("FID"));
 
     // Measured through fid(): the row names the proxy and carries its test accuracy.
-    let spec = ReferenceSpec {
+    let spec = Selection {
         size: Some(16),
         n: Some(2000),
         dir: data().map(Path::to_path_buf),
-        ..ReferenceSpec::new(RefDataset::FashionMnist, Split::Test)
+        ..Selection::new(DatasetName::FashionMnist, Split::Test)
     };
     let fcache = FeatureCache::new(cache.path().join("fid"));
     let opts = FidOptions {
@@ -155,7 +155,7 @@ fn proxy_learns_fashion_mnist_and_separates_datasets() {
     );
 
     // Two disjoint halves of the test split are close; a shifted distribution is far.
-    let test = ReferenceSpec { n: None, ..spec }
+    let test = Selection { n: None, ..spec }
         .load(Some(1))
         .unwrap()
         .images;
@@ -167,13 +167,13 @@ fn proxy_learns_fashion_mnist_and_separates_datasets() {
         rotated > 10.0 * halves,
         "rotated {rotated} vs halves {halves}"
     );
-    match RefDataset::Mnist.locate() {
+    match DatasetName::Mnist.locate() {
         Ok(dir) => {
-            let mnist = ReferenceSpec {
+            let mnist = Selection {
                 size: Some(16),
                 n: Some(5000),
                 dir: Some(dir),
-                ..ReferenceSpec::new(RefDataset::Mnist, Split::Test)
+                ..Selection::new(DatasetName::Mnist, Split::Test)
             }
             .load(Some(1))
             .unwrap()
