@@ -12,8 +12,8 @@ use tch::{nn, Device, Tensor};
 
 use crate::backdoor_loss::{backdoor_loss, BackdoorSchedule};
 use crate::checkpoint;
-use crate::datasets::Dataset;
 use crate::datasets::named::Selection;
+use crate::datasets::Dataset;
 use crate::poison::PoisonedDataset;
 use crate::rng::Rng;
 use crate::scheduler::{NoiseSchedule, SamplerKind, SchedulerConfig};

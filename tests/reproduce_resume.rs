@@ -128,3 +128,65 @@ fn a_killed_cell_resumes_to_the_same_rows() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(!log.contains(" runs: "), "a cached stage ran again:\n{log}");
 }
+
+/// How many stages of each kind the last run of the cell computed (not read from the cache).
+fn ran(run: &Path) -> std::collections::BTreeMap<String, usize> {
+    let text = std::fs::read_to_string(run.join("cells").join(CELL).join("result.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for s in v["stages"].as_array().unwrap() {
+        if s["ran"].as_bool().unwrap() {
+            *out.entry(s["kind"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn a_changed_setting_reruns_exactly_the_stages_that_depend_on_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    cache(&tmp.path().join("cache"));
+    let stages = tmp.path().join("stages");
+    let run = |name: &str, text: &str| {
+        let profile = tmp.path().join(format!("{name}.toml"));
+        std::fs::write(&profile, text).unwrap();
+        let dir = tmp.path().join(name);
+        let out = baddiff(&profile, &stages, &dir).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ran(&dir)
+    };
+    let counts = |pairs: &[(&str, usize)]| -> std::collections::BTreeMap<String, usize> {
+        pairs.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+    };
+    // One evaluation: clean and backdoor samples, each measured.
+    let all = run("first", PROFILE);
+    assert_eq!(
+        all,
+        counts(&[("base", 1), ("train", 1), ("sample", 2), ("measure", 2)])
+    );
+    // A measuring setting: the samples are reused, only the measurements rerun.
+    let threshold = PROFILE.replacen(
+        "fid = \"proxy-fmnist\"",
+        "fid = \"proxy-fmnist\"\nthreshold = 0.05",
+        1,
+    );
+    assert_eq!(run("threshold", &threshold), counts(&[("measure", 2)]));
+    // A fine-tuning setting: the clean base is reused; the backdoored model and all after it rerun.
+    let lr = PROFILE.replacen(
+        "learning_rate = 1e-3\nwarmup_steps = 2\nsave_every_epochs = 5",
+        "learning_rate = 5e-4\nwarmup_steps = 2\nsave_every_epochs = 5",
+        1,
+    );
+    assert_ne!(lr, PROFILE);
+    assert_eq!(
+        run("lr", &lr),
+        counts(&[("train", 1), ("sample", 2), ("measure", 2)])
+    );
+    // Back to the first settings: everything is cached.
+    assert_eq!(run("again", PROFILE), counts(&[]));
+}

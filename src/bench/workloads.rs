@@ -12,8 +12,8 @@ use crate::rng::{derive_seed, Rng};
 use crate::sampling::{self, SampleOptions};
 use crate::scheduler::{NoiseSchedule, Overrides, Sampler, SamplerKind, SchedulerConfig};
 use crate::training::grad_scaler::GradScaler;
-use crate::training::update::Update;
 use crate::training::lr_schedule::CosineWithWarmup;
+use crate::training::update::Update;
 use crate::unet::{UNet2DConfig, UNet2DModel};
 
 /// A built workload.

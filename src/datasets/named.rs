@@ -154,7 +154,9 @@ impl Selection {
         let (body, size) = match body.split_once('@') {
             Some((b, s)) => {
                 let size: usize = s.parse().ok().filter(|&s| s > 0).with_context(|| {
-                    format!("dataset `{arg}`: size `{s}` is not a positive number of pixels ({syntax})")
+                    format!(
+                        "dataset `{arg}`: size `{s}` is not a positive number of pixels ({syntax})"
+                    )
                 })?;
                 (b, Some(size))
             }
@@ -163,9 +165,7 @@ impl Selection {
         let (name, split) = match body.split_once(':') {
             Some((name, split)) => {
                 let split = parse_split(split).with_context(|| {
-                    format!(
-                        "dataset `{arg}`: unknown split `{split}` (train, test or train+test)"
-                    )
+                    format!("dataset `{arg}`: unknown split `{split}` (train, test or train+test)")
                 })?;
                 (name, split)
             }

@@ -1,5 +1,4 @@
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use tch::Device;
 
@@ -7,66 +6,18 @@ use super::anp::{anp_probe, AnpConfig};
 use super::clip::{clip_defense, row_value};
 use super::prune::{anp_prune, select_channels, ConvMasks, PruneBy, PruneConfig};
 use super::*;
-use crate::attack::{self, AttackConfig, BackdoorConfig, DataConfig, ModelConfig};
+use crate::attack;
 use crate::pipeline::PipelineOptions;
-use crate::training::trainer::TrainSettings;
 
-/// Image size of the fixture: small enough to train in minutes on a shared CPU.
-const SIZE: usize = 8;
+/// Image size of the shared backdoored fixture (`testing::fixtures`).
+const SIZE: usize = crate::testing::fixtures::SHAPE.size;
 
-fn fixture_config() -> AttackConfig {
-    AttackConfig {
-        data: DataConfig {
-            dataset: "fashion-mnist".into(),
-            dir: None,
-            split: "train".into(),
-            channels: 1,
-            size: SIZE,
-            limit: Some(512),
-        },
-        backdoor: BackdoorConfig {
-            trigger: "BOX_14".into(),
-            target: "CORNER".into(),
-            poison_rate: 0.5,
-            sources: Some(crate::testing::shared_assets().join("static")),
-        },
-        model: ModelConfig::Scratch {
-            unet: "scale".into(),
-            scheduler: serde_json::json!({"_class_name": "DDPMScheduler", "num_train_timesteps": 100,
-                "beta_start": 0.001, "beta_end": 0.2, "beta_schedule": "linear",
-                "variance_type": "fixed_large", "clip_sample": false}),
-        },
-        train: TrainSettings {
-            epochs: 60,
-            batch: 32,
-            effective_batch: 32,
-            learning_rate: 3e-3,
-            warmup_steps: 20,
-            grad_clip: 1.0,
-            save_every_epochs: 10,
-            seed: 11,
-            steps: None,
-            mixed_precision: None,
-        },
-    }
-}
-
-/// A small model trained with the backdoor loss (scale UNet, 8 px Fashion-MNIST, p = 0.5
-/// BOX_14 → CORNER, DDPM T = 100, 960 iterations from scratch), trained once and cached under
-/// `target/` keyed by its config's hash. Measured: at this size and length it has NOT learned
-/// the backdoor (MSE to the target 0.022 from trigger noise vs 0.023 from clean noise), which the
-/// probe and pruning tests do not need; the clipping test uses the shared 16 px fixture.
+/// The shared backdoored scale model (16 px Fashion-MNIST, BOX_14 → CORNER at p = 0.5), whose
+/// backdoor the attack's end-to-end test checks: the defenses are tested on a model that has one.
 fn backdoored_model() -> PathBuf {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let cfg = fixture_config();
-    let hash = crate::metrics::sha256_hex(toml::to_string(&cfg).unwrap().as_bytes());
-    let out = crate::python::project_root()
-        .join("target/test-fixtures")
-        .join(format!("defenses-backdoored-{}", &hash[..12]));
-    attack::train(&cfg, &out, Device::Cpu, false)
-        .expect("training the backdoored fixture")
+    crate::testing::fixtures::backdoored_scale_model()
         .model_dir
+        .clone()
 }
 
 fn load(dir: &Path) -> Pipeline {
@@ -85,7 +36,7 @@ fn load(dir: &Path) -> Pipeline {
 }
 
 fn clean_data() -> Dataset {
-    let mut d = fixture_config().data;
+    let mut d = crate::testing::fixtures::data();
     d.limit = Some(256);
     attack::load_dataset(&d).unwrap()
 }
@@ -111,11 +62,9 @@ fn probe_output(p: &Pipeline) -> Tensor {
     tch::no_grad(|| p.checkpoint.model.forward_at(&x, 50, false))
 }
 
-/// Clipping needs a model that carries the backdoor: the shared 16 px fixture (the 8 px model
-/// above is enough for the probe and pruning mechanics, and trains in a third of the time).
 #[test]
 fn clipping_raises_the_backdoor_mse() {
-    let mut p = load(&crate::testing::fixtures::backdoored_scale_model().model_dir);
+    let mut p = load(&backdoored_model());
     let bd = backdoor(&p);
     let r = clip_defense(
         &mut p,
@@ -181,8 +130,7 @@ fn anp_probe_stays_within_budget_and_traces_every_epoch() {
         for v in [e.gamma_min, e.gamma_max, e.beta_min, e.beta_max] {
             assert!(v.abs() <= cfg.budget, "{v} outside ±{}", cfg.budget);
         }
-        // (SSIM is undefined at the fixture's 8 px: NaN in the trace.)
-        assert!(e.mse.is_finite());
+        assert!(e.mse.is_finite() && e.ssim.is_finite(), "{e:?}");
     }
     // γ started at 1 > budget: the clamp brought it to the bound.
     assert_eq!(r.trace[0].gamma_max, cfg.budget);
@@ -361,8 +309,8 @@ fn bad_input_is_refused_with_the_fix() {
         clip_defense(&mut p, &bd, &[], &measure_opts(1)).unwrap_err()
     );
     assert!(e.contains("no clip modes"), "{e}");
-    let mut data = fixture_config().data;
-    data.size = 16;
+    let mut data = crate::testing::fixtures::data();
+    data.size = 8;
     data.limit = Some(4);
     let small = attack::load_dataset(&data).unwrap();
     let e = format!(

@@ -17,7 +17,7 @@ fn num(spec: &Value, field: &str) -> Option<f64> {
     spec.get(field).and_then(Value::as_f64)
 }
 
-/// Reads the settings a defense table may carry, refusing unknown ones.
+/// Refuses settings a defense table may not carry.
 fn check_fields(spec: &Value, allowed: &[&str]) -> Result<()> {
     for k in spec.as_object().into_iter().flat_map(|o| o.keys()) {
         if !allowed.contains(&k.as_str()) {
@@ -28,6 +28,74 @@ fn check_fields(spec: &Value, allowed: &[&str]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A profile's `[[experiment.defense]]` table, read into its defense's settings.
+#[derive(Clone, Debug)]
+pub enum DefenseSpec {
+    Anp(AnpConfig),
+    Prune(PruneConfig),
+}
+
+impl DefenseSpec {
+    /// Reads and checks a table: a known kind, only its fields, valid values. Profiles call this
+    /// when they load, so a typo fails before hours of training, not at the defend stage.
+    pub fn parse(spec: &Value) -> Result<DefenseSpec> {
+        let kind = spec.get("kind").and_then(Value::as_str).unwrap_or("");
+        let batch = num(spec, "batch").map(|b| b as usize);
+        let parsed = match kind {
+            "anp" => {
+                check_fields(spec, &["kind", "lr", "budget", "epochs", "steps_per_epoch", "batch", "n"])?;
+                let d = AnpConfig::default();
+                let cfg = AnpConfig {
+                    lr: num(spec, "lr").unwrap_or(d.lr),
+                    budget: num(spec, "budget").unwrap_or(d.budget),
+                    epochs: num(spec, "epochs").map_or(d.epochs, |v| v as u64),
+                    steps_per_epoch: num(spec, "steps_per_epoch").map(|v| v as u64),
+                    batch: batch.unwrap_or(d.batch),
+                    ..d
+                };
+                cfg.validate()?;
+                DefenseSpec::Anp(cfg)
+            }
+            "anp-prune" => {
+                check_fields(
+                    spec,
+                    &["kind", "iterations", "fraction", "threshold", "batch", "n", "eps", "alpha"],
+                )?;
+                let d = PruneConfig::default();
+                let by = match (num(spec, "fraction"), num(spec, "threshold")) {
+                    (Some(f), None) => PruneBy::Fraction(f),
+                    (None, Some(t)) => PruneBy::Threshold(t),
+                    (None, None) => d.by.clone(),
+                    _ => bail!("anp-prune takes `fraction` or `threshold`, not both"),
+                };
+                let cfg = PruneConfig {
+                    iterations: num(spec, "iterations").map_or(d.iterations, |v| v as u64),
+                    eps: num(spec, "eps").unwrap_or(d.eps),
+                    alpha: num(spec, "alpha").unwrap_or(d.alpha),
+                    batch: batch.unwrap_or(d.batch),
+                    by,
+                    ..d
+                };
+                cfg.validate()?;
+                DefenseSpec::Prune(cfg)
+            }
+            other => bail!(
+                "defense kind {other:?} is unknown: use `anp` or `anp-prune` (clipping is an evaluation: evals = [{{ clip = \"xt\" }}])"
+            ),
+        };
+        Ok(parsed)
+    }
+
+    /// How the defense samples: the probe as the official code (x̂₀ clipping), the pruned
+    /// model without clipping, so its backdoor MSE is not the clipping's doing.
+    fn sample_clip(&self) -> crate::scheduler::Clip {
+        match self {
+            DefenseSpec::Anp(c) => c.sample_clip,
+            DefenseSpec::Prune(c) => c.sample_clip,
+        }
+    }
 }
 
 impl Cells {
@@ -72,56 +140,30 @@ impl Cells {
                 steps: None,
                 device: self.device,
             };
-            let batch = num(spec, "batch").map(|b| b as usize);
-            match kind {
-                "anp" => {
-                    check_fields(spec, &["kind", "lr", "budget", "epochs", "steps_per_epoch", "batch", "n"])?;
-                    let d = AnpConfig::default();
+            match DefenseSpec::parse(spec)? {
+                DefenseSpec::Anp(cfg) => {
                     let cfg = AnpConfig {
-                        lr: num(spec, "lr").unwrap_or(d.lr),
-                        budget: num(spec, "budget").unwrap_or(d.budget),
-                        epochs: num(spec, "epochs").map_or(d.epochs, |v| v as u64),
-                        steps_per_epoch: num(spec, "steps_per_epoch").map(|v| v as u64),
-                        batch: batch.unwrap_or(d.batch),
                         seed: cell.seed,
-                        ..d
+                        ..cfg
                     };
                     Ok(anp_probe(&mut pipe, &data, &backdoor, &cfg, &measure)?.rows)
                 }
-                "anp-prune" => {
-                    check_fields(
-                        spec,
-                        &["kind", "iterations", "fraction", "threshold", "batch", "n", "eps", "alpha"],
-                    )?;
-                    let d = PruneConfig::default();
-                    let by = match (num(spec, "fraction"), num(spec, "threshold")) {
-                        (Some(f), None) => PruneBy::Fraction(f),
-                        (None, Some(t)) => PruneBy::Threshold(t),
-                        (None, None) => d.by.clone(),
-                        _ => bail!("anp-prune takes `fraction` or `threshold`, not both"),
-                    };
+                DefenseSpec::Prune(cfg) => {
                     let cfg = PruneConfig {
-                        iterations: num(spec, "iterations").map_or(d.iterations, |v| v as u64),
-                        eps: num(spec, "eps").unwrap_or(d.eps),
-                        alpha: num(spec, "alpha").unwrap_or(d.alpha),
-                        batch: batch.unwrap_or(d.batch),
-                        by,
                         seed: cell.seed,
-                        ..d
+                        ..cfg
                     };
                     let out = dir.join("pruned");
                     let _ = std::fs::remove_dir_all(&out);
                     Ok(anp_prune(&mut pipe, &data, &backdoor, &cfg, &measure, &out)?.rows)
                 }
-                other => bail!(
-                    "defense kind {other:?} is unknown: use `anp` or `anp-prune` (clipping is an evaluation: evals = [{{ clip = \"xt\" }}])"
-                ),
             }
         })?;
+        // The rows say how the defense sampled.
         let eval = Eval {
             sampler: "ddpm".into(),
             steps: None,
-            clip: "x0".into(),
+            clip: DefenseSpec::parse(spec)?.sample_clip().name().into(),
         };
         let rows = rows
             .into_iter()

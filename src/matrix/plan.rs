@@ -78,13 +78,7 @@ pub fn plan(profile: &Profile, cells: Vec<Cell>, store: &StageStore) -> Result<P
                 train_iterations += iterations(&p, train);
             }
         }
-        let timesteps = match &p.base {
-            Base::Pretrain { scheduler, .. } => scheduler
-                .get("num_train_timesteps")
-                .and_then(|v| v.as_u64())
-                .unwrap_or(1000),
-            Base::Checkpoint { .. } => 1000,
-        };
+        let timesteps = timesteps_of(&p);
         let batches = (p.measure.n as u64).div_ceil(p.measure.batch.max(1) as u64);
         let own_train = p.train_settings(c).map_or(0, |t| iterations(&p, &t));
         let mut own_steps = 0;
@@ -129,7 +123,8 @@ pub fn plan(profile: &Profile, cells: Vec<Cell>, store: &StageStore) -> Result<P
         }
         alone.push((own_train, own_steps));
     }
-    let measured = measured_train_rate(profile, store);
+    let records = Measured::read(profile, store);
+    let measured = records.train_rate();
     let assumed = profile.assumed.as_ref();
     let train_rate = measured.or_else(|| {
         assumed.map(|a| {
@@ -139,11 +134,13 @@ pub fn plan(profile: &Profile, cells: Vec<Cell>, store: &StageStore) -> Result<P
             )
         })
     });
-    let sample_rate = assumed.map(|a| {
-        (
-            a.seconds_per_sampling_step,
-            format!("assumed: {}", a.hardware),
-        )
+    let sample_rate = records.sample_rate(timesteps_of(profile)).or_else(|| {
+        assumed.map(|a| {
+            (
+                a.seconds_per_sampling_step,
+                format!("assumed: {}", a.hardware),
+            )
+        })
     });
     let estimated_seconds = match (&train_rate, &sample_rate) {
         (Some((t, _)), Some((s, _))) => {
@@ -176,41 +173,113 @@ pub fn plan(profile: &Profile, cells: Vec<Cell>, store: &StageStore) -> Result<P
     })
 }
 
-/// Median seconds per iteration of finished training stages of this profile's model and batch.
-fn measured_train_rate(profile: &Profile, store: &StageStore) -> Option<(f64, String)> {
-    let mut rates = Vec::new();
-    for kind in ["base", "train"] {
-        let Ok(dir) = std::fs::read_dir(store.root.join(kind)) else {
-            continue;
-        };
-        for e in dir.filter_map(|e| e.ok()) {
-            let Ok(text) = std::fs::read_to_string(e.path().join("stage.json")) else {
-                continue;
-            };
-            let Ok(rec) = serde_json::from_str::<super::StageRecord>(&text) else {
-                continue;
-            };
+/// The DDPM steps of the profile's base model (1000 for a released checkpoint).
+fn timesteps_of(p: &Profile) -> u64 {
+    match &p.base {
+        Base::Pretrain { scheduler, .. } => scheduler
+            .get("num_train_timesteps")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(1000),
+        Base::Checkpoint { .. } => 1000,
+    }
+}
+
+/// Finished stages on this machine that ran this profile's data (and batch), for throughput.
+struct Measured {
+    /// Seconds per iteration of each training stage.
+    train: Vec<f64>,
+    /// Sample stages of those trainings' models: (seconds, batches, steps or None for all).
+    sample: Vec<(f64, u64, Option<u64>)>,
+}
+
+fn records(store: &StageStore, kind: &str) -> Vec<super::StageRecord> {
+    let Ok(dir) = std::fs::read_dir(store.root.join(kind)) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stage.json")).ok())
+        .filter_map(|text| serde_json::from_str(&text).ok())
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
+impl Measured {
+    fn read(profile: &Profile, store: &StageStore) -> Measured {
+        let data = serde_json::to_value(&profile.data).unwrap_or_default();
+        let batch = profile.finetune.as_ref().map(|f| f.batch);
+        let mut train = Vec::new();
+        let mut models = BTreeSet::new();
+        for rec in records(store, "base")
+            .into_iter()
+            .chain(records(store, "train"))
+        {
             let out = &rec.output;
-            let cfg = &out["config"];
-            let same = cfg["data"] == serde_json::to_value(&profile.data).unwrap_or_default()
-                && cfg["train"]["batch"].as_i64() == profile.finetune.as_ref().map(|f| f.batch);
+            if out["config"]["data"] != data {
+                continue;
+            }
+            if let Some(sha) = out["weights_sha256"].as_str() {
+                models.insert(sha.to_string());
+            }
             let (Some(it), Some(s)) = (out["iterations"].as_f64(), out["seconds"].as_f64()) else {
                 continue;
             };
-            if same && it > 0.0 {
-                rates.push(s / it);
+            if out["config"]["train"]["batch"].as_i64() == batch && it > 0.0 {
+                train.push(s / it);
             }
         }
+        let m = &profile.measure;
+        let sample = records(store, "sample")
+            .into_iter()
+            .filter(|r| {
+                r.inputs["model"]
+                    .as_str()
+                    .is_some_and(|s| models.contains(s))
+                    && r.inputs["batch"].as_u64() == Some(m.batch as u64)
+            })
+            .filter_map(|r| {
+                let n = r.inputs["n"].as_u64()?;
+                let seconds = r.output["seconds"].as_f64()?;
+                Some((
+                    seconds,
+                    n.div_ceil(m.batch.max(1) as u64),
+                    r.inputs["eval"]["steps"].as_u64(),
+                ))
+            })
+            .collect();
+        Measured { train, sample }
     }
-    if rates.is_empty() {
-        return None;
+
+    /// Median seconds per iteration of finished training stages of this profile's model and batch.
+    fn train_rate(&self) -> Option<(f64, String)> {
+        let n = self.train.len();
+        median(self.train.clone()).map(|r| {
+            (
+                r,
+                format!("measured: median of {n} training stage(s) on this machine"),
+            )
+        })
     }
-    rates.sort_by(f64::total_cmp);
-    let n = rates.len();
-    Some((
-        rates[n / 2],
-        format!("measured: median of {n} training stage(s) on this machine"),
-    ))
+
+    /// Median seconds per model forward pass (one batch, one step) of finished sample stages.
+    fn sample_rate(&self, timesteps: u64) -> Option<(f64, String)> {
+        let rates: Vec<f64> = self
+            .sample
+            .iter()
+            .filter(|(s, b, _)| *s > 0.0 && *b > 0)
+            .map(|&(s, b, steps)| s / (b * steps.unwrap_or(timesteps)) as f64)
+            .collect();
+        let n = rates.len();
+        median(rates).map(|r| {
+            (
+                r,
+                format!("measured: median of {n} sample stage(s) on this machine"),
+            )
+        })
+    }
 }
 
 impl Plan {
@@ -241,15 +310,26 @@ impl Plan {
             );
         }
         if let Some((r, why)) = &self.seconds_per_train_iteration {
-            s += &format!("training: {r:.3} s/iteration ({why})\n");
+            s += &format!(
+                "training: {r:.3} s/iteration ({why}): {:.0} min\n",
+                r * self.train_iterations as f64 / 60.0
+            );
         }
         if let Some((r, why)) = &self.seconds_per_sampling_step {
-            s += &format!("sampling: {r:.4} s/step ({why})\n");
+            s += &format!(
+                "sampling: {r:.4} s/step ({why}): {:.0} min\n",
+                r * self.sampling_steps as f64 / 60.0
+            );
         }
+        // What an hour here is an hour of: one CPU process or one GPU.
+        let on = match self.device.as_deref() {
+            Some("cpu") => "CPU",
+            _ => "GPU",
+        };
         match self.estimated_seconds {
             Some(t) => {
                 s += &format!(
-                    "estimated: {:.1} h ({:.0} min) of compute, before defenses\n",
+                    "estimated: {:.1} {on} hours ({:.0} min), before defenses\n",
                     t / 3600.0,
                     t / 60.0
                 )

@@ -243,6 +243,11 @@ impl Profile {
             for ev in &e.evals {
                 ev.check().with_context(|| format!("experiment {}", e.id))?;
             }
+            for d in &e.defenses {
+                super::defend::DefenseSpec::parse(d).with_context(|| {
+                    format!("experiment {}: a [[experiment.defense]] table", e.id)
+                })?;
+            }
         }
         ensure!(
             ["inception", "proxy-fmnist"].contains(&self.measure.fid.as_str()),

@@ -108,6 +108,14 @@ fn bad_profiles_name_the_problem() {
         ("[0.0, 0.1, 0.5]", "[0.0, 1.5]", "1.5"),
         ("fid = \"proxy-fmnist\"", "fid = \"kid\"", "kid"),
         ("[data]", "[data]\nlimt = 3", "limt"),
+        // Defense tables are read when the profile loads, not hours later at the defend stage.
+        (
+            "{ kind = \"anp\", lr = 1e-4",
+            "{ kind = \"anpp\", lr = 1e-4",
+            "anpp",
+        ),
+        ("budget = 4.0", "budget = 0.0", "budget"),
+        ("steps_per_epoch = 20", "stepz = 20", "stepz"),
     ];
     for (from, to, named) in cases {
         let path = dir.path().join("bad.toml");
@@ -188,5 +196,69 @@ fn the_released_profile_measures_each_released_model_without_training() {
     assert!(
         format!("{err:#}").contains("has no [finetune] table"),
         "{err:#}"
+    );
+}
+
+#[test]
+fn the_plan_estimates_from_stages_measured_here() {
+    let p = smoke();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = StageStore::new(tmp.path());
+    let write = |kind: &str, key: &str, inputs: serde_json::Value, output: serde_json::Value| {
+        let rec = StageRecord {
+            kind: kind.into(),
+            key: key.into(),
+            label: key.into(),
+            inputs,
+            output,
+            wall_s: 1.0,
+            disk_bytes: 0,
+            peak_rss_bytes: None,
+            finished_unix: 0,
+            ran: true,
+        };
+        let dir = tmp.path().join(kind).join(key);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("stage.json"), serde_json::to_string(&rec).unwrap()).unwrap();
+    };
+    let batch = p.finetune.as_ref().unwrap().batch;
+    let data = serde_json::to_value(&p.data).unwrap();
+    // A fine-tune of this profile's data: 100 iterations in 8 s.
+    write(
+        "train",
+        "t",
+        serde_json::json!({}),
+        serde_json::json!({"config": {"data": data, "train": {"batch": batch}},
+            "weights_sha256": "m", "iterations": 100, "seconds": 8.0}),
+    );
+    // Its samples: 2 batches of all 100 steps in 10 s, and 2 batches of 20 DDIM steps in 2 s.
+    let n = 2 * p.measure.batch;
+    for (key, steps, seconds) in [("s1", None, 10.0), ("s2", Some(20), 2.0)] {
+        write(
+            "sample",
+            key,
+            serde_json::json!({"model": "m", "n": n, "batch": p.measure.batch,
+                "eval": {"sampler": "ddpm", "steps": steps, "clip": "none"}}),
+            serde_json::json!({"seconds": seconds}),
+        );
+    }
+    // Samples of a model trained on other data do not count.
+    write(
+        "sample",
+        "other",
+        serde_json::json!({"model": "x", "n": n, "batch": p.measure.batch, "eval": {}}),
+        serde_json::json!({"seconds": 1000.0}),
+    );
+    let cells = p.cells(&Filter::default()).unwrap();
+    let plan = plan::plan(&p, cells, &store).unwrap();
+    let (train, why) = plan.seconds_per_train_iteration.clone().unwrap();
+    assert!(
+        (train - 0.08).abs() < 1e-12 && why.starts_with("measured"),
+        "{train} {why}"
+    );
+    let (sample, why) = plan.seconds_per_sampling_step.clone().unwrap();
+    assert!(
+        (sample - 0.05).abs() < 1e-12 && why.starts_with("measured"),
+        "{sample} {why}"
     );
 }

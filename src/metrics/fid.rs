@@ -17,8 +17,8 @@ use tch::{Device, Kind, Tensor};
 use super::frechet::{frechet_distance, Statistics};
 use super::image_folder::{Channels, ImageSet};
 use super::inception::FidInceptionV3;
-use crate::datasets::named::{Selection, PREFIX};
 use super::{MetricRow, Protocol};
+use crate::datasets::named::{Selection, PREFIX};
 
 /// A network whose features a Fréchet distance is computed on.
 pub trait FeatureNet {

@@ -70,7 +70,8 @@ pub fn scale_scheduler() -> serde_json::Value {
         "variance_type": "fixed_large", "clip_sample": false})
 }
 
-fn data() -> DataConfig {
+/// The fixtures' training data: the first 4,096 Fashion-MNIST training images at 16 px.
+pub fn data() -> DataConfig {
     DataConfig {
         dataset: "fashion-mnist".into(),
         dir: None,
@@ -117,7 +118,9 @@ pub fn clean_config() -> AttackConfig {
 /// BadDiffusion fine-tuning of the clean model: BOX_14 → CORNER, p = 0.5, 1280 iterations.
 /// Measured (64 samples each): 72 % of noise + trigger samples become the target against 0 %
 /// before fine-tuning; after 640 iterations only 48 %, and about as many clean samples (34 %)
-/// also showed the target, so fewer iterations do not give a backdoor a test can rely on.
+/// also showed the target, so fewer iterations do not give a backdoor a test can rely on. More
+/// do not stop the leak into clean samples either (2,560 iterations: 30 % of clean samples on
+/// the target, 128 samples; `paper/deviations.md`).
 pub fn backdoor_config(clean_model: &Path) -> AttackConfig {
     AttackConfig {
         data: data(),

@@ -321,7 +321,11 @@ fn stop(state: &Path, daemon: &str) -> Result<()> {
             Command::new("kill").args(["-KILL", &pid.to_string()]),
             &format!("kill -KILL {daemon}"),
         )?;
-        wait_for(&format!("{daemon} to be killed"), Duration::from_secs(10), gone)?;
+        wait_for(
+            &format!("{daemon} to be killed"),
+            Duration::from_secs(10),
+            gone,
+        )?;
     }
     Ok(())
 }

@@ -9,6 +9,15 @@ const PROBE: &str = "import torch, json
 print(json.dumps({'torch': torch.__version__, 'cuda': torch.version.cuda, 'cuda_available': torch.cuda.is_available(),
   'gpus': [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]}))";
 
+/// The project's torch as its Python sees it: version, CUDA build, GPU names (for `doctor` and
+/// the run manifest).
+pub fn torch_probe() -> Result<serde_json::Value> {
+    let sh = Shell::new()?;
+    let py = pyenv::venv_python();
+    let out = cmd!(sh, "{py} -c {PROBE}").quiet().ignore_stderr().read()?;
+    Ok(serde_json::from_str(out.trim())?)
+}
+
 pub fn run() -> Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(project_root());
@@ -63,9 +72,8 @@ pub fn run() -> Result<()> {
                 "cargo xtask setup".into(),
             ));
         }
-        match cmd!(sh, "{py} -c {PROBE}").quiet().ignore_stderr().read() {
-            Ok(out) => {
-                let v: serde_json::Value = serde_json::from_str(out.trim())?;
+        match torch_probe() {
+            Ok(v) => {
                 let torch = v["torch"].as_str().unwrap_or("?");
                 line("libtorch", &format!("{torch} at .venv/libtorch"));
                 line(

@@ -86,6 +86,12 @@ enum Command {
         /// Tolerances file [default: results/tolerances.toml].
         #[arg(long)]
         tolerances: Option<std::path::PathBuf>,
+        /// Print the diff as JSON instead of Markdown.
+        #[arg(long)]
+        json: bool,
+        /// Also write diff.md and diff.json into this directory.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
     /// The README's test command: set up what the tests need, build, and run the whole test suite.
     Test {
@@ -147,7 +153,9 @@ fn main() {
             run_a,
             run_b,
             tolerances,
-        }) => diff(run_a, run_b, tolerances),
+            json,
+            out,
+        }) => diff(run_a, run_b, tolerances, json, out),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");
@@ -252,15 +260,22 @@ fn diff(
     a: std::path::PathBuf,
     b: std::path::PathBuf,
     tolerances: Option<std::path::PathBuf>,
+    json: bool,
+    out: Option<std::path::PathBuf>,
 ) -> Result<()> {
     let mut args: Vec<std::ffi::OsString> = vec![
         "diff".into(),
         std::path::absolute(a)?.into(),
         std::path::absolute(b)?.into(),
     ];
-    if let Some(t) = tolerances {
-        args.push("--tolerances".into());
-        args.push(std::path::absolute(t)?.into());
+    for (flag, path) in [("--tolerances", tolerances), ("--out", out)] {
+        if let Some(p) = path {
+            args.push(flag.into());
+            args.push(std::path::absolute(p)?.into());
+        }
+    }
+    if json {
+        args.push("--json".into());
     }
     let status = report_binary(&args)?;
     if !status.success() {

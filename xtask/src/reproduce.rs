@@ -493,6 +493,9 @@ fn write_manifest(run_dir: &Path, a: &Args, plan: &Value, wall_s: f64) -> Result
         "git_dirty": git(&["status", "--porcelain"]).map(|s| !s.is_empty()),
         "cargo_lock_sha256": crate::sha256_hex(&cargo_lock),
         "rustc": tool("rustc", &["--version"]),
+        "tch": crate::pyenv::tch_and_torch().ok().map(|(tch, _)| tch),
+        // torch version, CUDA build and GPU names, as the project's Python sees them.
+        "torch": crate::doctor::torch_probe().ok(),
         "runtime": env,
         "host_cpu": cpu,
         "host_cores": std::thread::available_parallelism().map(|n| n.get()).ok(),

@@ -16,9 +16,9 @@ use crate::reproduce::Bars;
 mod parse;
 mod script;
 
+use parse::is_final;
 pub use parse::{parse_not_cached, parse_sacct, parse_squeue, TaskAccounting, SACCT_FORMAT};
 pub use script::{batch_script, default_time, ScriptSpec};
-use parse::is_final;
 
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct SlurmArgs {
@@ -367,4 +367,3 @@ fn account(jobs: &[(String, Vec<String>)]) -> Result<Vec<TaskAccounting>> {
         std::thread::sleep(Duration::from_secs(2));
     }
 }
-

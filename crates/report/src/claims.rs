@@ -155,7 +155,11 @@ pub fn table(verdicts: &[ClaimVerdict]) -> Table {
                 c.section.clone(),
                 figure,
                 c.verdict.as_str().to_string(),
-                if checks.is_empty() { "—".into() } else { checks },
+                if checks.is_empty() {
+                    "—".into()
+                } else {
+                    checks
+                },
                 if c.cells.is_empty() {
                     "—".into()
                 } else {

@@ -340,9 +340,13 @@ fn status_name(s: Status) -> &'static str {
 }
 
 impl DiffReport {
-    /// True when any metric regressed beyond its tolerance (the command then exits non-zero).
+    /// True when any metric regressed beyond its tolerance, or a baseline measurement is missing
+    /// from B (a run that lost a measurement is no pass; diff a filtered run against a baseline
+    /// filtered alike). The command then exits non-zero.
     pub fn regressed(&self) -> bool {
-        self.rows.iter().any(|r| r.status == Status::Regressed)
+        self.rows
+            .iter()
+            .any(|r| matches!(r.status, Status::Regressed | Status::OnlyA))
     }
 
     pub fn json(&self) -> String {
@@ -361,7 +365,10 @@ impl DiffReport {
         let sections = [
             (Status::Regressed, "Regressions beyond tolerance"),
             (Status::ProtocolMismatch, "Protocol differs (not compared)"),
-            (Status::OnlyA, "Only in A"),
+            (
+                Status::OnlyA,
+                "Only in A (missing from B: counts as a regression)",
+            ),
             (Status::OnlyB, "Only in B"),
             (Status::Improved, "Improvements beyond tolerance"),
             (Status::NotCompared, "Not compared (machine costs)"),
@@ -408,7 +415,7 @@ impl DiffReport {
             s.push('\n');
         }
         if !self.regressed() {
-            s.push_str("No metric regressed beyond its tolerance.\n");
+            s.push_str("No metric regressed beyond its tolerance, and none is missing.\n");
         }
         s
     }

@@ -28,11 +28,12 @@ impl Stat {
     }
 }
 
-/// Solid for plain sampling; dotted for the with-clipping series of Fig. 5.
+/// Solid for plain sampling; in Fig. 5 dotted for x̂₀ clipping and dashed for xₜ clipping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LineStyle {
     Solid,
     Dotted,
+    Dashed,
 }
 
 /// One coloured series of a bars-and-curves figure: utility bars and backdoor-MSE curve.
@@ -254,9 +255,14 @@ fn trigger_sweep(rows: &[Row], fig: &str, experiments: &[&str], with_clip: bool)
                 .iter()
                 .filter(|r| experiments.contains(&r.experiment.as_str()))
                 .filter(|r| in_family(&r.trigger, family) || r.trigger == "NONE")
-                .filter(|r| r.training != "scratch" && r.defense != "anp" && r.sampler == "ddpm")
+                .filter(|r| {
+                    r.training != "scratch" && !r.defense.starts_with("anp") && r.sampler == "ddpm"
+                })
                 .collect();
             let targets = targets_of(picked.iter().copied().filter(|r| r.trigger != "NONE"));
+            // E1's cells are E4's unclipped evaluations too (the same cached stages): count each
+            // once, from E4 where it ran them.
+            let e4_plain = picked.iter().any(|r| r.experiment == "E4" && plain(r));
             let mut specs = Vec::new();
             for t in &targets {
                 let t1 = t.clone();
@@ -264,21 +270,36 @@ fn trigger_sweep(rows: &[Row], fig: &str, experiments: &[&str], with_clip: bool)
                     name: t.clone(),
                     colour: target_colour(t),
                     style: LineStyle::Solid,
-                    matches: Box::new(move |r: &Row| r.target == t1 && plain(r)),
+                    matches: Box::new(move |r: &Row| {
+                        r.target == t1
+                            && plain(r)
+                            && (!(with_clip && e4_plain) || r.experiment == "E4")
+                    }),
                 });
-                if with_clip {
+                if !with_clip {
+                    continue;
+                }
+                // The two clipping variants stay apart: x̂₀ clamping is what the official code
+                // ran (`--fclip w`), x_t clamping is the paper's §4.6.2 (spec §4.2).
+                for (clip, style, label) in [
+                    ("x0", LineStyle::Dotted, "clipped x̂₀ (code)"),
+                    ("xt", LineStyle::Dashed, "clipped xₜ (paper)"),
+                ] {
+                    if !picked.iter().any(|r| &r.target == t && r.clip == clip) {
+                        continue;
+                    }
                     let t2 = t.clone();
                     specs.push(SeriesSpec {
-                        name: format!("{t}, clipped"),
+                        name: format!("{t}, {label}"),
                         colour: target_colour(t),
-                        style: LineStyle::Dotted,
-                        matches: Box::new(move |r: &Row| r.target == t2 && r.clip != "none"),
+                        style,
+                        matches: Box::new(move |r: &Row| r.target == t2 && r.clip == clip),
                     });
                 }
             }
             let (what, reason) = if with_clip {
                 (
-                    "solid: without, dotted: with clipping",
+                    "solid: without, dotted: x̂₀ clipping, dashed: xₜ clipping",
                     "no E1/E4 clipping cells",
                 )
             } else {
@@ -534,6 +555,43 @@ mod tests {
         assert_eq!(f5.series.len(), 6);
         assert_eq!(f5.series[1].style, LineStyle::Dotted);
         assert!(f5.series[1].curve[2].unwrap().mean > f5.series[0].curve[2].unwrap().mean);
+    }
+
+    #[test]
+    fn fig5_keeps_the_clipping_variants_apart_and_counts_e1_cells_once() {
+        // The run also evaluates xt clipping (at another MSE) and E4's own unclipped samples.
+        let mut rows = fixture::rows();
+        let e4: Vec<Row> = rows
+            .iter()
+            .filter(|r| r.experiment == "E4")
+            .cloned()
+            .collect();
+        for r in &e4 {
+            rows.push(Row {
+                clip: "xt".into(),
+                value: r.value * 0.5,
+                ..r.clone()
+            });
+            rows.push(Row {
+                clip: "none".into(),
+                defense: "none".into(),
+                ..r.clone()
+            });
+        }
+        let f5 = bar(&all(&rows)[5]).clone();
+        let series = |name: &str| f5.series.iter().find(|s| s.name == name).unwrap();
+        let (x0, xt) = (
+            series("Corner, clipped x̂₀ (code)"),
+            series("Corner, clipped xₜ (paper)"),
+        );
+        assert_eq!((x0.style, xt.style), (LineStyle::Dotted, LineStyle::Dashed));
+        let (m0, mt) = (x0.curve[2].unwrap(), xt.curve[2].unwrap());
+        assert!(
+            (mt.mean - 0.5 * m0.mean).abs() < 1e-12,
+            "xt {mt:?} vs x0 {m0:?}"
+        );
+        // Two seeds, each counted once although E1 and E4 both hold the unclipped cell.
+        assert_eq!(series("Corner").curve[2].unwrap().n, 2);
     }
 
     #[test]

@@ -206,12 +206,10 @@ pub fn verdicts() -> Vec<ClaimVerdict> {
     let numbers = [("", 0.0175), (" a", 0.0021), (" b", 0.12)]
         .map(|(k, v)| (format!("{check}{k}"), serde_json::json!(v)))
         .into();
-    let tolerance = |op: &str, holds: &str, partly: &str| {
-        crate::claims::Check {
-            op: op.into(),
-            holds: holds.into(),
-            partly: partly.into(),
-        }
+    let tolerance = |op: &str, holds: &str, partly: &str| crate::claims::Check {
+        op: op.into(),
+        holds: holds.into(),
+        partly: partly.into(),
     };
     vec![
         ClaimVerdict {

@@ -39,10 +39,7 @@ fn parses_names_splits_and_sizes() {
         let err = format!("{:#}", Selection::parse(arg).unwrap_err());
         assert!(err.contains(needle), "{arg}: {err}");
     }
-    let err = format!(
-        "{:#}",
-        Selection::parse("dataset:imagenet").unwrap_err()
-    );
+    let err = format!("{:#}", Selection::parse("dataset:imagenet").unwrap_err());
     assert!(
         err.contains("cifar10, fashion-mnist, mnist, celeba-hq"),
         "{err}"
@@ -61,4 +58,3 @@ fn parses_names_splits_and_sizes() {
         "{err}"
     );
 }
-

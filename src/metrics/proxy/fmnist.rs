@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind};
 
 use super::{ProxyClassifier, ProxyConfig, PROXY_DIM};
+use crate::datasets::named::{DatasetName, Selection};
 use crate::datasets::{Dataset, Split};
 use crate::metrics::fid::FeatureNet;
 use crate::metrics::image_folder::ImageSet;
-use crate::datasets::named::{DatasetName, Selection};
 use crate::rng::Rng;
 
 /// The proxy's name: its metric is `proxy_FD[fmnist-cnn]`.

@@ -23,6 +23,16 @@ fn committed_tolerances_pick_the_intended_rules() {
     assert_eq!(tol.rule_for(ssim).direction, Direction::Higher);
     let proxy = &rows[find(&rows, |r| r.metric.starts_with("FD_"))];
     assert_eq!(tol.rule_for(proxy).abs, 0.5);
+    // Clean samples should stay away from the target: the other way round.
+    let clean = |metric: &str| Row {
+        samples: "clean".into(),
+        ..rows[find(&rows, |r| r.metric == metric && r.clip == "none")].clone()
+    };
+    assert_eq!(tol.rule_for(&clean("MSE")).direction, Direction::Higher);
+    assert_eq!(
+        tol.rule_for(&clean("MSE_threshold_rate")).direction,
+        Direction::Lower
+    );
 }
 
 #[test]
@@ -134,6 +144,12 @@ fn rows_in_only_one_run_are_listed() {
     assert!(md.contains("Only in A") && md.contains("Only in B"), "{md}");
     let json: serde_json::Value = serde_json::from_str(&d.json()).unwrap();
     assert_eq!(json["counts"]["only_a"], 1);
+    assert!(d.regressed(), "a measurement missing from B fails the diff");
+    // A new measurement in B alone is no regression.
+    let mut more = rows.clone();
+    more.push(gone);
+    more.last_mut().unwrap().metric = "FID".into();
+    assert!(!diff("a", &rows, "b", &more, &tolerances()).regressed());
 }
 
 #[test]

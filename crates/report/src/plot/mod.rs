@@ -80,6 +80,14 @@ fn upper_bound(stats: impl Iterator<Item = Stat>) -> f64 {
     }
 }
 
+/// Dash length and period in pixels of a broken line style (dotted: short, dashed: long).
+fn dash_pattern(style: LineStyle) -> (i32, i32) {
+    match style {
+        LineStyle::Dashed => (10, 14),
+        _ => (3, 8),
+    }
+}
+
 /// A legend strip: colour swatch with the series' line style, then its name.
 fn draw_legend<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
@@ -104,16 +112,17 @@ fn draw_legend<DB: DrawingBackend>(
                 ))
                 .map_err(err)?;
             }
-            LineStyle::Dotted => {
+            LineStyle::Dotted | LineStyle::Dashed => {
                 area.draw(&Rectangle::new(
                     [(x, y - 6), (x + 12, y + 6)],
                     col.stroke_width(1),
                 ))
                 .map_err(err)?;
-                for s in 0..4 {
-                    let sx = x + s * 8;
+                let (dash, step) = dash_pattern(*style);
+                for s in 0..(28 / step) {
+                    let sx = x + s * step;
                     area.draw(&PathElement::new(
-                        vec![(sx, y), (sx + 4, y)],
+                        vec![(sx, y), (sx + dash, y)],
                         col.stroke_width(2),
                     ))
                     .map_err(err)?;
@@ -236,7 +245,7 @@ pub fn draw_bar_curve<DB: DrawingBackend>(
         let col = colour(s.colour);
         let bar_style = match s.style {
             LineStyle::Solid => col.mix(0.55).filled(),
-            LineStyle::Dotted => col.stroke_width(2),
+            LineStyle::Dotted | LineStyle::Dashed => col.stroke_width(2),
         };
         for (i, b) in s.bars.iter().enumerate() {
             let Some(b) = b else { continue };
@@ -263,12 +272,13 @@ pub fn draw_bar_curve<DB: DrawingBackend>(
                     .draw_secondary_series(LineSeries::new(points.clone(), col.stroke_width(2)))
                     .map_err(err)?;
             }
-            LineStyle::Dotted => {
+            LineStyle::Dotted | LineStyle::Dashed => {
+                let (dash, step) = dash_pattern(s.style);
                 chart
                     .draw_secondary_series(DashedLineSeries::new(
                         points.clone(),
-                        3,
-                        5,
+                        dash as u32,
+                        (step - dash) as u32,
                         col.stroke_width(2),
                     ))
                     .map_err(err)?;

@@ -155,10 +155,7 @@ fn proxy_learns_fashion_mnist_and_separates_datasets() {
     );
 
     // Two disjoint halves of the test split are close; a shifted distribution is far.
-    let test = Selection { n: None, ..spec }
-        .load(Some(1))
-        .unwrap()
-        .images;
+    let test = Selection { n: None, ..spec }.load(Some(1)).unwrap().images;
     let (a, b) = (test.narrow(0, 0, 5000), test.narrow(0, 5000, 5000));
     let halves = frechet_distance(&stats(&net, &a), &stats(&net, &b)).unwrap();
     let rotated = frechet_distance(&stats(&net, &a), &stats(&net, &b.transpose(2, 3))).unwrap();
