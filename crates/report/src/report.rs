@@ -252,6 +252,10 @@ pub fn render_rows(
     let st = tables::sampler_table(rows);
     w.table(&st)?;
     blocks.push(Block::Table(st));
+    blocks.push(heading(3, "Defenses: effect and cost", Some("defenses")));
+    let dt = tables::defense_table(rows);
+    w.table(&dt)?;
+    blocks.push(Block::Table(dt));
 
     if profile == "released" {
         let path = opts

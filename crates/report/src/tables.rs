@@ -326,3 +326,129 @@ pub fn sampler_table(rows: &[Row]) -> Table {
         rows: out_rows,
     }
 }
+
+/// The defenses' effect and cost per model (spec §6): ANP's probe (the lowest MSE of clean-noise
+/// samples to the target over its epochs: low means the backdoor was revealed) and ANP pruning
+/// (MSE to the target of trigger and clean samples after pruning), with each run's wall-clock
+/// seconds and optimiser steps. Clipping is in Fig. 5.
+pub fn defense_table(rows: &[Row]) -> Table {
+    let picked: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.defense == "anp" || r.defense == "anp-prune")
+        .filter(|r| r.defense_epoch.is_none())
+        .collect();
+    type Key = (String, String, i64, String, String, String);
+    let keys: BTreeSet<Key> = picked
+        .iter()
+        .map(|r| {
+            (
+                r.trigger.clone(),
+                r.target.clone(),
+                (r.poison_rate * 1e6).round() as i64,
+                r.training.clone(),
+                r.defense.clone(),
+                r.defense_param.clone(),
+            )
+        })
+        .collect();
+    let out_rows: Vec<Vec<String>> = keys
+        .iter()
+        .map(|k| {
+            let stat = |samples: Option<&str>, metric: &str| {
+                Stat::of(
+                    picked
+                        .iter()
+                        .filter(|r| {
+                            (&r.trigger, &r.target, &r.training, &r.defense, &r.defense_param)
+                                == (&k.0, &k.1, &k.3, &k.4, &k.5)
+                                && (r.poison_rate * 1e6).round() as i64 == k.2
+                                && samples.is_none_or(|s| r.samples == s)
+                                && r.metric == metric
+                        })
+                        .map(|r| r.value),
+                )
+            };
+            let (trigger_mse, clean_mse) = if k.4 == "anp" {
+                (None, stat(Some("clean"), "MSE_best"))
+            } else {
+                (stat(Some("backdoor"), "MSE"), stat(Some("clean"), "MSE"))
+            };
+            vec![
+                format!("{} → {}, {} ({})", k.0, k.1, rate_label(k.2 as f64 / 1e6), k.3),
+                k.4.clone(),
+                k.5.clone(),
+                stat_cell(trigger_mse.as_ref()),
+                stat_cell(clean_mse.as_ref()),
+                stat_cell(stat(None, "cost_seconds").as_ref()),
+                stat_cell(stat(None, "cost_optimiser_steps").as_ref()),
+            ]
+        })
+        .collect();
+    Table {
+        id: "defenses".into(),
+        caption: "Defenses: effect and cost per model (anp: lowest MSE of clean-noise samples to the target over the probe's epochs; anp-prune: after pruning; mean [min, max] over seeds)".into(),
+        header: [
+            "model",
+            "defense",
+            "settings",
+            "trigger samples: MSE to target",
+            "clean samples: MSE to target",
+            "cost (s)",
+            "optimiser steps",
+        ]
+        .map(String::from)
+        .to_vec(),
+        align: vec!['l', 'l', 'l', 'r', 'r', 'r', 'r'],
+        note: out_rows
+            .is_empty()
+            .then(|| "not run: no ANP or pruning defense in this run".to_string()),
+        rows: out_rows,
+    }
+}
+
+#[cfg(test)]
+mod defense_table_tests {
+    use super::*;
+    use crate::fixture;
+
+    #[test]
+    fn one_line_per_model_and_defense_with_its_cost() {
+        let base = fixture::rows()
+            .into_iter()
+            .find(|r| r.experiment == "E1" && r.poison_rate == 0.5 && r.clip == "none")
+            .unwrap();
+        let row = |defense: &str, param: &str, samples: &str, metric: &str, value: f64| Row {
+            defense: defense.into(),
+            defense_param: param.into(),
+            defense_epoch: None,
+            samples: samples.into(),
+            metric: metric.into(),
+            value,
+            ..base.clone()
+        };
+        let rows = vec![
+            row("anp", "lr=0.0001,budget=4", "clean", "MSE_best", 0.02),
+            row("anp", "lr=0.0001,budget=4", "clean", "cost_seconds", 20.0),
+            row("anp", "lr=0.0001,budget=4", "clean", "cost_optimiser_steps", 80.0),
+            Row {
+                defense_epoch: Some(1),
+                ..row("anp", "lr=0.0001,budget=4", "clean", "MSE", 0.5)
+            },
+            row("anp-prune", "pruned=3", "backdoor", "MSE", 0.09),
+            row("anp-prune", "pruned=3", "clean", "MSE", 0.11),
+            row("anp-prune", "pruned=3", "clean", "cost_seconds", 40.0),
+        ];
+        let t = defense_table(&rows);
+        assert_eq!(t.rows.len(), 2, "{:?}", t.rows);
+        let anp = &t.rows[0];
+        assert_eq!(anp[1], "anp");
+        assert_eq!(anp[3], stat_cell(None), "the probe samples clean noise only");
+        assert_eq!(anp[4], stat_cell(Stat::of([0.02]).as_ref()), "best, not epoch 1");
+        assert_eq!(anp[5], stat_cell(Stat::of([20.0]).as_ref()));
+        let prune = &t.rows[1];
+        assert_eq!(prune[3], stat_cell(Stat::of([0.09]).as_ref()));
+        assert_eq!(prune[4], stat_cell(Stat::of([0.11]).as_ref()));
+        assert!(t.note.is_none());
+        assert!(defense_table(&fixture::rows()[..4]).note.is_some());
+    }
+}
