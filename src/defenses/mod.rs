@@ -302,6 +302,21 @@ pub fn perturbable_convs(model: &UNet2DModel) -> Result<Vec<&PerturbConv2d>> {
     require_convs(model.convs())
 }
 
+/// The convolutions ANP pruning masks: the hidden ones. The output convolution is the ε
+/// prediction itself (one channel per image channel), not a neuron: masking it zeroes the model,
+/// as ANP leaves a classifier's last layer alone.
+pub fn prunable_convs(model: &UNet2DModel) -> Result<Vec<&PerturbConv2d>> {
+    require_convs(
+        perturbable_convs(model)?
+            .into_iter()
+            .filter(|c| c.path() != OUTPUT_CONV)
+            .collect(),
+    )
+}
+
+/// The UNet's output convolution, by its diffusers name.
+pub const OUTPUT_CONV: &str = "conv_out";
+
 fn require_convs(convs: Vec<&PerturbConv2d>) -> Result<Vec<&PerturbConv2d>> {
     if convs.is_empty() {
         bail!(

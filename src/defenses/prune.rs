@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::{
-    clock, defense_rows, measure, perturbable_convs, set_clip, with_frozen_model, Backdoor,
+    clock, defense_rows, measure, prunable_convs, set_clip, with_frozen_model, Backdoor,
     CleanLoss, Cost, DefenseRow, MeasureOptions,
 };
 use crate::checkpoint;
@@ -156,7 +156,7 @@ pub fn optimise_masks(
 ) -> Result<Vec<ConvMasks>> {
     cfg.validate()?;
     with_frozen_model(pipeline, |pipeline| {
-        let convs = perturbable_convs(&pipeline.checkpoint.model)?;
+        let convs = prunable_convs(&pipeline.checkpoint.model)?;
         let leaf =
             |v: f64, n: i64| Tensor::full([n], v, (Kind::Float, device)).set_requires_grad(true);
         let masks: Vec<Tensor> = convs.iter().map(|c| leaf(1.0, c.out_channels())).collect();
@@ -322,7 +322,7 @@ pub fn anp_prune(
     let started = clock();
     let masks = optimise_masks(pipeline, data, cfg, measure_opts.device)?;
     let pruned = select_channels(&masks, cfg.by)?;
-    prune_channels(&perturbable_convs(&pipeline.checkpoint.model)?, &pruned)?;
+    prune_channels(&prunable_convs(&pipeline.checkpoint.model)?, &pruned)?;
     let ck = &pipeline.checkpoint;
     let sched = ck
         .scheduler_config

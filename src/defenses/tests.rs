@@ -169,14 +169,23 @@ fn anp_pruning_removes_exactly_the_requested_channels() {
         ..PruneConfig::default()
     };
     let r = anp_prune(&mut p, &data, &bd, &cfg, &measure_opts(4), out.path()).unwrap();
+    // Every hidden convolution is a candidate; the output convolution (the ε prediction) is not.
     let total: usize = p
         .checkpoint
         .model
         .convs()
         .iter()
+        .filter(|c| c.path() != super::OUTPUT_CONV)
         .map(|c| c.out_channels() as usize)
         .sum();
     assert_eq!(r.total_channels, total);
+    assert!(r.masks.iter().all(|m| m.conv != super::OUTPUT_CONV));
+    assert!(p
+        .checkpoint
+        .model
+        .convs()
+        .iter()
+        .any(|c| c.path() == super::OUTPUT_CONV));
     assert_eq!(r.pruned.len(), (0.05 * total as f64).round() as usize);
     assert!(r
         .masks
