@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::{
-    clock, defense_rows, measure, prunable_convs, set_clip, with_frozen_model, Backdoor,
-    CleanLoss, Cost, DefenseRow, MeasureOptions,
+    clock, defense_rows, measure, prunable_convs, set_clip, with_frozen_model, Backdoor, CleanLoss,
+    Cost, DefenseRow, MeasureOptions,
 };
 use crate::checkpoint;
 use crate::datasets::Dataset;

@@ -359,8 +359,13 @@ pub fn defense_table(rows: &[Row]) -> Table {
                     picked
                         .iter()
                         .filter(|r| {
-                            (&r.trigger, &r.target, &r.training, &r.defense, &r.defense_param)
-                                == (&k.0, &k.1, &k.3, &k.4, &k.5)
+                            (
+                                &r.trigger,
+                                &r.target,
+                                &r.training,
+                                &r.defense,
+                                &r.defense_param,
+                            ) == (&k.0, &k.1, &k.3, &k.4, &k.5)
                                 && (r.poison_rate * 1e6).round() as i64 == k.2
                                 && samples.is_none_or(|s| r.samples == s)
                                 && r.metric == metric
@@ -374,7 +379,13 @@ pub fn defense_table(rows: &[Row]) -> Table {
                 (stat(Some("backdoor"), "MSE"), stat(Some("clean"), "MSE"))
             };
             vec![
-                format!("{} → {}, {} ({})", k.0, k.1, rate_label(k.2 as f64 / 1e6), k.3),
+                format!(
+                    "{} → {}, {} ({})",
+                    k.0,
+                    k.1,
+                    rate_label(k.2 as f64 / 1e6),
+                    k.3
+                ),
                 k.4.clone(),
                 k.5.clone(),
                 stat_cell(trigger_mse.as_ref()),
@@ -429,7 +440,13 @@ mod defense_table_tests {
         let rows = vec![
             row("anp", "lr=0.0001,budget=4", "clean", "MSE_best", 0.02),
             row("anp", "lr=0.0001,budget=4", "clean", "cost_seconds", 20.0),
-            row("anp", "lr=0.0001,budget=4", "clean", "cost_optimiser_steps", 80.0),
+            row(
+                "anp",
+                "lr=0.0001,budget=4",
+                "clean",
+                "cost_optimiser_steps",
+                80.0,
+            ),
             Row {
                 defense_epoch: Some(1),
                 ..row("anp", "lr=0.0001,budget=4", "clean", "MSE", 0.5)
@@ -442,8 +459,16 @@ mod defense_table_tests {
         assert_eq!(t.rows.len(), 2, "{:?}", t.rows);
         let anp = &t.rows[0];
         assert_eq!(anp[1], "anp");
-        assert_eq!(anp[3], stat_cell(None), "the probe samples clean noise only");
-        assert_eq!(anp[4], stat_cell(Stat::of([0.02]).as_ref()), "best, not epoch 1");
+        assert_eq!(
+            anp[3],
+            stat_cell(None),
+            "the probe samples clean noise only"
+        );
+        assert_eq!(
+            anp[4],
+            stat_cell(Stat::of([0.02]).as_ref()),
+            "best, not epoch 1"
+        );
         assert_eq!(anp[5], stat_cell(Stat::of([20.0]).as_ref()));
         let prune = &t.rows[1];
         assert_eq!(prune[3], stat_cell(Stat::of([0.09]).as_ref()));

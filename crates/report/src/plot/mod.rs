@@ -41,25 +41,46 @@ fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
 /// Pixel size of a figure.
 pub fn size(fig: &Figure) -> (u32, u32) {
     match fig {
-        Figure::BarCurve(f) => (760, 440 + legend_height(f.series.len(), 760)),
+        Figure::BarCurve(f) => (
+            760,
+            440 + legend_height(f.series.len(), 760, bar_legend_w(f)),
+        ),
         Figure::Trace(f) => {
             let cols = f.panels.len().clamp(1, 3) as u32;
             let rows = f.panels.len().max(1).div_ceil(3) as u32;
             let legend = f.panels.iter().map(|p| p.series.len()).max().unwrap_or(0);
             (
                 (420 * cols).max(640),
-                40 + 340 * rows + legend_height(legend, 420 * cols),
+                40 + 340 * rows + legend_height(legend, (420 * cols).max(640), trace_legend_w(f)),
             )
         }
     }
 }
 
-fn legend_height(items: usize, width: u32) -> u32 {
+fn legend_height(items: usize, width: u32, item_w: u32) -> u32 {
     if items == 0 {
         return 0;
     }
-    let per_row = ((width - 20) / LEGEND_ITEM_W).max(1) as usize;
+    let per_row = ((width - 20) / item_w).max(1) as usize;
     items.div_ceil(per_row) as u32 * LEGEND_ROW_H + 10
+}
+
+/// Width of one legend entry: at least [`LEGEND_ITEM_W`], more for long names (the swatch, then
+/// about 8 px a character at the legend's 14 px), so that entries never overlap.
+fn legend_item_w<'a>(names: impl Iterator<Item = &'a String>) -> u32 {
+    names
+        .map(|n| 46 + 8 * n.chars().count() as u32)
+        .max()
+        .unwrap_or(0)
+        .max(LEGEND_ITEM_W)
+}
+
+fn bar_legend_w(f: &BarCurveFigure) -> u32 {
+    legend_item_w(f.series.iter().map(|s| &s.name))
+}
+
+fn trace_legend_w(f: &TraceFigure) -> u32 {
+    legend_item_w(f.panels.iter().flat_map(|p| &p.series).map(|s| &s.name))
 }
 
 /// Tick labels with a number of decimals suited to the axis range.
@@ -94,9 +115,10 @@ fn draw_legend<DB: DrawingBackend>(
     items: &[(String, usize, LineStyle)],
 ) -> Result<()> {
     let (w, _) = area.dim_in_pixel();
-    let per_row = ((w - 20) / LEGEND_ITEM_W).max(1) as usize;
+    let item_w = legend_item_w(items.iter().map(|(name, _, _)| name));
+    let per_row = ((w - 20) / item_w).max(1) as usize;
     for (k, (name, c, style)) in items.iter().enumerate() {
-        let x = 10 + (k % per_row) as i32 * LEGEND_ITEM_W as i32;
+        let x = 10 + (k % per_row) as i32 * item_w as i32;
         let y = 5 + (k / per_row) as i32 * LEGEND_ROW_H as i32 + LEGEND_ROW_H as i32 / 2;
         let col = colour(*c);
         match style {
@@ -184,7 +206,8 @@ pub fn draw_bar_curve<DB: DrawingBackend>(
 ) -> Result<()> {
     root.fill(&WHITE).map_err(err)?;
     let (w, h) = root.dim_in_pixel();
-    let (upper, legend) = root.split_vertically(h - legend_height(f.series.len(), w));
+    let (upper, legend) =
+        root.split_vertically(h - legend_height(f.series.len(), w, bar_legend_w(f)));
     if f.series.is_empty() {
         let upper = upper.titled(&f.title, (FONT, 16)).map_err(err)?;
         return draw_not_run(&upper, f.not_run.as_deref().unwrap_or("not run"));
@@ -374,7 +397,7 @@ pub fn draw_trace<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, f: &TraceFig
     root.fill(&WHITE).map_err(err)?;
     let (w, h) = root.dim_in_pixel();
     let legend_n = f.panels.iter().map(|p| p.series.len()).max().unwrap_or(0);
-    let (upper, legend) = root.split_vertically(h - legend_height(legend_n, w));
+    let (upper, legend) = root.split_vertically(h - legend_height(legend_n, w, trace_legend_w(f)));
     let upper = upper.titled(&f.title, (FONT, 16)).map_err(err)?;
     if let Some(note) = &f.not_run {
         draw_not_run(&upper, note)?;
