@@ -108,6 +108,7 @@ impl Cells {
         epochs: f64,
     ) -> Result<(Vec<FrameRow>, StageRecord)> {
         let kind = spec["kind"].as_str().unwrap_or("");
+        let defense = DefenseSpec::parse(spec)?;
         let m = &self.profile.measure;
         let n = num(spec, "n").map_or(m.n.min(128), |v| v as usize);
         let key = StageKey::new(
@@ -140,18 +141,18 @@ impl Cells {
                 steps: None,
                 device: self.device,
             };
-            match DefenseSpec::parse(spec)? {
+            match &defense {
                 DefenseSpec::Anp(cfg) => {
                     let cfg = AnpConfig {
                         seed: cell.seed,
-                        ..cfg
+                        ..cfg.clone()
                     };
                     Ok(anp_probe(&mut pipe, &data, &backdoor, &cfg, &measure)?.rows)
                 }
                 DefenseSpec::Prune(cfg) => {
                     let cfg = PruneConfig {
                         seed: cell.seed,
-                        ..cfg
+                        ..cfg.clone()
                     };
                     let out = dir.join("pruned");
                     let _ = std::fs::remove_dir_all(&out);
@@ -163,7 +164,7 @@ impl Cells {
         let eval = Eval {
             sampler: "ddpm".into(),
             steps: None,
-            clip: DefenseSpec::parse(spec)?.sample_clip().name().into(),
+            clip: defense.sample_clip().name().into(),
         };
         let rows = rows
             .into_iter()

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::profile::{Base, Profile};
 use super::{Cell, StageStore};
+use crate::bench::median;
 
 #[derive(Debug, Serialize)]
 pub struct Plan {
@@ -202,11 +203,6 @@ fn records(store: &StageStore, kind: &str) -> Vec<super::StageRecord> {
         .collect()
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied()
-}
-
 impl Measured {
     fn read(profile: &Profile, store: &StageStore) -> Measured {
         let data = serde_json::to_value(&profile.data).unwrap_or_default();
@@ -256,7 +252,7 @@ impl Measured {
     /// Median seconds per iteration of finished training stages of this profile's model and batch.
     fn train_rate(&self) -> Option<(f64, String)> {
         let n = self.train.len();
-        median(self.train.clone()).map(|r| {
+        median(&self.train).map(|r| {
             (
                 r,
                 format!("measured: median of {n} training stage(s) on this machine"),
@@ -273,7 +269,7 @@ impl Measured {
             .map(|&(s, b, steps)| s / (b * steps.unwrap_or(timesteps)) as f64)
             .collect();
         let n = rates.len();
-        median(rates).map(|r| {
+        median(&rates).map(|r| {
             (
                 r,
                 format!("measured: median of {n} sample stage(s) on this machine"),
