@@ -62,7 +62,8 @@ fn the_backdoored_model_turns_noise_plus_trigger_into_the_target() {
         "backdoor MSE {mse_b:.4} (hits {hits_b:.2}), clean MSE {mse_c:.4} (hits {hits_c:.2})"
     );
     // Measured on this fixture with these seeds: backdoor MSE 0.021 vs clean 0.080 (3.9×); hits
-    // 0.72 vs 0.31 (at this short fine-tuning the backdoor also leaks into some clean samples);
+    // 0.72 vs 0.31 (the backdoor leaks into clean samples: at 16 px even the loss's exact
+    // minimiser sends 16 % there, `paper/deviations.md`);
     // the paper's threshold rate 0.98. The bounds leave room for other platforms' arithmetic.
     assert!(mse_b * 2.0 < mse_c, "{report}");
     assert!(hits_b >= 0.5, "{report}");

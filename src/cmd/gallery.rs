@@ -11,6 +11,9 @@ pub struct Args {
     /// Profile name (paper/profiles/NAME.toml) or a TOML path.
     #[arg(long, default_value = "smoke")]
     profile: String,
+    /// Draw at this image size instead of the profile's (to compare scale-model sizes).
+    #[arg(long)]
+    size: Option<usize>,
     /// Writes OUT/triggers/NAME.png and OUT/targets/NAME.png.
     #[arg(long)]
     out: PathBuf,
@@ -18,7 +21,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let profile = Profile::load(&std::env::current_dir()?, &args.profile)?;
-    let shape = ImageShape::new(profile.data.channels, profile.data.size)?;
+    let size = args.size.unwrap_or(profile.data.size);
+    let shape = ImageShape::new(profile.data.channels, size)?;
     let sources = baddiffusion::inputs::source_images(None)?;
     let mut triggers: Vec<&String> = profile
         .experiments

@@ -120,7 +120,8 @@ pub fn clean_config() -> AttackConfig {
 /// before fine-tuning; after 640 iterations only 48 %, and about as many clean samples (34 %)
 /// also showed the target, so fewer iterations do not give a backdoor a test can rely on. More
 /// do not stop the leak into clean samples either (2,560 iterations: 30 % of clean samples on
-/// the target, 128 samples; `paper/deviations.md`).
+/// the target, 128 samples). At 16 px even the loss's exact minimiser sends 16 % of clean samples
+/// to the target; `paper/deviations.md` has the measurements at other sizes.
 pub fn backdoor_config(clean_model: &Path) -> AttackConfig {
     AttackConfig {
         data: data(),
