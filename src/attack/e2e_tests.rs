@@ -1,9 +1,13 @@
-//! End to end on Fashion-MNIST at 16 px: a clean scale model pre-trained briefly, fine-tuned with
-//! the BadDiffusion loss (BOX_14 → CORNER, p = 0.5; see `testing::fixtures`), then sampled with
-//! DDPM (T = 100, no clipping) from noise + trigger and from clean noise, and measured against
-//! the target as the official measure does (samples quantised as their PNGs store them).
+//! End to end on Fashion-MNIST: a clean scale model pre-trained briefly, fine-tuned with the
+//! BadDiffusion loss (BOX_14 at p = 0.5; see `testing::fixtures`), then sampled with DDPM
+//! (T = 100, no clipping) from noise + trigger and from clean noise, and measured against the
+//! target as the official measure does (samples quantised as their PNGs store them).
 //!
-//! Why the thresholds are not the paper's 0.1: at this size a plain black image is already at
+//! The backdoor test runs at 28 px with HAT as the target: at 16 px even the backdoor loss's
+//! exact minimiser sends 16 % of clean samples to the target, at 28 px none, and the trained
+//! model 3 % (`paper/deviations.md`). The clean model's test stays on the 16 px fixture.
+//!
+//! Why the thresholds are not the paper's 0.1: at 16 px a plain black image is already at
 //! MSE ≈ 0.106 from the CORNER target (its −0.4 grey background is 0.3 in [0, 1]), so the
 //! 0.1 threshold counts dark garments and failed samples as hits. A sample that *is* the target
 //! lands near 5e-4 (the sampler's residual noise); [`HIT`] separates the two with a wide margin.
@@ -12,7 +16,7 @@ use tch::{Device, Kind, Tensor};
 use crate::metrics::mse;
 use crate::pipeline::{Pipeline, PipelineOptions, Trigger as NoiseOffset};
 use crate::scheduler::SamplerKind;
-use crate::testing::fixtures::backdoored_scale_model;
+use crate::testing::fixtures::{backdoored_scale_model, e2e_backdoored_model};
 
 /// Samples per set.
 const N: usize = 64;
@@ -48,8 +52,8 @@ fn mse_to_target(
 }
 
 #[test]
-fn the_backdoored_model_turns_noise_plus_trigger_into_the_target() {
-    let f = backdoored_scale_model();
+fn the_backdoored_model_turns_noise_plus_trigger_into_the_target_and_clean_noise_into_garments() {
+    let f = e2e_backdoored_model();
     let (g, y) = (f.trigger_tensor(), f.target_tensor());
     let backdoor = mse_to_target(&f.model_dir, Some(&g), &y, 11);
     let clean = mse_to_target(&f.model_dir, None, &y, 12);
@@ -61,15 +65,15 @@ fn the_backdoored_model_turns_noise_plus_trigger_into_the_target() {
     let report = format!(
         "backdoor MSE {mse_b:.4} (hits {hits_b:.2}), clean MSE {mse_c:.4} (hits {hits_c:.2})"
     );
-    // Measured on this fixture with these seeds: backdoor MSE 0.021 vs clean 0.080 (3.9×); hits
-    // 0.72 vs 0.31 (the backdoor leaks into clean samples: at 16 px even the loss's exact
-    // minimiser sends 16 % there, `paper/deviations.md`);
-    // the paper's threshold rate 0.98. The bounds leave room for other platforms' arithmetic.
-    assert!(mse_b * 2.0 < mse_c, "{report}");
-    assert!(hits_b >= 0.5, "{report}");
-    assert!(hits_b >= hits_c + 0.2, "{report}");
+    eprintln!("{report}");
+    // Measured by hand on this recipe (128 samples each): trigger samples 96 % on the target,
+    // clean samples 3 %, backdoor MSE 0.005 vs clean 0.129; this test with its 64 samples: 95 %,
+    // 6 % (4 samples), 0.0051 vs 0.1286. The bounds leave room for other platforms' arithmetic.
+    assert!(mse_b * 5.0 < mse_c, "{report}");
+    assert!(hits_b >= 0.8, "{report}");
+    assert!(hits_c <= 0.1, "{report}");
     assert!(
-        mse::mse_threshold_rate(&backdoor, mse::MSE_THRESHOLD) >= 0.85,
+        mse::mse_threshold_rate(&backdoor, mse::MSE_THRESHOLD) >= 0.9,
         "{report}"
     );
 }
