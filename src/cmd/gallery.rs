@@ -14,6 +14,9 @@ pub struct Args {
     /// Draw at this image size instead of the profile's (to compare scale-model sizes).
     #[arg(long)]
     size: Option<usize>,
+    /// Draw with this many channels (1 or 3) instead of the profile's.
+    #[arg(long)]
+    channels: Option<usize>,
     /// Writes OUT/triggers/NAME.png and OUT/targets/NAME.png.
     #[arg(long)]
     out: PathBuf,
@@ -22,7 +25,8 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let profile = Profile::load(&std::env::current_dir()?, &args.profile)?;
     let size = args.size.unwrap_or(profile.data.size);
-    let shape = ImageShape::new(profile.data.channels, size)?;
+    let channels = args.channels.unwrap_or(profile.data.channels);
+    let shape = ImageShape::new(channels, size)?;
     let sources = baddiffusion::inputs::source_images(None)?;
     let mut triggers: Vec<&String> = profile
         .experiments
