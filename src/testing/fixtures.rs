@@ -178,7 +178,7 @@ pub fn clean_scale_model() -> &'static Path {
 /// The backdoored scale model (trained on first use, after the clean one).
 pub fn backdoored_scale_model() -> &'static BackdooredFixture {
     static BACKDOORED: OnceLock<BackdooredFixture> = OnceLock::new();
-    BACKDOORED.get_or_init(|| backdoored(clean_scale_model(), backdoor_config, SHAPE))
+    BACKDOORED.get_or_init(|| backdoored(clean_scale_model(), backdoor_config))
 }
 
 /// The end-to-end test's backdoored model at [`E2E_SHAPE`], fine-tuned from a clean model
@@ -188,16 +188,13 @@ pub fn e2e_backdoored_model() -> &'static BackdooredFixture {
     static BACKDOORED: OnceLock<BackdooredFixture> = OnceLock::new();
     BACKDOORED.get_or_init(|| {
         let clean = CLEAN.get_or_init(|| trained(&clean_config_at(E2E_SHAPE)).join("model"));
-        backdoored(clean, e2e_backdoor_config, E2E_SHAPE)
+        backdoored(clean, e2e_backdoor_config)
     })
 }
 
-fn backdoored(
-    clean_model_dir: &Path,
-    recipe: fn(&Path) -> AttackConfig,
-    shape: ImageShape,
-) -> BackdooredFixture {
+fn backdoored(clean_model_dir: &Path, recipe: fn(&Path) -> AttackConfig) -> BackdooredFixture {
     let config = recipe(clean_model_dir);
+    let shape = ImageShape::new(config.data.channels, config.data.size).expect("fixture shape");
     let model_dir = trained(&config).join("model");
     BackdooredFixture {
         model_dir,

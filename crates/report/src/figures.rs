@@ -410,24 +410,14 @@ fn anp(rows: &[Row]) -> Figure {
         .collect();
     let models: BTreeSet<(String, String, i64)> = picked
         .iter()
-        .map(|r| {
-            (
-                r.trigger.clone(),
-                r.target.clone(),
-                (r.poison_rate * 1e6).round() as i64,
-            )
-        })
+        .map(|r| (r.trigger.clone(), r.target.clone(), r.rate_key()))
         .collect();
     let panels = models
         .into_iter()
         .map(|(trigger, target, rate)| {
             let mine: Vec<&&Row> = picked
                 .iter()
-                .filter(|r| {
-                    r.trigger == trigger
-                        && r.target == target
-                        && (r.poison_rate * 1e6).round() as i64 == rate
-                })
+                .filter(|r| r.trigger == trigger && r.target == target && r.rate_key() == rate)
                 .collect();
             let params: BTreeSet<(String, String)> = mine
                 .iter()

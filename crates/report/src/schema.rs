@@ -272,6 +272,13 @@ pub fn write_rows(path: &Path, rows: &[Row]) -> anyhow::Result<()> {
     Ok(())
 }
 
+impl Row {
+    /// The poison rate in parts per million: an exact key for grouping rows by rate.
+    pub fn rate_key(&self) -> i64 {
+        (self.poison_rate * 1e6).round() as i64
+    }
+}
+
 /// The metrics that measure the backdoor rather than clean quality.
 pub const BACKDOOR_METRICS: &[&str] = &["MSE", "MSE_threshold_rate", "SSIM"];
 

@@ -256,7 +256,7 @@ pub fn sampler_table(rows: &[Row]) -> Table {
             (
                 r.trigger.clone(),
                 r.target.clone(),
-                (r.poison_rate * 1e6).round() as i64,
+                r.rate_key(),
                 r.sampler.clone(),
                 r.steps,
                 r.clip.clone(),
@@ -285,7 +285,7 @@ pub fn sampler_table(rows: &[Row]) -> Table {
                         .filter(|r| {
                             r.trigger == k.0
                                 && r.target == k.1
-                                && (r.poison_rate * 1e6).round() as i64 == k.2
+                                && r.rate_key() == k.2
                                 && r.sampler == k.3
                                 && r.steps == k.4
                                 && r.clip == k.5
@@ -344,7 +344,7 @@ pub fn defense_table(rows: &[Row]) -> Table {
             (
                 r.trigger.clone(),
                 r.target.clone(),
-                (r.poison_rate * 1e6).round() as i64,
+                r.rate_key(),
                 r.training.clone(),
                 r.defense.clone(),
                 r.defense_param.clone(),
@@ -366,7 +366,7 @@ pub fn defense_table(rows: &[Row]) -> Table {
                                 &r.defense,
                                 &r.defense_param,
                             ) == (&k.0, &k.1, &k.3, &k.4, &k.5)
-                                && (r.poison_rate * 1e6).round() as i64 == k.2
+                                && r.rate_key() == k.2
                                 && samples.is_none_or(|s| r.samples == s)
                                 && r.metric == metric
                         })
