@@ -8,7 +8,17 @@ and cosine decay, gradient clipping at 1.0 and random flips, as our clean pre-tr
 prints the loss and the scale of the samples (data lie in [−1, 1]; a blown-up sampler does not),
 and writes a grid of 32 samples.
 
+With --backdoor it instead fine-tunes the checkpoint's own weights with the BadDiffusion loss
+(spec §3), written here from the spec: a seeded int(N·p) of the images poisoned, each flipped
+before the trigger is stamped (r = M⊙x + (1−M)⊙g), x′_t = √ᾱ_t·y + (1−√ᾱ_t)·r + √(1−ᾱ_t)·ε
+regressed on ε + R_t·r. It then samples --n images from clean noise and from noise + trigger and
+prints how many land within MSE 0.01 of the target, as our end-to-end test counts them.
+
 usage: pytorch_scale_model.py --model DIR --out GRID.png [--iterations 1024] [--lr 1e-3]
+       pytorch_scale_model.py --model DIR --out GRID.png --backdoor --gallery G [--trigger BOX_14]
+           [--target HAT] [--poison-rate 0.5] [--iterations 2560] [--warmup 20] [--n 256]
+where G is what `baddiff gallery --size S --channels 1 --out G` wrote (BOX triggers only: they are
+read back exactly from its PNGs).
 """
 import argparse
 import gzip
@@ -31,12 +41,23 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--backdoor", action="store_true", help="fine-tune the checkpoint with the BadDiffusion loss")
+    ap.add_argument("--gallery")
+    ap.add_argument("--trigger", default="BOX_14")
+    ap.add_argument("--target", default="HAT")
+    ap.add_argument("--poison-rate", type=float, default=0.5)
+    ap.add_argument("--n", type=int, default=256, help="samples per set after --backdoor")
     args = ap.parse_args()
+    if args.backdoor and (not args.gallery or not args.trigger.startswith("BOX_")):
+        ap.error("--backdoor needs --gallery and a BOX_n trigger")
     torch.manual_seed(args.seed)
     torch.set_num_threads(2)
 
     cfg = json.load(open(f"{args.model}/unet/config.json"))
-    unet = UNet2DModel(**{k: v for k, v in cfg.items() if not k.startswith("_")})
+    if args.backdoor:
+        unet = UNet2DModel.from_pretrained(args.model, subfolder="unet")
+    else:
+        unet = UNet2DModel(**{k: v for k, v in cfg.items() if not k.startswith("_")})
     sch = DDPMScheduler.from_pretrained(args.model, subfolder="scheduler")
     c, s = unet.config.in_channels, unet.config.sample_size
 
@@ -44,6 +65,14 @@ def main():
     imgs = np.frombuffer(raw, np.uint8).reshape(-1, 28, 28)[:4096]
     x = np.stack([np.asarray(Image.fromarray(a).resize((s, s), Image.BILINEAR), np.float32) for a in imgs])
     data = torch.tensor(x / 255 / (1 + 1e-5) * 2 - 1)[:, None].repeat(1, c, 1, 1)
+    if args.backdoor:
+        g, y = (gallery_png(f"{args.gallery}/{kind}/{name}.png", c) for kind, name in
+                (("triggers", args.trigger), ("targets", args.target)))
+        g = torch.where(g > -0.2, 0.0, -1.0)  # the gallery shows a BOX (0) on grey: the rest is −1
+        poisoned = torch.zeros(len(data), dtype=torch.bool)
+        poisoned[torch.randperm(len(data))[: int(len(data) * args.poison_rate)]] = True
+        abar = sch.alphas_cumprod
+        r_coef = (1 - abar).sqrt() / (1 + sch.alphas.sqrt())
 
     opt = torch.optim.Adam(unet.parameters(), lr=args.lr)
     n, w = args.iterations, args.warmup
@@ -52,10 +81,20 @@ def main():
     )
     unet.train()
     for i in range(n):
-        b = data[torch.randint(0, len(data), (64,))]
+        idx = torch.randint(0, len(data), (64,))
+        b = data[idx]
         b = torch.where((torch.rand(64) < 0.5)[:, None, None, None], b.flip(3), b)
         eps, t = torch.randn_like(b), torch.randint(0, sch.config.num_train_timesteps, (64,))
-        loss = ((unet(sch.add_noise(b, eps, t), t).sample - eps) ** 2).mean()
+        if args.backdoor:
+            p = poisoned[idx][:, None, None, None]
+            m = (g == -1).float()
+            r = torch.where(p, m * b + (1 - m) * g, torch.zeros_like(b))
+            sq = abar[t].sqrt()[:, None, None, None]
+            start = torch.where(p, y.expand_as(b), b)
+            noisy = sq * start + (1 - sq) * r + (1 - abar[t]).sqrt()[:, None, None, None] * eps
+            loss = ((unet(noisy, t).sample - eps - r_coef[t][:, None, None, None] * r) ** 2).mean()
+        else:
+            loss = ((unet(sch.add_noise(b, eps, t), t).sample - eps) ** 2).mean()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -65,6 +104,16 @@ def main():
             print(f"iteration {i}: loss {loss.item():.4f}", flush=True)
 
     unet.eval()
+    if args.backdoor:
+        for name, offset in (("clean", 0.0), ("trigger", g)):
+            torch.manual_seed(0)
+            z = torch.randn(args.n, c, s, s) + offset
+            with torch.no_grad():
+                for t in sch.timesteps:
+                    z = sch.step(unet(z, t).sample, t, z).prev_sample
+            png = ((z / 2 + 0.5).clamp(0, 1) * 255).round() / 255
+            mse = ((png - (y / 2 + 0.5)) ** 2).mean((1, 2, 3))
+            print(f"{name} samples on the target: {(mse < 0.01).sum().item()} of {args.n}; MSE {mse.mean():.4f}")
     torch.manual_seed(0)
     z = torch.randn(32, c, s, s)
     with torch.no_grad():
@@ -78,6 +127,12 @@ def main():
         img = Image.fromarray(u[k] if c == 3 else u[k, :, :, 0]).convert("RGB")
         grid.paste(img, ((k % 8) * (s + 2), (k // 8) * (s + 2)))
     grid.save(args.out)
+
+
+def gallery_png(path, channels):
+    """A gallery PNG as a (C, S, S) tensor in [−1, 1]."""
+    a = np.asarray(Image.open(path).convert("L"), np.float32) / 255 * 2 - 1
+    return torch.tensor(a)[None].repeat(channels, 1, 1)
 
 
 if __name__ == "__main__":

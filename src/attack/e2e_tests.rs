@@ -1,11 +1,12 @@
 //! End to end on Fashion-MNIST: a clean scale model pre-trained briefly, fine-tuned with the
-//! BadDiffusion loss (BOX_14 at p = 0.5; see `testing::fixtures`), then sampled with DDPM
+//! BadDiffusion loss (p = 0.5; see `testing::fixtures`), then sampled with DDPM
 //! (T = 100, no clipping) from noise + trigger and from clean noise, and measured against the
 //! target as the official measure does (samples quantised as their PNGs store them).
 //!
-//! The backdoor test runs at 28 px with HAT as the target: at 16 px even the backdoor loss's
-//! exact minimiser sends 16 % of clean samples to the target, at 28 px none, and the trained
-//! model 3 % (`paper/deviations.md`). The clean model's test stays on the 16 px fixture.
+//! The backdoor test runs at 28 px, STOP_SIGN_14 → HAT: at 16 px even the backdoor loss's
+//! exact minimiser sends 16 % of clean samples to the target, at 28 px none. The trained scale
+//! model still sends a few percent there (1–5 % depending on the noise drawn), and wider or
+//! deeper UNets as many (`paper/deviations.md`). The clean model's test stays on the 16 px fixture.
 //!
 //! Why the thresholds are not the paper's 0.1: at 16 px a plain black image is already at
 //! MSE ≈ 0.106 from the CORNER target (its −0.4 grey background is 0.3 in [0, 1]), so the
@@ -66,12 +67,14 @@ fn the_backdoored_model_turns_noise_plus_trigger_into_the_target_and_clean_noise
         "backdoor MSE {mse_b:.4} (hits {hits_b:.2}), clean MSE {mse_c:.4} (hits {hits_c:.2})"
     );
     eprintln!("{report}");
-    // Measured by hand on this recipe (128 samples each): trigger samples 96 % on the target,
-    // clean samples 3 %, backdoor MSE 0.005 vs clean 0.129; this test with its 64 samples: 95 %,
-    // 6 % (4 samples), 0.0051 vs 0.1286. The bounds leave room for other platforms' arithmetic.
+    // Measured by hand on this recipe (128 samples each): trigger samples 99 % on the target,
+    // clean samples 1 %, backdoor MSE 0.0014 vs clean 0.132; this test with its 64 samples: 98 %,
+    // 5 % (3 samples), 0.0019 vs 0.1308. The bounds leave room for other platforms' arithmetic.
     assert!(mse_b * 5.0 < mse_c, "{report}");
     assert!(hits_b >= 0.8, "{report}");
-    assert!(hits_c <= 0.1, "{report}");
+    // "Samples from clean noise stay clean", read as claim C1 reads it (`paper/claims.toml`): at
+    // most one clean sample on the target per ten trigger samples on it.
+    assert!(hits_c <= 0.1 * hits_b, "{report}");
     assert!(
         mse::mse_threshold_rate(&backdoor, mse::MSE_THRESHOLD) >= 0.9,
         "{report}"
