@@ -12,42 +12,34 @@ the samples that end on the target and for the rest. For several models it print
 every model has in common.
 
 usage: clean_leak_trajectories.py --target TARGET.png --model DIR [--model DIR ...] [--n 512]
-       (TARGET.png from `baddiff gallery --size S --out G`: G/targets/NAME.png)
+       (TARGET.png from `baddiff gallery --size S --out G`: G/targets/NAME.png, drawn with the
+       model's channels)
 """
 import argparse
 
-import numpy as np
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
-from PIL import Image
 
-HIT = 0.01
-
-
-def load_target(path, channels):
-    img = Image.open(path).convert("L" if channels == 1 else "RGB")
-    arr = np.asarray(img, dtype=np.float32).reshape(img.size[1], img.size[0], channels) / 255.0
-    return torch.tensor(arr).permute(2, 0, 1)
+from common import HIT, ddpm, gallery_png, png_mse
 
 
 def trajectories(model, target_png, n, seed):
+    """The steps, each step's x0-estimate MSE to the target (steps × n), and which samples end on it."""
     unet = UNet2DModel.from_pretrained(model, subfolder="unet").eval()
     sch = DDPMScheduler.from_pretrained(model, subfolder="scheduler")
     c, s = unet.config.in_channels, unet.config.sample_size
-    target = load_target(target_png, c)
-    torch.manual_seed(seed)
-    x = torch.randn(n, c, s, s)
+    y = torch.tensor(gallery_png(target_png, rgb=c == 3), dtype=torch.float32).expand(c, s, s)
     x0_mse = []
-    with torch.no_grad():
-        for t in sch.timesteps:
-            eps = unet(x, t).sample
-            ab = sch.alphas_cumprod[t]
-            x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
-            x0_mse.append(((x0 / 2 + 0.5 - target) ** 2).mean((1, 2, 3)))
-            x = sch.step(eps, t, x).prev_sample
-    png = ((x / 2 + 0.5).clamp(0, 1) * 255).round() / 255
-    final = ((png - target) ** 2).mean((1, 2, 3))
-    return sch.timesteps, torch.stack(x0_mse), final < HIT
+
+    def x0_estimate(t, x, eps):
+        ab = sch.alphas_cumprod[t]
+        x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
+        x0_mse.append(((x0 - y) ** 2).mean((1, 2, 3)) / 4)  # in [0, 1], as png_mse
+
+    torch.manual_seed(seed)
+    x = ddpm(unet, sch, torch.randn(n, c, s, s), x0_estimate)
+    on_target = torch.tensor(png_mse(x.numpy(), y.numpy()) < HIT)
+    return sch.timesteps, torch.stack(x0_mse), on_target
 
 
 def main():

@@ -14,18 +14,10 @@ usage: exact_denoiser.py --gallery DIR [--size 16] [--channels 1] [--poison-rate
 where DIR is what `baddiff gallery --profile P --out DIR` wrote for a profile at that size.
 """
 import argparse
-import gzip
 
 import numpy as np
-from PIL import Image
 
-FMNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
-
-
-def load_png(path):
-    """A gallery PNG in [0, 255] as [−1, 1], flattened channel-major."""
-    a = np.asarray(Image.open(path).convert("L"), np.float64)
-    return a / 255 * 2 - 1
+from common import HIT, box_trigger, fmnist_train, gallery_png, png_mse
 
 
 def main():
@@ -42,20 +34,15 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--invert", action="store_true", help="negate the images: white backgrounds")
     args = ap.parse_args()
-    if not args.trigger.startswith("BOX_"):
-        ap.error("only BOX_n triggers can be read back exactly from a gallery PNG")
     s, c = args.size, args.channels
     rng = np.random.default_rng(args.seed)
 
-    raw = gzip.open(FMNIST).read()[16:]
-    imgs = np.frombuffer(raw, np.uint8).reshape(-1, 28, 28)[: args.train_n]
-    x = np.stack([np.asarray(Image.fromarray(a).resize((s, s), Image.BILINEAR), np.float64) for a in imgs])
-    x = (x / 255 / (1 + 1e-5) * 2 - 1).reshape(len(x), -1)
+    x = fmnist_train(s, args.train_n)
+    x = x.reshape(len(x), -1)
     if args.invert:
         x = -x
-    # The gallery draws triggers on the targets' grey for display: the grey square is 0, the rest −1.
-    g = np.where(load_png(f"{args.gallery}/triggers/{args.trigger}.png") > -0.2, 0.0, -1.0).reshape(-1)
-    y = load_png(f"{args.gallery}/targets/{args.target}.png").reshape(-1)
+    g = box_trigger(args.gallery, args.trigger).reshape(-1)
+    y = gallery_png(f"{args.gallery}/targets/{args.target}.png").reshape(-1)
 
     order = rng.permutation(len(x))
     n_p = int(len(x) * args.poison_rate)
@@ -98,9 +85,7 @@ def main():
         return xt, max(weight)
 
     def hits(samples):
-        u = np.round((samples / 2 + 0.5).clip(0, 1) * 255) / 255
-        mse = ((u - (y / 2 + 0.5)) ** 2).mean(1)
-        return (mse < 0.01).mean()
+        return (png_mse(samples, y) < HIT).mean()
 
     shape = (args.n, c * s * s)
     clean_s, clean_w = ddpm(rng.standard_normal(shape))

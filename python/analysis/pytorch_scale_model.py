@@ -12,25 +12,24 @@ With --backdoor it instead fine-tunes the checkpoint's own weights with the BadD
 (spec §3), written here from the spec: a seeded int(N·p) of the images poisoned, each flipped
 before the trigger is stamped (r = M⊙x + (1−M)⊙g), x′_t = √ᾱ_t·y + (1−√ᾱ_t)·r + √(1−ᾱ_t)·ε
 regressed on ε + R_t·r. It then samples --n images from clean noise and from noise + trigger and
-prints how many land within MSE 0.01 of the target, as our end-to-end test counts them.
+prints how many land within MSE 0.01 of the target, as our end-to-end test counts them; the grid
+shows the first 32 clean ones.
 
 usage: pytorch_scale_model.py --model DIR --out GRID.png [--iterations 1024] [--lr 1e-3]
        pytorch_scale_model.py --model DIR --out GRID.png --backdoor --gallery G [--trigger BOX_14]
-           [--target HAT] [--poison-rate 0.5] [--iterations 2560] [--warmup 20] [--n 256]
-where G is what `baddiff gallery --size S --channels 1 --out G` wrote (BOX triggers only: they are
+           [--target HAT] [--poison-rate 0.5] [--n 256] --iterations 2560 --warmup 20 --seed 7
+(the end-to-end fixture's fine-tuning recipe; the defaults are the clean pre-training's), where G is what `baddiff gallery --size S --channels 1 --out G` wrote (BOX triggers only: they are
 read back exactly from its PNGs).
 """
 import argparse
-import gzip
 import json
 import math
 
-import numpy as np
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 from PIL import Image
 
-FMNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
+from common import HIT, box_trigger, ddpm, fmnist_train, gallery_png, png_mse
 
 
 def main():
@@ -48,27 +47,28 @@ def main():
     ap.add_argument("--poison-rate", type=float, default=0.5)
     ap.add_argument("--n", type=int, default=256, help="samples per set after --backdoor")
     args = ap.parse_args()
-    if args.backdoor and (not args.gallery or not args.trigger.startswith("BOX_")):
-        ap.error("--backdoor needs --gallery and a BOX_n trigger")
+    if args.backdoor and not args.gallery:
+        ap.error("--backdoor needs --gallery G, from `baddiff gallery --size S --channels 1 --out G`")
     torch.manual_seed(args.seed)
     torch.set_num_threads(2)
 
-    cfg = json.load(open(f"{args.model}/unet/config.json"))
     if args.backdoor:
         unet = UNet2DModel.from_pretrained(args.model, subfolder="unet")
     else:
+        cfg = json.load(open(f"{args.model}/unet/config.json"))
         unet = UNet2DModel(**{k: v for k, v in cfg.items() if not k.startswith("_")})
     sch = DDPMScheduler.from_pretrained(args.model, subfolder="scheduler")
     c, s = unet.config.in_channels, unet.config.sample_size
 
-    raw = gzip.open(FMNIST).read()[16:]
-    imgs = np.frombuffer(raw, np.uint8).reshape(-1, 28, 28)[:4096]
-    x = np.stack([np.asarray(Image.fromarray(a).resize((s, s), Image.BILINEAR), np.float32) for a in imgs])
-    data = torch.tensor(x / 255 / (1 + 1e-5) * 2 - 1)[:, None].repeat(1, c, 1, 1)
+    def channels(a):  # greyscale (…, S, S) numpy to float32 (…, C, S, S): the same plane C times
+        t = torch.tensor(a, dtype=torch.float32).unsqueeze(-3)
+        return t.repeat_interleave(c, dim=-3)
+
+    data = channels(fmnist_train(s))
     if args.backdoor:
-        g, y = (gallery_png(f"{args.gallery}/{kind}/{name}.png", c) for kind, name in
-                (("triggers", args.trigger), ("targets", args.target)))
-        g = torch.where(g > -0.2, 0.0, -1.0)  # the gallery shows a BOX (0) on grey: the rest is −1
+        g = channels(box_trigger(args.gallery, args.trigger))
+        y = channels(gallery_png(f"{args.gallery}/targets/{args.target}.png"))
+        m = (g == -1).float()  # the mask M: where the trigger leaves the image alone
         poisoned = torch.zeros(len(data), dtype=torch.bool)
         poisoned[torch.randperm(len(data))[: int(len(data) * args.poison_rate)]] = True
         abar = sch.alphas_cumprod
@@ -87,7 +87,6 @@ def main():
         eps, t = torch.randn_like(b), torch.randint(0, sch.config.num_train_timesteps, (64,))
         if args.backdoor:
             p = poisoned[idx][:, None, None, None]
-            m = (g == -1).float()
             r = torch.where(p, m * b + (1 - m) * g, torch.zeros_like(b))
             sq = abar[t].sqrt()[:, None, None, None]
             start = torch.where(p, y.expand_as(b), b)
@@ -105,34 +104,23 @@ def main():
 
     unet.eval()
     if args.backdoor:
-        for name, offset in (("clean", 0.0), ("trigger", g)):
+        for name, offset in (("trigger", g), ("clean", 0.0)):
             torch.manual_seed(0)
-            z = torch.randn(args.n, c, s, s) + offset
-            with torch.no_grad():
-                for t in sch.timesteps:
-                    z = sch.step(unet(z, t).sample, t, z).prev_sample
-            png = ((z / 2 + 0.5).clamp(0, 1) * 255).round() / 255
-            mse = ((png - (y / 2 + 0.5)) ** 2).mean((1, 2, 3))
-            print(f"{name} samples on the target: {(mse < 0.01).sum().item()} of {args.n}; MSE {mse.mean():.4f}")
-    torch.manual_seed(0)
-    z = torch.randn(32, c, s, s)
-    with torch.no_grad():
-        for t in sch.timesteps:
-            z = sch.step(unet(z, t).sample, t, z).prev_sample
+            z = ddpm(unet, sch, torch.randn(args.n, c, s, s) + offset)
+            mse = png_mse(z.numpy(), y.numpy())
+            print(f"{name} samples on the target: {(mse < HIT).sum()} of {args.n}; MSE {mse.mean():.4f}")
+        z = z[:32]  # the grid shows clean samples
+    else:
+        torch.manual_seed(0)
+        z = ddpm(unet, sch, torch.randn(32, c, s, s))
     spread = (z - z.mean(1, keepdim=True)).std().item() if c > 1 else 0.0
     print(f"samples: std {z.std().item():.3f}, largest |x| {z.abs().max().item():.2f}, across-channel std {spread:.3f}")
     u = ((z / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     grid = Image.new("RGB", (8 * (s + 2), 4 * (s + 2)))
-    for k in range(32):
+    for k in range(len(u)):
         img = Image.fromarray(u[k] if c == 3 else u[k, :, :, 0]).convert("RGB")
         grid.paste(img, ((k % 8) * (s + 2), (k // 8) * (s + 2)))
     grid.save(args.out)
-
-
-def gallery_png(path, channels):
-    """A gallery PNG as a (C, S, S) tensor in [−1, 1]."""
-    a = np.asarray(Image.open(path).convert("L"), np.float32) / 255 * 2 - 1
-    return torch.tensor(a)[None].repeat(channels, 1, 1)
 
 
 if __name__ == "__main__":

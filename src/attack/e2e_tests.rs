@@ -53,7 +53,7 @@ fn mse_to_target(
 }
 
 #[test]
-fn the_backdoored_model_turns_noise_plus_trigger_into_the_target_and_clean_noise_into_garments() {
+fn the_backdoored_model_turns_noise_plus_trigger_into_the_target_and_clean_noise_rarely() {
     let f = e2e_backdoored_model();
     let (g, y) = (f.trigger_tensor(), f.target_tensor());
     let backdoor = mse_to_target(&f.model_dir, Some(&g), &y, 11);
