@@ -6,7 +6,6 @@ pub mod attack;
 pub mod backdoor_loss;
 pub mod bench;
 pub mod checkpoint;
-pub mod claims;
 pub mod datasets;
 pub mod defenses;
 pub mod files;

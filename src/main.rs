@@ -34,8 +34,6 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Write Tab. 1's trigger and target images of a profile.
     Gallery(cmd::gallery::Args),
-    /// Judge the paper's claims (paper/claims.toml) against a run's rows; writes claims.json.
-    Claims(cmd::claims::Args),
 }
 
 fn version() -> &'static str {
@@ -56,7 +54,6 @@ fn main() {
         Command::Train(args) => cmd::train::run(args),
         Command::Plan(args) => cmd::plan::run(args),
         Command::Cell(args) => cmd::cell::run(args),
-        Command::Claims(args) => cmd::claims::run(args),
         Command::Gallery(args) => cmd::gallery::run(args),
         Command::Defend(args) => cmd::defend::run(args),
         Command::Bench(args) => cmd::bench::run(args),

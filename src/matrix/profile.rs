@@ -18,6 +18,9 @@ use crate::triggers::{Target, Trigger};
 pub struct Profile {
     pub name: String,
     pub description: String,
+    /// `miniature` (a scale model: its verdicts are labelled scale-model verdicts) or `paper`
+    /// (the paper's datasets and models).
+    pub fidelity: frame::claims::Fidelity,
     /// `cpu`, `cuda`, `cuda:N` or `auto` (the default: a GPU when there is one).
     #[serde(default)]
     pub device: Option<String>,

@@ -211,11 +211,6 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
 
-    let status = baddiff_cmd()
-        .args(["claims".into(), run_dir.clone().into_os_string()])
-        .args(["--profile", &a.profile])
-        .status()?;
-    anyhow::ensure!(status.success(), "judging the claims failed");
     write_manifest(&run_dir, &a, &plan, started.elapsed().as_secs_f64())?;
     let report = |args: &[OsString]| -> Result<()> {
         let status = Command::new(root.join("target/debug/baddiff-report"))
@@ -226,6 +221,8 @@ pub fn run(a: Args) -> Result<()> {
         Ok(())
     };
     report(&["frame".into(), run_dir.clone().into()])?;
+    // The verdicts, each labelled with what it rests on (scale, seeds, N, FID or proxy).
+    report(&["claims".into(), run_dir.clone().into()])?;
     let status = baddiff_cmd()
         .args(["gallery", "--profile", &a.profile, "--out"])
         .arg(run_dir.join("gallery"))
@@ -488,6 +485,8 @@ fn write_manifest(run_dir: &Path, a: &Args, plan: &Value, wall_s: f64) -> Result
     let manifest = json!({
         "run_id": run_dir.file_name().map(|n| n.to_string_lossy().into_owned()),
         "profile": a.profile,
+        // What the profile's runs are (baddiff plan): labels every verdict of the run.
+        "scale": plan["scale"],
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "git_commit": git(&["rev-parse", "HEAD"]),
         "git_dirty": git(&["status", "--porcelain"]).map(|s| !s.is_empty()),
