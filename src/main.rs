@@ -13,7 +13,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print what this binary runs on (versions, device, threads) as JSON, for run records.
+    /// Print what this binary runs on (versions, device, whether libtorch's CUDA backend is
+    /// loaded, GPUs visible, threads) as JSON, for run records.
     Env(cmd::env::Args),
     /// Backdoor metrics (MSE, MSE-threshold rate, SSIM) of a sample folder against its target.
     Measure(cmd::measure::Args),

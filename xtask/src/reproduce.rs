@@ -60,7 +60,7 @@ pub enum Executor {
 
 /// The compiled `baddiff` (built by `cargo build` first).
 pub(crate) fn baddiff() -> PathBuf {
-    project_root().join("target/debug/baddiff")
+    crate::target_dir().join("debug/baddiff")
 }
 
 fn baddiff_cmd() -> Command {
@@ -105,6 +105,20 @@ pub fn run(a: Args) -> Result<()> {
             );
             Ok(())
         });
+    }
+    // A GPU profile refuses at once where no GPU is usable, before fetching its inputs (on a
+    // Slurm cluster each cell checks on its node).
+    if a.executor == Executor::Local {
+        let mut check = baddiff_cmd();
+        check.args(["env", "--profile", &a.profile]);
+        if let Some(d) = &a.device {
+            check.args(["--device", d]);
+        }
+        let out = check.output()?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            bail!("{}", err.trim().trim_start_matches("error: "));
+        }
     }
     let out = baddiff_cmd().args(&plan_args).arg("--json").output()?;
     if !out.status.success() {
@@ -213,7 +227,7 @@ pub fn run(a: Args) -> Result<()> {
 
     write_manifest(&run_dir, &a, &plan, started.elapsed().as_secs_f64())?;
     let report = |args: &[OsString]| -> Result<()> {
-        let status = Command::new(root.join("target/debug/baddiff-report"))
+        let status = Command::new(crate::target_dir().join("debug/baddiff-report"))
             .current_dir(&root)
             .args(args)
             .status()?;
