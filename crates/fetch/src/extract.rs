@@ -71,13 +71,16 @@ fn is_link(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// The first directory on the way to `rel` (exclusive) that is a symbolic link in `root`, if any.
-fn link_on_the_way(root: &Path, rel: &Path) -> Option<PathBuf> {
+/// The first component on the way to `rel` (exclusive) in `root` that is not a real directory (a
+/// symbolic link, or a file), with what it is.
+fn blocked_on_the_way(root: &Path, rel: &Path) -> Option<(PathBuf, &'static str)> {
     let mut prefix = PathBuf::new();
     for c in rel.parent().into_iter().flat_map(|p| p.components()) {
         prefix.push(c);
-        if is_link(&root.join(&prefix)) {
-            return Some(prefix);
+        match fs::symlink_metadata(root.join(&prefix)) {
+            Ok(m) if m.file_type().is_symlink() => return Some((prefix, "a link")),
+            Ok(m) if !m.is_dir() => return Some((prefix, "a file, not a directory")),
+            _ => {}
         }
     }
     None
@@ -119,11 +122,11 @@ fn unpack_into(
         if rel.as_os_str().is_empty() {
             continue; // "./" itself
         }
-        // Never write through a link an earlier member created.
-        if let Some(l) = link_on_the_way(dest, &rel) {
+        // Never write through a link an earlier member created (nor under a file).
+        if let Some((p, what)) = blocked_on_the_way(dest, &rel) {
             return Err(refuse(&format!(
-                "its path passes through `{}`, a link made by an earlier member",
-                l.display()
+                "its path passes through `{}`, {what} made by an earlier member",
+                p.display()
             )));
         }
         let out = dest.join(&rel);
@@ -326,11 +329,11 @@ pub(crate) fn check_symlink(root: &Path, link: &Path, target: &Path) -> Result<(
 /// Checks that `root/rel` is a regular file reached through real directories only (no link on the
 /// way, and not itself a link).
 pub(crate) fn check_member_file(root: &Path, rel: &Path) -> Result<(), String> {
-    if let Some(l) = link_on_the_way(root, rel) {
+    if let Some((p, what)) = blocked_on_the_way(root, rel) {
         return Err(format!(
-            "`{}`: its path passes through `{}`, a link",
+            "`{}`: its path passes through `{}`, {what}",
             rel.display(),
-            l.display()
+            p.display()
         ));
     }
     match fs::symlink_metadata(root.join(rel)) {
@@ -418,3 +421,6 @@ fn symlink(_target: &Path, _link: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod props;

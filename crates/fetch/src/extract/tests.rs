@@ -289,6 +289,21 @@ fn a_hard_link_through_a_chain_of_links_is_refused() {
 }
 
 #[test]
+fn a_member_under_a_file_is_refused_by_name() {
+    // Found by the property test: this was a bare "Not a directory" naming no member.
+    refused_built(
+        &[M::File("d", b"1"), M::Dir("d/e/")],
+        "d/e/",
+        "passes through `d`, a file, not a directory",
+    );
+    refused_built(
+        &[M::File("d", b"1"), M::File("d/e", b"2")],
+        "d/e",
+        "passes through `d`, a file",
+    );
+}
+
+#[test]
 fn a_link_planted_on_the_way_by_a_later_member_is_refused() {
     // When `d/l` arrives, `d/x` does not exist yet; once `d/x -> ..` is there, `d/l` leads to the
     // target's parent.
