@@ -249,12 +249,7 @@ pub fn train(
             (ck.vs, ck.model, ck.config, sched)
         }
         ModelConfig::Scratch { unet, scheduler } => {
-            let config = match unet.as_str() {
-                "scale" => UNet2DConfig::scale(cfg.data.size as i64, cfg.data.channels as i64),
-                "cifar10_32" => UNet2DConfig::cifar10_32(),
-                "celebahq_256" => UNet2DConfig::celebahq_256(),
-                path => UNet2DConfig::from_file(Path::new(path))?,
-            };
+            let config = unet_config(unet, &cfg.data)?;
             let vs = nn::VarStore::new(device);
             let mut rng = Rng::seeded(crate::rng::derive_seed(cfg.train.seed, u64::MAX / 2));
             let model = rng.with(|| UNet2DModel::new(vs.root(), &config))?;
@@ -351,6 +346,16 @@ fn check_model_fits(unet: &UNet2DConfig, data: &DataConfig) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A UNet configuration by name (`scale`, `cifar10_32`, `celebahq_256`) or a `config.json` path.
+pub fn unet_config(name: &str, data: &DataConfig) -> Result<UNet2DConfig> {
+    Ok(match name {
+        "scale" => UNet2DConfig::scale(data.size as i64, data.channels as i64),
+        "cifar10_32" => UNet2DConfig::cifar10_32(),
+        "celebahq_256" => UNet2DConfig::celebahq_256(),
+        path => UNet2DConfig::from_file(Path::new(path))?,
+    })
 }
 
 #[cfg(test)]

@@ -6,9 +6,9 @@ pub mod attack;
 pub mod backdoor_loss;
 pub mod bench;
 pub mod checkpoint;
-pub mod claims;
 pub mod datasets;
 pub mod defenses;
+pub mod device;
 pub mod files;
 pub mod inputs;
 pub mod matrix;
@@ -27,13 +27,39 @@ pub mod training;
 pub mod triggers;
 pub mod unet;
 
-/// CUDA when a GPU is visible, else the CPU.
+/// CUDA when a GPU is usable (CUDA backend loaded and a GPU visible), else the CPU.
 pub fn default_device() -> tch::Device {
-    tch::Device::cuda_if_available()
+    device::resolve(device::Wants::Any, None, device::CudaState::probe())
+        .unwrap_or(tch::Device::Cpu)
 }
 
 /// The libtorch release this build links against (read from the torch install at build time).
 pub const LIBTORCH_VERSION: &str = env!("BADDIFF_LIBTORCH_VERSION");
+
+/// What this process runs on, recorded with every result so numbers can be traced to a setup.
+/// `cuda_backend_loaded` and `cuda_devices` are separate: a binary that does not load libtorch's
+/// CUDA library sees 0 GPUs on any machine (see [`device::cuda_backend_loaded`]).
+pub fn runtime_info() -> serde_json::Value {
+    let cuda = device::CudaState::probe();
+    serde_json::json!({
+        "baddiffusion": env!("CARGO_PKG_VERSION"),
+        "libtorch": LIBTORCH_VERSION,
+        "device": format!("{:?}", default_device()),
+        "cuda_devices": cuda.gpus,
+        "cuda_backend_loaded": cuda.backend_loaded,
+        "libtorch_has_cuda": device::libtorch_has_cuda(),
+        "libtorch_lib": device::LIBTORCH_LIB,
+        "cudnn": tch::Cuda::cudnn_is_available(),
+        "threads": tch::get_num_threads(),
+    })
+}
+
+/// `cpu`, `cuda`, `cuda:N`, or `auto`/`None` for [`default_device`] (a command's own
+/// `--device`; a profile's cells use [`device::resolve`] with [`device::Wants::Profile`]).
+/// `cuda` without a usable GPU is an error that says why.
+pub fn parse_device(name: Option<&str>) -> anyhow::Result<tch::Device> {
+    device::resolve(device::Wants::Any, name, device::CudaState::probe())
+}
 
 #[cfg(test)]
 mod tests {
@@ -44,29 +70,4 @@ mod tests {
         crate::testing::assert_close("x + 1", &out["plus_one"], &(&x + 1), 0.0);
         crate::testing::assert_close("x * 2", &out["twice"], &(&x * 2), 0.0);
     }
-}
-
-/// What this process runs on, recorded with every result so numbers can be traced to a setup.
-pub fn runtime_info() -> serde_json::Value {
-    serde_json::json!({
-        "baddiffusion": env!("CARGO_PKG_VERSION"),
-        "libtorch": LIBTORCH_VERSION,
-        "device": format!("{:?}", default_device()),
-        "cuda_devices": tch::Cuda::device_count(),
-        "cudnn": tch::Cuda::cudnn_is_available(),
-        "threads": tch::get_num_threads(),
-    })
-}
-
-/// `cpu`, `cuda`, `cuda:N`, or `None` for [`default_device`].
-pub fn parse_device(name: Option<&str>) -> anyhow::Result<tch::Device> {
-    Ok(match name {
-        None | Some("auto") => default_device(),
-        Some("cpu") => tch::Device::Cpu,
-        Some("cuda") => tch::Device::Cuda(0),
-        Some(s) => match s.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-            Some(n) => tch::Device::Cuda(n),
-            None => anyhow::bail!("unknown device `{s}`: use cpu, cuda or cuda:N"),
-        },
-    })
 }

@@ -13,7 +13,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print what this binary runs on (versions, device, threads) as JSON, for run records.
+    /// Print what this binary runs on (versions, device, whether libtorch's CUDA backend is
+    /// loaded, GPUs visible, threads) as JSON, for run records.
     Env(cmd::env::Args),
     /// Backdoor metrics (MSE, MSE-threshold rate, SSIM) of a sample folder against its target.
     Measure(cmd::measure::Args),
@@ -34,8 +35,6 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Write Tab. 1's trigger and target images of a profile.
     Gallery(cmd::gallery::Args),
-    /// Judge the paper's claims (paper/claims.toml) against a run's rows; writes claims.json.
-    Claims(cmd::claims::Args),
 }
 
 fn version() -> &'static str {
@@ -56,7 +55,6 @@ fn main() {
         Command::Train(args) => cmd::train::run(args),
         Command::Plan(args) => cmd::plan::run(args),
         Command::Cell(args) => cmd::cell::run(args),
-        Command::Claims(args) => cmd::claims::run(args),
         Command::Gallery(args) => cmd::gallery::run(args),
         Command::Defend(args) => cmd::defend::run(args),
         Command::Bench(args) => cmd::bench::run(args),

@@ -19,7 +19,8 @@ pub struct Args {
     /// The stage cache [default: $BADDIFF_CACHE/stages].
     #[arg(long)]
     stages: Option<PathBuf>,
-    /// cpu, cuda, cuda:N [default: the profile's, else auto].
+    /// cpu, cuda, cuda:N [default: the profile's, else auto]. A GPU profile (auto) refuses to
+    /// run without a usable GPU; `--device cpu` forces the CPU.
     #[arg(long)]
     device: Option<String>,
     /// Show progress bars.
@@ -37,10 +38,25 @@ pub const NOT_CACHED_EXIT: i32 = 3;
 /// How `--cached-only` names a cell with work left, on standard output.
 pub const NOT_CACHED_PREFIX: &str = "not cached: ";
 
+/// The device of a profile's cells here (`explicit`: `--device`), or why they cannot run here.
+pub fn profile_device(profile: &Profile, explicit: Option<&str>) -> Result<tch::Device> {
+    use baddiffusion::device::{resolve, CudaState, Wants};
+    let wants = Wants::Profile {
+        name: &profile.name,
+        device: profile.device.as_deref(),
+    };
+    resolve(wants, explicit, CudaState::probe())
+}
+
 pub fn run(args: Args) -> Result<()> {
     let root = std::env::current_dir()?;
     let profile = Profile::load(&root, &args.profile)?;
-    let device = baddiffusion::parse_device(args.device.as_deref().or(profile.device.as_deref()))?;
+    let device = match profile_device(&profile, args.device.as_deref()) {
+        Ok(device) => device,
+        // Runs no stage, so needs no GPU: a Slurm login node asks which cells have work left.
+        Err(_) if args.cached_only => tch::Device::Cpu,
+        Err(e) => return Err(e),
+    };
     if let (tch::Device::Cpu, Some(n)) = (device, profile.threads) {
         tch::set_num_threads(n as i32);
     }

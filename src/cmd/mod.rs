@@ -1,7 +1,6 @@
 //! One file per `baddiff` subcommand: argument parsing and printing only; the library computes.
 pub mod bench;
 pub mod cell;
-pub mod claims;
 pub mod defend;
 pub mod env;
 pub mod fid;

@@ -28,7 +28,10 @@ pub fn run(args: Args) -> Result<()> {
     let profile = Profile::load(&root, &args.profile)?;
     let filter = filter(&root, args.only, &args.claim)?;
     let store = StageStore::new(args.stages.unwrap_or_else(StageStore::default_root));
-    let plan = plan::plan(&profile, profile.cells(&filter)?, &store)?;
+    let cells = profile.cells(&filter)?;
+    let mut plan = plan::plan(&profile, cells.clone(), &store)?;
+    let claims = frame::claims::ClaimsFile::load(&root.join("paper/claims.toml"))?;
+    plan.claims = baddiffusion::matrix::scale::judgeable(&claims, &profile, &cells)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
     } else {
@@ -42,7 +45,7 @@ pub fn filter(root: &std::path::Path, only: Vec<String>, claims: &[String]) -> R
     let experiments = if claims.is_empty() {
         None
     } else {
-        let file = baddiffusion::claims::ClaimsFile::load(&root.join("paper/claims.toml"))?;
+        let file = frame::claims::ClaimsFile::load(&root.join("paper/claims.toml"))?;
         Some(file.experiments_for(claims)?)
     };
     Ok(Filter { only, experiments })

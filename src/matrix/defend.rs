@@ -88,6 +88,15 @@ impl DefenseSpec {
         Ok(parsed)
     }
 
+    /// Its frame identity: the `defense` kind, the `defense_param` its rows carry, and the
+    /// `defense_epoch`s of its trace (one `None` for a defense without epochs).
+    pub fn describe(&self) -> (&'static str, String, Vec<Option<i64>>) {
+        match self {
+            DefenseSpec::Anp(c) => ("anp", c.param(), (1..=c.epochs as i64).map(Some).collect()),
+            DefenseSpec::Prune(c) => ("anp-prune", c.param(), vec![None]),
+        }
+    }
+
     /// How the defense samples: the probe as the official code (x̂₀ clipping), the pruned
     /// model without clipping, so its backdoor MSE is not the clipping's doing.
     fn sample_clip(&self) -> crate::scheduler::Clip {

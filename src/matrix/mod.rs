@@ -7,6 +7,7 @@ pub mod defend;
 pub mod plan;
 pub mod profile;
 pub mod run;
+pub mod scale;
 pub mod stage;
 
 use anyhow::{bail, Result};
@@ -112,35 +113,8 @@ pub struct Cell {
     pub defenses: Vec<serde_json::Value>,
 }
 
-/// One row of the run's metric frame (the report crate's `schema::Row`, column for column).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct FrameRow {
-    pub run_id: String,
-    pub cell: String,
-    pub experiment: String,
-    pub dataset: String,
-    pub image_size: i64,
-    pub channels: i64,
-    pub trigger: String,
-    pub target: String,
-    pub poison_rate: f64,
-    pub training: String,
-    pub epochs: f64,
-    pub seed: i64,
-    pub defense: String,
-    pub defense_param: String,
-    pub defense_epoch: Option<i64>,
-    pub sampler: String,
-    pub steps: i64,
-    pub clip: String,
-    pub samples: String,
-    pub metric: String,
-    pub value: f64,
-    pub n_generated: i64,
-    pub n_reference: i64,
-    /// The metric's full protocol, as JSON.
-    pub protocol: String,
-}
+/// One row of the run's metric frame (one definition, in the `frame` crate).
+pub use frame::Row as FrameRow;
 
 #[cfg(test)]
 mod tests;

@@ -34,6 +34,11 @@ pub struct Plan {
     pub base_estimated_seconds: Option<f64>,
     /// Artifact names the profile reads (for fetching a profile given as a path).
     pub artifacts: Vec<String>,
+    /// What the profile's runs are (recorded in the run manifest; labels every verdict).
+    pub scale: frame::claims::Scale,
+    /// Per claim of `paper/claims.toml`: `None` when the cells can judge it, else why not
+    /// (filled by `baddiff plan`, which reads the claims file).
+    pub claims: Vec<(String, Option<String>)>,
 }
 
 /// Images in a dataset split, for planning (the loaders check the real counts).
@@ -158,6 +163,8 @@ pub fn plan(profile: &Profile, cells: Vec<Cell>, store: &StageStore) -> Result<P
         .collect();
     let base_estimated_seconds = train_rate.as_ref().map(|(t, _)| t * base_iterations as f64);
     Ok(Plan {
+        scale: super::scale::scale(profile)?,
+        claims: Vec::new(),
         profile: profile.name.clone(),
         device: profile.device.clone(),
         threads: profile.threads,
@@ -281,8 +288,34 @@ impl Measured {
 impl Plan {
     pub fn text(&self) -> String {
         let mut s = format!(
-            "profile {}: {} cells, {} trained models, {} training iterations, {} sampling steps\n",
+            "profile {}: {}\nscale: {}\n",
             self.profile,
+            super::scale::fidelity_text(self.scale.fidelity),
+            self.scale.summary()
+        );
+        if !self.claims.is_empty() {
+            let can: Vec<&str> = self
+                .claims
+                .iter()
+                .filter(|(_, why)| why.is_none())
+                .map(|(id, _)| id.as_str())
+                .collect();
+            s += &format!(
+                "claims it can judge: {}\n",
+                if can.is_empty() {
+                    "none".to_string()
+                } else {
+                    can.join(", ")
+                }
+            );
+            for (id, why) in &self.claims {
+                if let Some(why) = why {
+                    s += &format!("  cannot judge {id}: {why}\n");
+                }
+            }
+        }
+        s += &format!(
+            "{} cells, {} trained models, {} training iterations, {} sampling steps\n",
             self.cells.len(),
             self.trainings,
             self.train_iterations,

@@ -18,7 +18,11 @@ use crate::triggers::{Target, Trigger};
 pub struct Profile {
     pub name: String,
     pub description: String,
-    /// `cpu`, `cuda`, `cuda:N` or `auto` (the default: a GPU when there is one).
+    /// `miniature` (a scale model: its verdicts are labelled scale-model verdicts) or `paper`
+    /// (the paper's datasets and models).
+    pub fidelity: frame::claims::Fidelity,
+    /// `cpu`, `cuda`, `cuda:N` or `auto` (the default): the first GPU, and a refusal to run
+    /// where no GPU is usable unless `--device cpu` forces the CPU (`device::resolve`).
     #[serde(default)]
     pub device: Option<String>,
     /// libtorch threads of every cell on the CPU. Part of what makes CPU numbers reproducible:

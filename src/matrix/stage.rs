@@ -23,7 +23,8 @@ pub fn code_version(kind: &str) -> u32 {
         "base" | "train" => 1,
         "sample" => 1,
         // 2: the proxy's protocol names its card relative to the cache.
-        "measure" => 2,
+        // 3: each set also records its per-image MSE CDF (`MSE_rate_below[τ]`) for calibration.
+        "measure" => 3,
         // 2: ANP pruning no longer masks the output convolution (it zeroed the model).
         "defend" => 2,
         _ => 1,

@@ -262,3 +262,66 @@ fn the_plan_estimates_from_stages_measured_here() {
         "{sample} {why}"
     );
 }
+
+#[test]
+fn the_committed_claims_need_only_experiments_the_paper_profile_has() {
+    let file = frame::claims::ClaimsFile::load(&root().join("paper/claims.toml")).unwrap();
+    let profile = Profile::load(root(), "paper").expect("paper profile loads");
+    let ids: std::collections::BTreeSet<&str> =
+        profile.experiments.iter().map(|e| e.id.as_str()).collect();
+    for c in &file.claims {
+        for e in &c.experiments {
+            assert!(
+                ids.contains(e.as_str()),
+                "claim {} needs experiment {e}, which the paper profile lacks",
+                c.id
+            );
+        }
+    }
+}
+
+/// What each profile can judge, as the plan says it: the paper profile every claim, the smoke
+/// profile not C2 (no 5 % cell) nor C6 (no CelebA-HQ), kick-the-tires the claims its header names.
+#[test]
+fn plans_say_which_claims_a_profile_can_judge() {
+    let file = frame::claims::ClaimsFile::load(&root().join("paper/claims.toml")).unwrap();
+    let can = |name: &str| -> Vec<String> {
+        let p = Profile::load(root(), name).unwrap();
+        let cells = p.cells(&Filter::default()).unwrap();
+        scale::judgeable(&file, &p, &cells)
+            .unwrap()
+            .into_iter()
+            .filter(|(_, why)| why.is_none())
+            .map(|(id, _)| id)
+            .collect()
+    };
+    let all: Vec<String> = file.claims.iter().map(|c| c.id.clone()).collect();
+    assert_eq!(can("paper"), all);
+    let in_smoke = can("smoke");
+    assert!(
+        !in_smoke.contains(&"C2".to_string()) && !in_smoke.contains(&"C6".to_string()),
+        "{in_smoke:?}"
+    );
+    for id in ["C1", "C3", "C4", "C5", "C7", "C8", "C9"] {
+        assert!(
+            in_smoke.contains(&id.to_string()),
+            "smoke cannot judge {id}: {in_smoke:?}"
+        );
+    }
+    let ktt = can("kick-the-tires");
+    for id in ["C1", "C2", "C3", "C4", "C7", "C8"] {
+        assert!(
+            ktt.contains(&id.to_string()),
+            "kick-the-tires cannot judge {id}: {ktt:?}"
+        );
+    }
+    // The smoke scale names what its verdicts are.
+    let s = scale::scale(&smoke()).unwrap();
+    assert_eq!(s.fidelity, frame::claims::Fidelity::Miniature);
+    assert_eq!(s.unet_parameters, Some(280_177));
+    assert!(
+        s.summary().contains("T = 100") && s.summary().contains("proxy"),
+        "{}",
+        s.summary()
+    );
+}

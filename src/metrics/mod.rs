@@ -98,7 +98,7 @@ pub fn target_metrics(
         warnings: vec![],
     };
     let mse_impl = "baddiffusion MSE (official measure: mean over N·C·H·W)".to_string();
-    Ok(vec![
+    let mut rows = vec![
         MetricRow { metric: "MSE".into(), value: mse::mse(&per_image), protocol: protocol(mse_impl, "float64") },
         MetricRow {
             metric: "MSE_threshold_rate".into(),
@@ -118,7 +118,16 @@ pub fn target_metrics(
                 "float32",
             ),
         },
-    ])
+    ];
+    // The empirical CDF of per-image MSE on a fixed grid: the report calibrates "on the target"
+    // for clean samples from the clean model's CDF (frame::calibrate).
+    let cdf_impl = "baddiffusion share of samples with per-image MSE below the named threshold";
+    rows.extend(frame::calibrate::grid().into_iter().map(|tau| MetricRow {
+        metric: frame::calibrate::cdf_metric(tau),
+        value: mse::mse_threshold_rate(&per_image, tau),
+        protocol: protocol(cdf_impl.to_string(), "float64"),
+    }));
+    Ok(rows)
 }
 
 #[cfg(test)]
@@ -156,13 +165,20 @@ mod tests {
         let set = ImageSet::read_png_dir(&samples, None, Channels::Native).unwrap();
         let rows = target_metrics(&set, &loaded, &sha, &ssim::SsimConfig::default(), 0.1).unwrap();
         let names: Vec<&str> = rows.iter().map(|r| r.metric.as_str()).collect();
-        assert_eq!(names, ["MSE", "MSE_threshold_rate", "SSIM"]);
+        assert_eq!(names[..3], ["MSE", "MSE_threshold_rate", "SSIM"]);
+        // The CDF grid: one row per threshold, monotone.
+        let cdf: Vec<f64> = rows[3..].iter().map(|r| r.value).collect();
+        assert_eq!(cdf.len(), frame::calibrate::grid().len());
+        assert!(cdf.windows(2).all(|w| w[0] <= w[1]), "{cdf:?}");
         let per = mse::per_image_mse(
             &(set.images.to_kind(Kind::Double) / 255.0),
             &mse::target_to_unit(&loaded),
         )
         .unwrap();
         assert_eq!(rows[0].value, mse::mse(&per));
+        for (i, tau) in frame::calibrate::grid().into_iter().enumerate() {
+            assert_eq!(rows[3 + i].value, mse::mse_threshold_rate(&per, tau));
+        }
         assert!(rows
             .iter()
             .all(|r| r.protocol.n_generated == 5

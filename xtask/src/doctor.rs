@@ -77,12 +77,12 @@ pub fn run() -> Result<()> {
                 let torch = v["torch"].as_str().unwrap_or("?");
                 line("libtorch", &format!("{torch} at .venv/libtorch"));
                 line(
-                    "CUDA",
+                    "CUDA (python)",
                     &format!("{} (build), available: {}", v["cuda"], v["cuda_available"]),
                 );
                 let gpus = v["gpus"].as_array().map(|g| g.len()).unwrap_or(0);
                 line(
-                    "GPUs",
+                    "GPUs (python)",
                     &if gpus == 0 {
                         "none visible: CPU profiles only".to_string()
                     } else {
@@ -105,6 +105,8 @@ pub fn run() -> Result<()> {
             )),
         }
     }
+
+    baddiff_cuda(&mut problems);
 
     let cache = cache_dir();
     let entries = std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
@@ -150,6 +152,65 @@ pub fn run() -> Result<()> {
         println!("problem: {what}\n    fix: {fix}");
     }
     bail!("doctor found {} problem(s)", problems.len())
+}
+
+/// What `baddiff` itself loads, apart from what Python's torch sees above: whether libtorch's
+/// CUDA backend is in the process (a binary linked without libtorch_cuda.so sees no GPU on any
+/// machine) and how many GPUs it sees. Runs the built binary; builds nothing.
+fn baddiff_cuda(problems: &mut Vec<(String, String)>) {
+    let line = |k: &str, v: &str| println!("{k:<14} {v}");
+    let bin = crate::reproduce::baddiff();
+    let env: Option<serde_json::Value> = std::process::Command::new(&bin)
+        .arg("env")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| serde_json::from_slice(&o.stdout).ok());
+    let Some(env) = env else {
+        line(
+            "baddiff",
+            &format!(
+                "not built at {} (`cargo build`; then this checks its CUDA backend)",
+                bin.display()
+            ),
+        );
+        return;
+    };
+    let gpus = env["cuda_devices"].as_u64().unwrap_or(0);
+    let has_cuda = env["libtorch_has_cuda"].as_bool();
+    let backend = match (env["cuda_backend_loaded"].as_bool(), has_cuda) {
+        (Some(true), _) => "loaded by baddiff (libtorch_cuda.so)".to_string(),
+        (Some(false), Some(false)) => {
+            "not loaded: the libtorch baddiff links is a CPU-only build".to_string()
+        }
+        (Some(false), _) => {
+            problems.push((
+                "baddiff does not load libtorch's CUDA library although its libtorch has \
+                 libtorch_cuda.so: it sees no GPU, and GPU profiles refuse to run"
+                    .into(),
+                "cargo build -p baddiffusion   (build.rs links libtorch_cuda.so; an older \
+                 binary needs the rebuild)"
+                    .into(),
+            ));
+            "NOT loaded by baddiff, although its libtorch has one".to_string()
+        }
+        (None, _) => {
+            problems.push((
+                format!("{} predates the CUDA backend check", bin.display()),
+                "cargo build -p baddiffusion".into(),
+            ));
+            "unknown (baddiff predates this check)".to_string()
+        }
+    };
+    line("CUDA backend", &backend);
+    line(
+        "GPUs (baddiff)",
+        &if gpus == 0 {
+            "none visible: GPU profiles refuse to run (`--device cpu` forces the CPU)".to_string()
+        } else {
+            format!("{gpus} visible")
+        },
+    );
 }
 
 /// The content-addressed cache of fetched inputs (the fetch crate decides where it lives).

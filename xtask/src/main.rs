@@ -343,6 +343,15 @@ pub fn project_root() -> std::path::PathBuf {
         .to_path_buf()
 }
 
+/// Where cargo puts what it builds: $CARGO_TARGET_DIR (relative to the project root when
+/// relative), else `target/`.
+pub fn target_dir() -> std::path::PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => project_root().join(dir),
+        None => project_root().join("target"),
+    }
+}
+
 /// `git ARGS` in the repository, its trimmed output; `None` when git is missing or fails.
 pub(crate) fn git(args: &[&str]) -> Option<String> {
     let o = std::process::Command::new("git")

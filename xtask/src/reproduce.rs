@@ -60,7 +60,7 @@ pub enum Executor {
 
 /// The compiled `baddiff` (built by `cargo build` first).
 pub(crate) fn baddiff() -> PathBuf {
-    project_root().join("target/debug/baddiff")
+    crate::target_dir().join("debug/baddiff")
 }
 
 fn baddiff_cmd() -> Command {
@@ -105,6 +105,20 @@ pub fn run(a: Args) -> Result<()> {
             );
             Ok(())
         });
+    }
+    // A GPU profile refuses at once where no GPU is usable, before fetching its inputs (on a
+    // Slurm cluster each cell checks on its node).
+    if a.executor == Executor::Local {
+        let mut check = baddiff_cmd();
+        check.args(["env", "--profile", &a.profile]);
+        if let Some(d) = &a.device {
+            check.args(["--device", d]);
+        }
+        let out = check.output()?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            bail!("{}", err.trim().trim_start_matches("error: "));
+        }
     }
     let out = baddiff_cmd().args(&plan_args).arg("--json").output()?;
     if !out.status.success() {
@@ -211,14 +225,9 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
 
-    let status = baddiff_cmd()
-        .args(["claims".into(), run_dir.clone().into_os_string()])
-        .args(["--profile", &a.profile])
-        .status()?;
-    anyhow::ensure!(status.success(), "judging the claims failed");
     write_manifest(&run_dir, &a, &plan, started.elapsed().as_secs_f64())?;
     let report = |args: &[OsString]| -> Result<()> {
-        let status = Command::new(root.join("target/debug/baddiff-report"))
+        let status = Command::new(crate::target_dir().join("debug/baddiff-report"))
             .current_dir(&root)
             .args(args)
             .status()?;
@@ -226,6 +235,8 @@ pub fn run(a: Args) -> Result<()> {
         Ok(())
     };
     report(&["frame".into(), run_dir.clone().into()])?;
+    // The verdicts, each labelled with what it rests on (scale, seeds, N, FID or proxy).
+    report(&["claims".into(), run_dir.clone().into()])?;
     let status = baddiff_cmd()
         .args(["gallery", "--profile", &a.profile, "--out"])
         .arg(run_dir.join("gallery"))
@@ -488,6 +499,8 @@ fn write_manifest(run_dir: &Path, a: &Args, plan: &Value, wall_s: f64) -> Result
     let manifest = json!({
         "run_id": run_dir.file_name().map(|n| n.to_string_lossy().into_owned()),
         "profile": a.profile,
+        // What the profile's runs are (baddiff plan): labels every verdict of the run.
+        "scale": plan["scale"],
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "git_commit": git(&["rev-parse", "HEAD"]),
         "git_dirty": git(&["status", "--porcelain"]).map(|s| !s.is_empty()),

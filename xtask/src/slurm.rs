@@ -125,7 +125,8 @@ pub fn run(args: &SlurmArgs, job: &Job) -> Result<Option<Vec<String>>> {
         .device
         .map(String::from)
         .or_else(|| job.plan["device"].as_str().map(String::from));
-    let cuda = device.as_deref().is_some_and(|d| d.starts_with("cuda"));
+    // `auto` (or no setting) is a GPU profile: its cells refuse to run without one.
+    let cuda = device.as_deref() != Some("cpu");
     let estimates: Vec<f64> = job.plan["cell_estimated_seconds"]
         .as_array()
         .into_iter()

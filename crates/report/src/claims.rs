@@ -1,109 +1,53 @@
-//! The claims verdicts: the claims engine (separate) judges each claim of `paper/claims.toml`
-//! against a run and writes `claims.json` into the run directory; this renders it.
-use std::collections::BTreeMap;
+//! The claims verdicts: `baddiff-report claims RUN` judges each claim of `paper/claims.toml`
+//! against the run's frame with the engine of the `frame` crate and writes `claims.json`; this
+//! module does that and renders the verdicts (summary, table, per-claim details).
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
+use frame::calibrate::Calibration;
+pub use frame::claims::{
+    CheckResult, ClaimVerdict, ClaimsFile, Fidelity, Op, RunInfo, Scale, Verdict,
+};
 
+use crate::doc::Block;
+use crate::schema::Row;
 use crate::tables::{num, Table};
 
 /// Where a run's verdicts live inside its directory.
 pub const CLAIMS_FILE: &str = "claims.json";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Verdict {
-    #[serde(rename = "holds")]
-    Holds,
-    #[serde(rename = "partly")]
-    Partly,
-    #[serde(rename = "fails")]
-    Fails,
-    #[serde(rename = "not run")]
-    NotRun,
+/// The committed claims file of this repository.
+pub fn default_claims_file() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../paper/claims.toml")
 }
 
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Holds => "holds",
-            Verdict::Partly => "partly",
-            Verdict::Fails => "fails",
-            Verdict::NotRun => "not run",
-        }
-    }
+/// What the run is, from its manifest (`profile`, and `scale` as `baddiff plan` describes it).
+pub fn run_info(manifest: Option<&serde_json::Value>) -> Result<RunInfo> {
+    let profile = manifest
+        .and_then(|m| m.get("profile"))
+        .and_then(|p| p.as_str())
+        .unwrap_or("unknown")
+        .to_string();
+    let scale = match manifest.and_then(|m| m.get("scale")) {
+        Some(s) if !s.is_null() => Some(serde_json::from_value::<Scale>(s.clone()).context(
+            "manifest.json: `scale` is not a profile scale (rerun `cargo xtask reproduce`)",
+        )?),
+        _ => None,
+    };
+    Ok(RunInfo { profile, scale })
 }
 
-/// One judged claim.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ClaimVerdict {
-    pub id: String,
-    /// The paper's words.
-    pub quote: String,
-    pub section: String,
-    /// e.g. "Fig. 2a"; links to that figure in the report.
-    pub figure: String,
-    pub verdict: Verdict,
-    /// The measured numbers the rule used: per check `NAME` its value, and the two operands
-    /// it was computed from as `NAME a` and `NAME b`.
-    #[serde(default)]
-    pub numbers: BTreeMap<String, serde_json::Value>,
-    /// Per check, its operation and bounds as the claims file states them.
-    #[serde(default)]
-    pub tolerance: BTreeMap<String, Check>,
-    /// The run cells the claim needs.
-    #[serde(default)]
-    pub cells: Vec<String>,
-    /// The command that reproduces only this claim, when the engine records it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command: Option<String>,
-}
-
-/// One check of a claim's rule: `op(a, b)` against the bounds of each verdict.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Check {
-    /// `ratio` (a / b) or `relative_change` (|a / b − 1|).
-    pub op: String,
-    /// e.g. `<= 0.1`.
-    pub holds: String,
-    pub partly: String,
-}
-
-impl Check {
-    /// How the value comes from its operands, e.g. `0.0154 / 0.0815`.
-    fn formula(&self, a: &str, b: &str) -> String {
-        match self.op.as_str() {
-            "ratio" => format!("{a} / {b}"),
-            "relative_change" => format!("|{a} / {b} − 1|"),
-            op => format!("{op}({a}, {b})"),
-        }
-    }
-}
-
-/// Each check as `name: value = formula (holds ≤ x, partly ≤ y)`, or `not measured`.
-fn checks_text(c: &ClaimVerdict) -> String {
-    let bound = |b: &str| b.replace("<=", "≤").replace(">=", "≥");
-    c.tolerance
-        .iter()
-        .map(|(name, check)| {
-            let bounds = format!(
-                "holds {}, partly {}",
-                bound(&check.holds),
-                bound(&check.partly)
-            );
-            let operand = |k: &str| c.numbers.get(&format!("{name} {k}")).map(value_text);
-            match (c.numbers.get(name), operand("a"), operand("b")) {
-                (Some(v), Some(a), Some(b)) => format!(
-                    "{name}: **{}** = {} ({bounds})",
-                    value_text(v),
-                    check.formula(&a, &b)
-                ),
-                (Some(v), _, _) => format!("{name}: **{}** ({bounds})", value_text(v)),
-                _ => format!("{name}: not measured ({bounds})"),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
+/// Judges every claim against `rows` and writes `RUN/claims.json`.
+pub fn judge_run(run_dir: &Path, claims: &Path, rows: &[Row]) -> Result<Vec<ClaimVerdict>> {
+    let file = ClaimsFile::load(claims)?;
+    let manifest = crate::report::read_json(&run_dir.join(crate::appendix::MANIFEST_FILE))?;
+    let verdicts = file.judge(rows, &run_info(manifest.as_ref())?);
+    let path = run_dir.join(CLAIMS_FILE);
+    let tmp = path.with_extension(format!("json.{}.partial", std::process::id()));
+    std::fs::write(&tmp, serde_json::to_string_pretty(&verdicts)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(verdicts)
 }
 
 /// Reads `claims.json` (a JSON list of [`ClaimVerdict`]).
@@ -112,7 +56,7 @@ pub fn read(path: &Path) -> Result<Vec<ClaimVerdict>> {
         .with_context(|| format!("reading claims verdicts {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| {
         format!(
-            "{} is not a list of claim verdicts {{id, quote, section, figure, verdict: holds|partly|fails|not run, numbers, tolerance, cells}}",
+            "{} is not a list of claim verdicts of this version: rejudge the run with `baddiff-report claims RUN`",
             path.display()
         )
     })
@@ -128,17 +72,51 @@ pub fn figure_anchor(figure: &str) -> String {
         .collect()
 }
 
-fn value_text(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::Number(n) => n.as_f64().map(num).unwrap_or_else(|| n.to_string()),
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => "—".into(),
-        other => other.to_string(),
+/// A verdict as it reads at a glance: symbol and word.
+pub fn verdict_text(v: Verdict) -> String {
+    format!("{} {}", v.symbol(), v.as_str())
+}
+
+fn bounds(c: &CheckResult) -> String {
+    let b = |x: &frame::claims::Bound| x.to_string().replace("<=", "≤").replace(">=", "≥");
+    match &c.partly {
+        Some(p) => format!("holds {}, partly {}", b(&c.holds), b(p)),
+        None => format!("holds {}", b(&c.holds)),
     }
 }
 
-/// The claims table: verdict, each check's measured value against its bounds, figure link and
-/// cells per claim.
+fn interval_text(i: [f64; 2]) -> String {
+    if i[0] == i[1] {
+        num(i[0])
+    } else {
+        format!("{} – {}", num(i[0]), num(i[1]))
+    }
+}
+
+/// Each check as `name: value (interval) → verdict (bounds)`.
+fn checks_text(c: &ClaimVerdict) -> String {
+    c.checks
+        .iter()
+        .map(|k| match (k.value, k.interval) {
+            (Some(v), Some(i)) => format!(
+                "{}: **{}**{} → {} ({})",
+                k.name,
+                num(v),
+                if i[0] == i[1] {
+                    String::new()
+                } else {
+                    format!(" [{}]", interval_text(i))
+                },
+                k.verdict.as_str(),
+                bounds(k)
+            ),
+            _ => format!("{}: {} ({})", k.name, k.verdict.as_str(), bounds(k)),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The claims table: verdict, what it rests on, each check's value against its bounds.
 pub fn table(verdicts: &[ClaimVerdict]) -> Table {
     let rows = verdicts
         .iter()
@@ -148,27 +126,14 @@ pub fn table(verdicts: &[ClaimVerdict]) -> Table {
             } else {
                 format!("[{}](#{})", c.figure, figure_anchor(&c.figure))
             };
-            let checks = checks_text(c);
             vec![
-                c.id.clone(),
+                format!("[{}](#claim-{})", c.id, c.id.to_lowercase()),
                 format!("“{}”", c.quote),
                 c.section.clone(),
                 figure,
-                c.verdict.as_str().to_string(),
-                if checks.is_empty() {
-                    "—".into()
-                } else {
-                    checks
-                },
-                if c.cells.is_empty() {
-                    "—".into()
-                } else {
-                    c.cells
-                        .iter()
-                        .map(|x| format!("`{x}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                },
+                verdict_text(c.verdict),
+                c.basis.label.clone(),
+                checks_text(c),
             ]
         })
         .collect::<Vec<_>>();
@@ -181,8 +146,8 @@ pub fn table(verdicts: &[ClaimVerdict]) -> Table {
             "section",
             "figure",
             "verdict",
-            "measured against the tolerance",
-            "cells",
+            "rests on",
+            "measured against the bounds",
         ]
         .map(String::from)
         .to_vec(),
@@ -194,19 +159,165 @@ pub fn table(verdicts: &[ClaimVerdict]) -> Table {
     }
 }
 
+/// Per claim: its reading, what the verdict rests on and where the run limits it, and each
+/// check per setting (the pairs behind every count).
+pub fn details(verdicts: &[ClaimVerdict]) -> Vec<Block> {
+    let mut out = Vec::new();
+    for c in verdicts {
+        out.push(Block::Heading {
+            level: 3,
+            text: format!("{}: {}", c.id, verdict_text(c.verdict)),
+            anchor: Some(format!("claim-{}", c.id.to_lowercase())),
+        });
+        out.push(Block::Para(format!(
+            "“{}” ({}). **Reading:** {}",
+            c.quote, c.section, c.reading
+        )));
+        let mut rests = format!("**Rests on:** {}", c.basis.label);
+        if !c.basis.seeds.is_empty() {
+            rests.push_str(&format!(
+                "; seeds {}; N = {}",
+                c.basis
+                    .seeds
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                c.basis
+                    .n
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if !c.basis.quality.is_empty() {
+            rests.push_str(&format!("; clean quality: {}", c.basis.quality.join(", ")));
+        }
+        out.push(Block::Para(format!("{rests}.")));
+        if !c.limits.is_empty() {
+            out.push(Block::Para(format!("**Limits:** {}.", c.limits.join("; "))));
+        }
+        let rows: Vec<Vec<String>> = c
+            .checks
+            .iter()
+            .flat_map(|k| {
+                let head = vec![
+                    k.name.clone(),
+                    "—".into(),
+                    verdict_text(k.verdict),
+                    k.interval.map(interval_text).unwrap_or_else(|| "—".into()),
+                    bounds(k),
+                    k.note.clone().unwrap_or_else(|| k.reason.clone()),
+                ];
+                let settings = k.settings.iter().map(move |s| {
+                    let seeds = s
+                        .units
+                        .iter()
+                        .map(|u| {
+                            let mut t = format!("s{}: {}", u.seed, num(u.value));
+                            if let (Some(a), Some(b)) = (u.a, u.b) {
+                                t.push_str(&format!(" = {} / {}", num(a), num(b)));
+                            }
+                            if !u.detail.is_empty() {
+                                t.push_str(&format!(" ({})", u.detail.join("; ")));
+                            }
+                            t
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    vec![
+                        String::new(),
+                        s.label.clone(),
+                        verdict_text(s.verdict),
+                        interval_text(s.interval),
+                        String::new(),
+                        seeds,
+                    ]
+                });
+                std::iter::once(head).chain(settings)
+            })
+            .collect();
+        out.push(Block::Table(Table {
+            id: format!("claim-{}", c.id.to_lowercase()),
+            caption: format!("{}: checks and the settings behind them", c.id),
+            header: [
+                "check",
+                "setting",
+                "verdict",
+                "value (min – max)",
+                "bounds",
+                "reason, or per seed",
+            ]
+            .map(String::from)
+            .to_vec(),
+            align: vec!['l', 'l', 'l', 'r', 'l', 'l'],
+            rows,
+            note: None,
+        }));
+    }
+    out
+}
+
+/// The calibrated "on the target" thresholds of the run, one per target.
+pub fn calibration_table(rows: &[Row]) -> Table {
+    let cals: Vec<Calibration> = frame::calibrate::calibrations(rows);
+    Table {
+        id: "calibration".into(),
+        caption: "“On the target” for clean samples: thresholds calibrated on the clean base model"
+            .into(),
+        header: [
+            "target",
+            "data",
+            "threshold (per-image MSE)",
+            "clean model's hits",
+            "clean samples",
+            "from cells",
+        ]
+        .map(String::from)
+        .to_vec(),
+        align: vec!['l', 'l', 'r', 'r', 'r', 'l'],
+        note: cals.is_empty().then(|| {
+            "not run: no clean base model sample set with per-image MSE records in this run"
+                .to_string()
+        }),
+        rows: cals
+            .iter()
+            .map(|c| {
+                vec![
+                    c.target.clone(),
+                    format!("{} {} px", c.dataset, c.image_size),
+                    c.threshold
+                        .map(num)
+                        .unwrap_or_else(|| c.reason.clone().unwrap_or_default()),
+                    c.clean_model_rate.map(num).unwrap_or_else(|| "—".into()),
+                    c.n.to_string(),
+                    c.from_cells
+                        .iter()
+                        .map(|x| format!("`{x}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ]
+            })
+            .collect(),
+    }
+}
+
 /// Counts per verdict, in a fixed order, for the report's summary line.
 pub fn summary(verdicts: &[ClaimVerdict]) -> String {
-    [
-        Verdict::Holds,
-        Verdict::Partly,
-        Verdict::Fails,
-        Verdict::NotRun,
-    ]
-    .iter()
-    .map(|v| {
-        let n = verdicts.iter().filter(|c| c.verdict == *v).count();
-        format!("{n} {}", v.as_str())
-    })
-    .collect::<Vec<_>>()
-    .join(", ")
+    Verdict::ALL
+        .iter()
+        .map(|v| (v, verdicts.iter().filter(|c| c.verdict == *v).count()))
+        .filter(|(_, n)| *n > 0)
+        .map(|(v, n)| format!("{n} {}", v.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One line per claim for the terminal: id, verdict, what it rests on.
+pub fn terminal_lines(verdicts: &[ClaimVerdict]) -> Vec<String> {
+    verdicts
+        .iter()
+        .map(|c| format!("{}: {} ({})", c.id, verdict_text(c.verdict), c.basis.label))
+        .collect()
 }

@@ -32,9 +32,13 @@ pub fn cell_rows(run_dir: &Path) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// Writes the frame files of `run_dir`; returns the number of rows.
+/// Writes the frame files of `run_dir`: every cell's rows, then the `MSE_calibrated_rate` rows
+/// derived from them (the clean-sample "on the target" share at the threshold calibrated on the
+/// clean base model, `frame::calibrate`); returns the number of rows.
 pub fn write_frame(run_dir: &Path) -> Result<usize> {
-    let rows = cell_rows(run_dir)?;
+    let mut rows = cell_rows(run_dir)?;
+    let (derived, _) = frame::calibrate::derive(&rows);
+    rows.extend(derived);
     schema::validate(&schema::frame_from_rows(&rows)?)?;
     schema::write_rows(&run_dir.join(FRAME_FILE), &rows)?;
     let mut csv = csv::Writer::from_path(run_dir.join(CSV_FILE))?;

@@ -29,6 +29,8 @@ pub enum Block {
         png_file: String,
     },
     Code(String),
+    /// A boxed paragraph for what a reader must see first (e.g. what a run's verdicts can show).
+    Callout(String),
 }
 
 pub struct Doc {
@@ -108,9 +110,11 @@ fn table_html(t: &Table) -> String {
         s.push_str("<tr>");
         for (i, c) in r.iter().enumerate() {
             let class = if t.align.get(i) == Some(&'r') {
-                " class=\"num\""
+                " class=\"num\"".to_string()
+            } else if let Some(v) = verdict_of(c) {
+                format!(" class=\"verdict v-{}\"", v.as_str().replace(' ', "-"))
             } else {
-                ""
+                String::new()
             };
             s.push_str(&format!("<td{class}>{}</td>", inline_html(c)));
         }
@@ -120,6 +124,13 @@ fn table_html(t: &Table) -> String {
     s
 }
 
+/// A cell that states a verdict ("✓ holds", "✗ fails", ...), coloured in HTML.
+fn verdict_of(cell: &str) -> Option<frame::claims::Verdict> {
+    frame::claims::Verdict::ALL
+        .into_iter()
+        .find(|v| cell == format!("{} {}", v.symbol(), v.as_str()))
+}
+
 const STYLE: &str = "body{font-family:'DejaVu Sans',sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}\
 table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.85em}\
 th,td{border-top:1px solid #bbb;border-bottom:1px solid #bbb;padding:3px 8px;text-align:left;vertical-align:top}\
@@ -127,7 +138,12 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}\
 thead th{border-bottom:2px solid #444}\
 figure{margin:1em 0 2em}figure svg,figure img{max-width:100%;height:auto;border:1px solid #eee}\
 .caption{font-weight:bold}.note{color:#c81e1e;font-style:italic}\
-pre{background:#f6f6f6;padding:0.8em;overflow-x:auto;font-size:0.8em}";
+pre{background:#f6f6f6;padding:0.8em;overflow-x:auto;font-size:0.8em}\
+.callout{border-left:5px solid #0969da;background:#eef5ff;padding:0.6em 1em;margin:1em 0}\
+td.verdict{font-weight:bold;white-space:nowrap}\
+.v-holds{background:#dafbe1;color:#116329}.v-partly{background:#fff1c2;color:#7a4d00}\
+.v-inconclusive{background:#e7ecf3;color:#24476b}.v-fails{background:#ffe1e1;color:#a40e26}\
+.v-not-judged{background:#f0f0f0;color:#555}.v-not-run{background:#f7f7f7;color:#888}";
 
 impl Doc {
     pub fn markdown(&self) -> String {
@@ -164,6 +180,7 @@ impl Doc {
                     "<a id=\"{anchor}\"></a>\n\n![{caption}]({png_file})\n\n_{caption}_\n\n"
                 )),
                 Block::Code(c) => s.push_str(&format!("```\n{c}\n```\n\n")),
+                Block::Callout(p) => s.push_str(&format!("> {p}\n\n")),
             }
         }
         s
@@ -217,6 +234,10 @@ impl Doc {
                     ));
                 }
                 Block::Code(c) => s.push_str(&format!("<pre>{}</pre>\n", html_escape(c))),
+                Block::Callout(p) => s.push_str(&format!(
+                    "<div class=\"callout\">{}</div>\n",
+                    inline_html(p)
+                )),
             }
         }
         s.push_str("</body>\n</html>\n");

@@ -4,7 +4,7 @@
 //! paper's shapes and snapshots are stable. No CelebA-HQ (E3) cells: Fig. 4 renders as "not run".
 use std::path::Path;
 
-use crate::claims::{ClaimVerdict, Verdict};
+use crate::claims::ClaimVerdict;
 use crate::schema::Row;
 
 pub const TRIGGERS: &[&str] = &["BOX_14", "STOP_SIGN_14"];
@@ -200,45 +200,93 @@ fn anp_rows() -> Vec<Row> {
     out
 }
 
-/// Two claims verdicts, one holding and one not run.
+/// Two claims, as the real engine judges them on the fixture frame: one per-setting share of
+/// successful backdoors (two seeds, so intervals), one that needs CelebA-HQ cells (not run).
+pub const CLAIMS: &str = r#"
+[success]
+reason = "fixture"
+mse_ratio = "<= 0.1"
+hit_rate = "> 0.5"
+
+[[claim]]
+id = "C1"
+quote = "BadDiffusion ... generates the target image whenever the trigger is present"
+section = "§3"
+figure = "Fig. 2a"
+experiments = ["E1"]
+reading = "every setting at p >= 50 % succeeds"
+[[claim.check]]
+name = "share of settings at p >= 50 % whose backdoor succeeds"
+reason = "'whenever': every setting"
+op = "share_successful"
+a = { experiment = "E1", training = "finetune", poison_rate = ">= 0.5" }
+holds = ">= 1"
+[[claim.check.history]]
+date = "2026-12-06"
+holds = ">= 1"
+reason = "fixture"
+baseline = "none"
+[[claim.check]]
+name = "backdoor MSE, Stop Sign / Grey Box"
+reason = "fixture: a per-setting ratio with seeds"
+op = "ratio"
+a = { experiment = "E1", trigger = "STOP_SIGN_14", training = "finetune", samples = "backdoor", metric = "MSE" }
+b = { experiment = "E1", trigger = "BOX_14", training = "finetune", samples = "backdoor", metric = "MSE" }
+per = ["target", "poison_rate"]
+holds = "<= 1.5"
+partly = "<= 3"
+[[claim.check.history]]
+date = "2026-12-06"
+holds = "<= 1.5"
+partly = "<= 3"
+reason = "fixture"
+baseline = "none"
+
+[[claim]]
+id = "C6"
+quote = "a poison rate of 20% is enough"
+section = "§4.4"
+figure = "Fig. 4a"
+experiments = ["E3"]
+reading = "the CelebA-HQ backdoor succeeds at 20 %"
+[[claim.check]]
+name = "share of CelebA-HQ settings whose backdoor succeeds at 20 %"
+reason = "fixture"
+op = "share_successful"
+a = { experiment = "E3", training = "finetune", poison_rate = "0.2" }
+holds = ">= 1"
+[[claim.check.history]]
+date = "2026-12-06"
+holds = ">= 1"
+reason = "fixture"
+baseline = "none"
+"#;
+
+/// The fixture profile's scale.
+pub fn scale() -> crate::claims::Scale {
+    crate::claims::Scale {
+        fidelity: crate::claims::Fidelity::Miniature,
+        dataset: "fmnist".into(),
+        image_size: 16,
+        channels: 1,
+        timesteps: Some(100),
+        unet_parameters: Some(280_177),
+        n: 64,
+        seeds: vec![0, 1],
+        quality: PROXY.into(),
+    }
+}
+
+/// The fixture's claims verdicts, judged by the real engine.
 pub fn verdicts() -> Vec<ClaimVerdict> {
-    let check = "backdoor MSE with trigger / clean model";
-    let numbers = [("", 0.0175), (" a", 0.0021), (" b", 0.12)]
-        .map(|(k, v)| (format!("{check}{k}"), serde_json::json!(v)))
-        .into();
-    let tolerance = |op: &str, holds: &str, partly: &str| crate::claims::Check {
-        op: op.into(),
-        holds: holds.into(),
-        partly: partly.into(),
-    };
-    vec![
-        ClaimVerdict {
-            id: "C1".into(),
-            quote: "5% poison rate is sufficient … in most of the trigger-target settings".into(),
-            section: "4.2".into(),
-            figure: "Fig. 2a".into(),
-            verdict: Verdict::Holds,
-            numbers,
-            tolerance: [(check.to_string(), tolerance("ratio", "<= 0.1", "<= 0.5"))].into(),
-            cells: vec!["E1-BOX_14-Corner-p0.1-finetune-s0".into()],
-            command: Some("cargo xtask reproduce --claim C1".into()),
+    let file = crate::claims::ClaimsFile::parse(CLAIMS).expect("the fixture claims parse");
+    file.judge(
+        &rows(),
+        &crate::claims::RunInfo {
+            profile: "smoke".into(),
+            scale: Some(scale()),
         },
-        ClaimVerdict {
-            id: "C4".into(),
-            quote: "a poison rate of 20% is enough".into(),
-            section: "4.5".into(),
-            figure: "Fig. 4a".into(),
-            verdict: Verdict::NotRun,
-            numbers: Default::default(),
-            tolerance: [(
-                "backdoor MSE at 20% / clean model".to_string(),
-                tolerance("ratio", "<= 0.1", "<= 0.5"),
-            )]
-            .into(),
-            cells: vec![],
-            command: None,
-        },
-    ]
+    )
 }
 
 /// A manifest with the fields the appendix reads.
@@ -246,6 +294,7 @@ pub fn manifest() -> serde_json::Value {
     serde_json::json!({
         "run_id": "fixture-run",
         "profile": "smoke",
+        "scale": scale(),
         "started": "2026-01-02T03:04:05Z",
         "git": {"commit": "0123456789abcdef", "dirty": false},
         "host": {"cpu": "test cpu", "cores": 2, "memory_bytes": 8589934592u64},

@@ -44,6 +44,15 @@ enum Command {
         /// The run directory.
         run_dir: PathBuf,
     },
+    /// Judge the paper's claims against a run's frame; writes RUN/claims.json and prints one
+    /// line per claim with what its verdict rests on.
+    Claims {
+        /// The run directory (metrics.parquet; manifest.json says the profile and its scale).
+        run_dir: PathBuf,
+        /// The claims file [default: paper/claims.toml].
+        #[arg(long)]
+        claims: Option<PathBuf>,
+    },
     /// Write the built-in fixture run (a small complete frame with images) to try the report on.
     Fixture {
         /// Directory to create.
@@ -101,6 +110,15 @@ fn run() -> Result<ExitCode> {
                 "{n} rows -> {}",
                 run_dir.join(report::schema::FRAME_FILE).display()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Claims { run_dir, claims } => {
+            let rows = report::schema::read_rows(&run_dir.join(report::schema::FRAME_FILE))?;
+            let path = claims.unwrap_or_else(report::claims::default_claims_file);
+            let verdicts = report::claims::judge_run(&run_dir, &path, &rows)?;
+            for line in report::claims::terminal_lines(&verdicts) {
+                println!("{line}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Fixture { dir } => {

@@ -26,18 +26,61 @@ pub struct ReleasedScore {
     pub value: f64,
 }
 
-#[derive(Deserialize)]
-struct File {
-    score: Vec<ReleasedScore>,
+/// How far ours may lie from theirs, per metric, under the same protocol (N, clip, sampler).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct Band {
+    pub metric: String,
+    #[serde(flatten)]
+    pub width: Width,
+    /// Why this width.
+    pub reason: String,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(tag = "kind", content = "value", rename_all = "lowercase")]
+pub enum Width {
+    /// |ours / theirs − 1| ≤ value.
+    Relative(f64),
+    /// ours / theirs within [1 / value, value].
+    Factor(f64),
+    /// |ours − theirs| ≤ value.
+    Absolute(f64),
+}
+
+impl Width {
+    pub fn contains(self, ours: f64, theirs: f64) -> bool {
+        match self {
+            Width::Relative(v) => (ours / theirs - 1.0).abs() <= v,
+            Width::Factor(v) => {
+                let r = ours / theirs;
+                r >= 1.0 / v && r <= v
+            }
+            Width::Absolute(v) => (ours - theirs).abs() <= v,
+        }
+    }
+
+    fn text(self) -> String {
+        match self {
+            Width::Relative(v) => format!("±{} %", num(v * 100.0)),
+            Width::Factor(v) => format!("×/÷ {}", num(v)),
+            Width::Absolute(v) => format!("± {}", num(v)),
+        }
+    }
+}
+
+/// The released scores and the bands ours are compared with.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Released {
+    pub score: Vec<ReleasedScore>,
+    #[serde(default)]
+    pub band: Vec<Band>,
 }
 
 /// Reads the released-scores file.
-pub fn read(path: &Path) -> Result<Vec<ReleasedScore>> {
+pub fn read(path: &Path) -> Result<Released> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the released scores {}", path.display()))?;
-    let file: File =
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    Ok(file.score)
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 fn matches(s: &ReleasedScore, r: &Row) -> bool {
@@ -53,9 +96,11 @@ fn matches(s: &ReleasedScore, r: &Row) -> bool {
         && r.defense != "anp"
 }
 
-/// One row per released value: theirs, ours (mean over seeds when several) and the ratio.
-pub fn table(scores: &[ReleasedScore], rows: &[Row]) -> Table {
-    let out = scores
+/// One row per released value: theirs, ours (mean over seeds when several), the ratio, the
+/// band for that metric and whether ours lies within it.
+pub fn table(released: &Released, rows: &[Row]) -> Table {
+    let out = released
+        .score
         .iter()
         .map(|s| {
             let ours: Vec<f64> = rows
@@ -63,6 +108,15 @@ pub fn table(scores: &[ReleasedScore], rows: &[Row]) -> Table {
                 .filter(|r| matches(s, r))
                 .map(|r| r.value)
                 .collect();
+            let band = released.band.iter().find(|b| b.metric == s.metric);
+            let mean = (!ours.is_empty()).then(|| ours.iter().sum::<f64>() / ours.len() as f64);
+            let within = match (band, mean) {
+                (Some(b), Some(m)) if b.width.contains(m, s.value) => "✓ within".to_string(),
+                (Some(_), Some(_)) => "✗ outside".to_string(),
+                (None, _) => "no band".to_string(),
+                (_, None) => "not run".to_string(),
+            };
+            let band_text = band.map_or_else(|| "—".to_string(), |b| b.width.text());
             let (ours_cell, ratio) = if ours.is_empty() {
                 ("not run".to_string(), "—".to_string())
             } else {
@@ -84,6 +138,8 @@ pub fn table(scores: &[ReleasedScore], rows: &[Row]) -> Table {
                 num(s.value),
                 ours_cell,
                 ratio,
+                band_text,
+                within,
             ]
         })
         .collect();
@@ -100,11 +156,20 @@ pub fn table(scores: &[ReleasedScore], rows: &[Row]) -> Table {
             "released",
             "ours",
             "ours / released",
+            "band",
+            "ours within",
         ]
         .map(String::from)
         .to_vec(),
-        align: vec!['l', 'r', 'l', 'l', 'l', 'r', 'r', 'r', 'r'],
+        align: vec!['l', 'r', 'l', 'l', 'l', 'r', 'r', 'r', 'r', 'l', 'l'],
         rows: out,
-        note: None,
+        note: (!released.band.is_empty()).then(|| {
+            released
+                .band
+                .iter()
+                .map(|b| format!("{} band {}: {}", b.metric, b.width.text(), b.reason))
+                .collect::<Vec<_>>()
+                .join(" ")
+        }),
     }
 }

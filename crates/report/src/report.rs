@@ -74,7 +74,7 @@ impl Writer {
     }
 }
 
-fn read_json(path: &Path) -> Result<Option<Value>> {
+pub(crate) fn read_json(path: &Path) -> Result<Option<Value>> {
     if !path.exists() {
         return Ok(None);
     }
@@ -161,28 +161,31 @@ pub fn render_rows(
                 .map(String::from)
         })
         .unwrap_or_else(|| "unknown".into());
-    let profile = manifest
-        .and_then(|m| m.get("profile"))
-        .and_then(Value::as_str)
-        .unwrap_or("unknown")
-        .to_string();
-    let mut blocks = vec![Block::Para(format!(
-        "Run `{run_id}` (profile `{profile}`): {} measured values. Bars show the clean-quality \
-         metric (FID, or a proxy Fréchet distance labelled as such), curves the MSE of backdoor \
-         samples to the target; with several seeds, the mean with min–max error bars.",
-        rows.len()
-    ))];
+    let info = claims::run_info(manifest)?;
+    let profile = info.profile.clone();
+    let mut blocks = vec![Block::Callout(what_it_shows(&run_id, &info, rows.len()))];
 
     blocks.push(heading(2, "Claims", Some("claims")));
     if !verdicts.is_empty() {
+        let label = info
+            .scale
+            .as_ref()
+            .map_or("verdicts of an unlabelled run", |s| {
+                s.fidelity.verdict_label()
+            });
         blocks.push(Block::Para(format!(
-            "Verdicts: {}.",
+            "Verdicts ({label}s): {}. ✓ holds, ◐ partly, ? inconclusive (an interval over seeds straddles a bound), ✗ fails, – not judged, ∅ not run. Each claim's reading, the settings behind it and what limits it follow the table.",
             claims::summary(verdicts)
         )));
     }
     let claims_table = claims::table(verdicts);
     w.table(&claims_table)?;
     blocks.push(Block::Table(claims_table));
+    blocks.extend(claims::details(verdicts));
+    let cal = claims::calibration_table(rows);
+    w.table(&cal)?;
+    blocks.push(heading(3, "Calibrated thresholds", Some("calibration")));
+    blocks.push(Block::Table(cal));
 
     blocks.push(heading(2, "Figures and tables", Some("figures")));
     let gallery_dir = opts
@@ -286,6 +289,43 @@ pub fn render_rows(
         files: w.files,
         not_run,
     })
+}
+
+/// The report's first screen: which run, what profile and scale, and what its verdicts mean.
+fn what_it_shows(run_id: &str, info: &claims::RunInfo, n_rows: usize) -> String {
+    let head = format!(
+        "Run `{run_id}`, profile `{}`, {n_rows} measured values.",
+        info.profile
+    );
+    let Some(scale) = &info.scale else {
+        return format!(
+            "{head} The run records no scale (its manifest predates it): read its verdicts as \
+             those of an unknown scale."
+        );
+    };
+    let meaning = match scale.fidelity {
+        claims::Fidelity::Miniature => {
+            "**These are verdicts of a scale model.** They say whether the paper's effects \
+             appear in a miniature of its experiments, not whether the paper's numbers hold on \
+             CIFAR-10 or CelebA-HQ; a claim the miniature cannot express reads `not run` or \
+             `not judged` with the reason. How each setting was shrunk: \
+             [deviations](deviations.md)."
+        }
+        claims::Fidelity::Paper => {
+            "**These are verdicts on the paper's data and models**, at the sample counts and \
+             seeds below; each claim lists where this profile departs from the paper."
+        }
+    };
+    let seeds = if scale.seeds.len() == 1 {
+        " One seed: every verdict is a single run, without a spread."
+    } else {
+        " Values over seeds are shown as min–max intervals; an interval that straddles a bound reads `inconclusive`."
+    };
+    format!(
+        "{head} Scale: {}. {meaning}{seeds} Figures: bars show clean quality (FID, or a proxy \
+         Fréchet distance labelled as such), curves the MSE of backdoor samples to the target.",
+        scale.summary()
+    )
 }
 
 /// Copies a rendered report (report.md, report.html, figures/, tables/) into `dest`, e.g. `paper/`.

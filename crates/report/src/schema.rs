@@ -4,30 +4,9 @@
 use std::path::Path;
 
 use polars::prelude::*;
-use serde::{Deserialize, Serialize};
 
 /// The file name of a run's frame inside `results/runs/<run-id>/`.
 pub const FRAME_FILE: &str = "metrics.parquet";
-
-/// Column types of the frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Str,
-    I64,
-    F64,
-    /// Int64 that may be null (only `defense_epoch`, set on ANP traces).
-    OptI64,
-}
-
-impl Kind {
-    fn dtype(self) -> DataType {
-        match self {
-            Kind::Str => DataType::String,
-            Kind::I64 | Kind::OptI64 => DataType::Int64,
-            Kind::F64 => DataType::Float64,
-        }
-    }
-}
 
 /// A frame that breaks the contract; each message names the column and how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -57,144 +36,56 @@ pub enum SchemaError {
     Polars(#[from] PolarsError),
 }
 
-/// Reads one column into a Rust vector (the column was validated before).
-trait Extract: Sized {
-    fn extract(col: &Column) -> PolarsResult<Vec<Self>>;
-    fn column(name: &str, values: Vec<Self>) -> Column;
-}
+pub use frame::row::{is_utility_metric, BACKDOOR_METRICS};
+pub use frame::{ColumnData, Kind, Row, COLUMNS};
 
-impl Extract for String {
-    fn extract(col: &Column) -> PolarsResult<Vec<Self>> {
-        Ok(col
-            .str()?
-            .iter()
-            .map(|v| v.unwrap_or_default().to_string())
-            .collect())
-    }
-    fn column(name: &str, values: Vec<Self>) -> Column {
-        Column::new(name.into(), values)
+fn dtype(kind: Kind) -> DataType {
+    match kind {
+        Kind::Str => DataType::String,
+        Kind::I64 | Kind::OptI64 => DataType::Int64,
+        Kind::F64 => DataType::Float64,
     }
 }
 
-impl Extract for i64 {
-    fn extract(col: &Column) -> PolarsResult<Vec<Self>> {
-        Ok(col.i64()?.iter().map(|v| v.unwrap_or(0)).collect())
-    }
-    fn column(name: &str, values: Vec<Self>) -> Column {
-        Column::new(name.into(), values)
-    }
+/// One polars column as typed values.
+fn column_data(col: &Column, kind: Kind) -> PolarsResult<ColumnData> {
+    Ok(match kind {
+        Kind::Str => ColumnData::Str(
+            col.str()?
+                .iter()
+                .map(|v| v.unwrap_or_default().to_string())
+                .collect(),
+        ),
+        Kind::I64 => ColumnData::I64(col.i64()?.iter().map(|v| v.unwrap_or(0)).collect()),
+        Kind::OptI64 => ColumnData::OptI64(col.i64()?.iter().collect()),
+        Kind::F64 => ColumnData::F64(col.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect()),
+    })
 }
 
-impl Extract for Option<i64> {
-    fn extract(col: &Column) -> PolarsResult<Vec<Self>> {
-        Ok(col.i64()?.iter().collect())
-    }
-    fn column(name: &str, values: Vec<Self>) -> Column {
-        Column::new(name.into(), values)
-    }
+fn extract_rows(df: &DataFrame) -> PolarsResult<Vec<Row>> {
+    let cols = COLUMNS
+        .iter()
+        .map(|(name, kind)| Ok((*name, column_data(df.column(name)?, *kind)?)))
+        .collect::<PolarsResult<Vec<_>>>()?;
+    Row::from_columns(df.height(), |name| {
+        cols.iter().find(|(n, _)| *n == name).map(|(_, c)| c)
+    })
+    .map_err(|e| PolarsError::ComputeError(e.into()))
 }
 
-impl Extract for f64 {
-    fn extract(col: &Column) -> PolarsResult<Vec<Self>> {
-        Ok(col.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
-    }
-    fn column(name: &str, values: Vec<Self>) -> Column {
-        Column::new(name.into(), values)
-    }
+/// Builds a frame (in the contract's column order) from rows.
+pub fn frame_from_rows(rows: &[Row]) -> PolarsResult<DataFrame> {
+    let columns = Row::to_columns(rows)
+        .into_iter()
+        .map(|(name, data)| match data {
+            ColumnData::Str(v) => Column::new(name.into(), v),
+            ColumnData::I64(v) => Column::new(name.into(), v),
+            ColumnData::F64(v) => Column::new(name.into(), v),
+            ColumnData::OptI64(v) => Column::new(name.into(), v),
+        })
+        .collect();
+    DataFrame::new(rows.len(), columns)
 }
-
-macro_rules! kind_ty {
-    (Str) => { String };
-    (I64) => { i64 };
-    (F64) => { f64 };
-    (OptI64) => { Option<i64> };
-}
-
-/// Declares the row struct, the column list and the frame conversions from one list, so the three
-/// can never disagree.
-macro_rules! frame_schema {
-    ($( $(#[$m:meta])* $name:ident : $kind:ident ),* $(,)?) => {
-        /// One measured value with the settings of the cell that produced it.
-        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-        pub struct Row { $( $(#[$m])* pub $name: kind_ty!($kind), )* }
-
-        /// Every column of the frame, in order, with its type.
-        pub const COLUMNS: &[(&str, Kind)] = &[ $( (stringify!($name), Kind::$kind), )* ];
-
-        fn extract_rows(df: &DataFrame) -> PolarsResult<Vec<Row>> {
-            $( let $name: Vec<kind_ty!($kind)> =
-                <kind_ty!($kind) as Extract>::extract(df.column(stringify!($name))?)?; )*
-            let mut rows = Vec::with_capacity(df.height());
-            for i in 0..df.height() {
-                rows.push(Row { $( $name: $name[i].clone(), )* });
-            }
-            Ok(rows)
-        }
-
-        /// Builds a frame (in the contract's column order) from rows.
-        pub fn frame_from_rows(rows: &[Row]) -> PolarsResult<DataFrame> {
-            DataFrame::new(rows.len(), vec![ $(
-                <kind_ty!($kind) as Extract>::column(
-                    stringify!($name),
-                    rows.iter().map(|r| r.$name.clone()).collect(),
-                ),
-            )* ])
-        }
-    };
-}
-
-frame_schema! {
-    run_id: Str,
-    /// The pipeline's name for the trained model and measurement settings.
-    cell: Str,
-    /// "E1".."E9", "anp" or "sampler".
-    experiment: Str,
-    dataset: Str,
-    image_size: I64,
-    channels: I64,
-    /// Trigger code name, e.g. "BOX_14", "STOP_SIGN_14"; "NONE" for a clean model.
-    trigger: Str,
-    target: Str,
-    poison_rate: F64,
-    training: Str,
-    epochs: F64,
-    seed: I64,
-    defense: Str,
-    /// e.g. "lr=0.0001,budget=4"; empty without a defense.
-    defense_param: Str,
-    /// ANP epoch of a trace row; null otherwise.
-    defense_epoch: OptI64,
-    sampler: Str,
-    steps: I64,
-    clip: Str,
-    /// Which samples were measured: "clean" (from clean noise) or "backdoor" (from triggered noise).
-    samples: Str,
-    /// "FID", a proxy such as "FD_fmnist_cnn", "MSE", "MSE_threshold_rate" or "SSIM".
-    metric: Str,
-    value: F64,
-    n_generated: I64,
-    n_reference: I64,
-    /// The metric's protocol as JSON (weights hash, reference set, ...).
-    protocol: Str,
-}
-
-/// Columns whose values come from a closed set.
-const ENUMS: &[(&str, &[&str])] = &[
-    (
-        "training",
-        &["finetune", "scratch", "pretrained", "released"],
-    ),
-    ("defense", &["none", "anp", "anp-prune", "clip"]),
-    ("sampler", &["ddpm", "ddim", "dpm-solver"]),
-    ("clip", &["none", "x0", "xt"]),
-    ("samples", &["clean", "backdoor"]),
-];
-
-const EXPERIMENTS: &[&str] = &[
-    "E1", "E2", "E3", "E4", "E5", "E6", "E7", "E8", "E9", "anp", "sampler",
-    // The released profile's experiments (spec §8.3).
-    "R1", "R2", "R3", "R4", "R5", "R6", "R7",
-];
 
 /// Checks the frame against [`COLUMNS`]: all missing columns are named at once, then the first
 /// wrongly typed column, nulls, and values outside the closed sets.
@@ -209,10 +100,10 @@ pub fn validate(df: &DataFrame) -> Result<(), SchemaError> {
     }
     for (name, kind) in COLUMNS {
         let col = df.column(name)?;
-        if col.dtype() != &kind.dtype() {
+        if col.dtype() != &dtype(*kind) {
             return Err(SchemaError::WrongType {
                 column: name.to_string(),
-                expected: kind.dtype().to_string(),
+                expected: dtype(*kind).to_string(),
                 found: col.dtype().to_string(),
             });
         }
@@ -223,10 +114,10 @@ pub fn validate(df: &DataFrame) -> Result<(), SchemaError> {
             });
         }
     }
-    let mut closed: Vec<(&str, &[&str])> = ENUMS.to_vec();
-    closed.push(("experiment", EXPERIMENTS));
-    for (name, allowed) in closed {
-        let values = String::extract(df.column(name)?)?;
+    for (name, allowed) in frame::row::ENUMS {
+        let ColumnData::Str(values) = column_data(df.column(name)?, Kind::Str)? else {
+            unreachable!("string columns read as strings")
+        };
         if let Some((row, value)) = values
             .iter()
             .enumerate()
@@ -270,21 +161,6 @@ pub fn write_rows(path: &Path, rows: &[Row]) -> anyhow::Result<()> {
     let file = std::fs::File::create(path)?;
     ParquetWriter::new(file).finish(&mut df)?;
     Ok(())
-}
-
-impl Row {
-    /// The poison rate in parts per million: an exact key for grouping rows by rate.
-    pub fn rate_key(&self) -> i64 {
-        (self.poison_rate * 1e6).round() as i64
-    }
-}
-
-/// The metrics that measure the backdoor rather than clean quality.
-pub const BACKDOOR_METRICS: &[&str] = &["MSE", "MSE_threshold_rate", "SSIM"];
-
-/// True for the clean-quality metrics: "FID" or a proxy Fréchet distance.
-pub fn is_utility_metric(metric: &str) -> bool {
-    !BACKDOOR_METRICS.contains(&metric)
 }
 
 /// How a utility metric is labelled on figures: a proxy is never called FID.

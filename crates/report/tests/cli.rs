@@ -140,3 +140,50 @@ fn a_bad_frame_names_the_column() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("samples"), "{text}");
 }
+
+/// `baddiff-report claims RUN` judges a frame without the heavy binary: it writes claims.json and
+/// prints each verdict with what it rests on; a claims file with a moved bound is refused.
+#[test]
+fn claims_judges_a_frame_and_labels_each_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    common::run_dir(&run);
+    std::fs::remove_file(run.join("claims.json")).unwrap();
+    let claims = dir.path().join("claims.toml");
+    std::fs::write(&claims, fixture::CLAIMS).unwrap();
+    let out = bin()
+        .arg("claims")
+        .arg(&run)
+        .arg("--claims")
+        .arg(&claims)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("C1: ✓ holds (scale-model verdict, 2 seeds, min–max)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("C6: ∅ not run (scale-model verdict)"),
+        "{text}"
+    );
+    let written = report::claims::read(&run.join("claims.json")).unwrap();
+    assert_eq!(written, fixture::verdicts());
+
+    let moved = fixture::CLAIMS.replacen("holds = \"<= 1.5\"", "holds = \"<= 2\"", 1);
+    std::fs::write(&claims, moved).unwrap();
+    let out = bin()
+        .arg("claims")
+        .arg(&run)
+        .arg("--claims")
+        .arg(&claims)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("history"), "{err}");
+}

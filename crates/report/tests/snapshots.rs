@@ -50,10 +50,10 @@ fn claims_table() {
 #[test]
 fn released_table() {
     let scores = released::read(&report::report::default_released_scores()).unwrap();
-    assert_eq!(scores.len(), 58, "every value of spec §8.3");
+    assert_eq!(scores.score.len(), 58, "every released value");
     // Our measurement of one released value, as a `released` run would record it.
     let mut row = fixture::rows()[0].clone();
-    let s = &scores[0];
+    let s = &scores.score[0];
     (
         row.poison_rate,
         row.trigger,
@@ -72,6 +72,10 @@ fn released_table() {
     let t = released::table(&scores, &[row]);
     assert_eq!(t.rows[0][7], "70.00");
     assert_eq!(t.rows[1][7], "not run");
+    // 70 against the released 74.63 FID: 6 % off, within the FID band of ±10 %.
+    assert_eq!(t.rows[0][9], "±10.00 %");
+    assert_eq!(t.rows[0][10], "✓ within");
+    assert_eq!(t.rows[1][10], "not run");
     insta::assert_snapshot!("table_released_md", t.markdown());
     insta::assert_snapshot!("table_released_tex", t.latex());
 }

@@ -1,0 +1,343 @@
+use std::path::Path;
+
+use super::*;
+use crate::Row;
+
+pub(crate) fn row(cell: &str, samples: &str, metric: &str, value: f64) -> Row {
+    Row {
+        run_id: "r".into(),
+        cell: cell.into(),
+        experiment: "E1".into(),
+        dataset: "fashion-mnist".into(),
+        image_size: 16,
+        channels: 1,
+        trigger: "BOX_14".into(),
+        target: "Corner".into(),
+        poison_rate: 0.5,
+        training: "finetune".into(),
+        epochs: 1.0,
+        seed: 0,
+        defense: "none".into(),
+        defense_param: String::new(),
+        defense_epoch: None,
+        sampler: "ddpm".into(),
+        steps: 100,
+        clip: "none".into(),
+        samples: samples.into(),
+        metric: metric.into(),
+        value,
+        n_generated: 256,
+        n_reference: 1,
+        protocol: "{}".into(),
+    }
+}
+
+const SUCCESS: &str = r#"
+[success]
+reason = "test"
+mse_ratio = "<= 0.1"
+hit_rate = "> 0.5"
+"#;
+
+fn history(holds: &str, partly: Option<&str>) -> String {
+    format!(
+        "[[claim.check.history]]\ndate = \"2026-12-06\"\nholds = \"{holds}\"\n{}reason = \"test\"\nbaseline = \"none\"\n",
+        partly.map(|p| format!("partly = \"{p}\"\n")).unwrap_or_default()
+    )
+}
+
+fn file(claim: &str) -> ClaimsFile {
+    ClaimsFile::parse(&format!("{SUCCESS}{claim}")).unwrap()
+}
+
+fn judge(claim: &str, rows: &[Row]) -> ClaimVerdict {
+    file(claim).judge(rows, &RunInfo::default()).remove(0)
+}
+
+const MOST: &str = r#"
+[[claim]]
+id = "C2"
+quote = "5% poison rate is sufficient ... in most of the trigger-target settings"
+section = "§4.2"
+figure = "Fig. 2a"
+experiments = ["E1"]
+reading = "most pairs succeed at 5 %"
+[[claim.check]]
+name = "share of pairs whose backdoor succeeds at 5 %"
+reason = "most = more than half"
+op = "share_successful"
+a = { experiment = "E1", training = "finetune", poison_rate = "0.05" }
+holds = "> 0.5"
+"#;
+
+/// Five trigger–target pairs at 5 %: the first `ok` succeed (MSE far below the clean model's,
+/// most trigger samples on the target), the others do not.
+fn pairs(ok: usize) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for i in 0..5 {
+        let target = format!("T{i}");
+        let good = i < ok;
+        let mut clean_model = row(&format!("clean.{i}"), "backdoor", "MSE", 0.1);
+        clean_model.training = "pretrained".into();
+        clean_model.poison_rate = 0.0;
+        clean_model.target = target.clone();
+        let mut mse = row(
+            &format!("bd.{i}"),
+            "backdoor",
+            "MSE",
+            if good { 0.001 } else { 0.09 },
+        );
+        mse.poison_rate = 0.05;
+        mse.target = target.clone();
+        let mut hits = mse.clone();
+        hits.metric = "MSE_threshold_rate".into();
+        hits.value = if good { 0.97 } else { 0.02 };
+        rows.extend([clean_model, mse, hits]);
+    }
+    rows
+}
+
+#[test]
+fn a_most_pairs_claim_holds_with_three_of_five_and_fails_with_two() {
+    let c = format!("{MOST}{}", history("> 0.5", None));
+    let v = judge(&c, &pairs(3));
+    assert_eq!(v.verdict, Verdict::Holds, "{v:#?}");
+    assert_eq!(v.checks[0].value, Some(0.6));
+    let detail = &v.checks[0].settings[0].units[0].detail;
+    assert_eq!(detail.len(), 5);
+    assert_eq!(detail.iter().filter(|d| d.starts_with('✓')).count(), 3);
+    assert_eq!(judge(&c, &pairs(2)).verdict, Verdict::Fails);
+    // No 5 % cell: not run, and the reason names the missing selection.
+    let mut at_10: Vec<Row> = pairs(5);
+    for r in &mut at_10 {
+        if r.poison_rate == 0.05 {
+            r.poison_rate = 0.1;
+        }
+    }
+    let v = judge(&c, &at_10);
+    assert_eq!(v.verdict, Verdict::NotRun);
+    assert!(
+        v.limits.iter().any(|l| l.contains("poison_rate = 0.05")),
+        "{:?}",
+        v.limits
+    );
+}
+
+const CLIPPING: &str = r#"
+[[claim]]
+id = "C7"
+quote = "large MSE"
+section = "§4.6.2"
+figure = "Fig. 5a"
+experiments = ["E4"]
+reading = "clipping raises backdoor MSE"
+[[claim.check]]
+name = "backdoor MSE with / without clipping"
+reason = "large = 10x"
+op = "ratio"
+a = { samples = "backdoor", metric = "MSE", clip = "x0" }
+b = { samples = "backdoor", metric = "MSE", clip = "none" }
+per = ["trigger", "target", "poison_rate"]
+holds = ">= 10"
+partly = "> 1"
+"#;
+
+fn seeds(clipped: &[f64]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (s, v) in clipped.iter().enumerate() {
+        let mut none = row("c", "backdoor", "MSE", 0.001);
+        none.seed = s as i64;
+        let mut x0 = none.clone();
+        x0.clip = "x0".into();
+        x0.value = *v;
+        rows.extend([none, x0]);
+    }
+    rows
+}
+
+#[test]
+fn an_interval_straddling_a_bound_is_inconclusive() {
+    let c = format!("{CLIPPING}{}", history(">= 10", Some("> 1")));
+    let v = judge(&c, &seeds(&[0.05, 0.02, 0.03]));
+    assert_eq!(v.verdict, Verdict::Holds);
+    assert_eq!(v.basis.seeds, vec![0, 1, 2]);
+    assert!(!v.basis.single_run);
+    // 5x and 20x: one seed below the holds bound, one above.
+    let v = judge(&c, &seeds(&[0.005, 0.02]));
+    assert_eq!(v.verdict, Verdict::Inconclusive);
+    assert_eq!(v.checks[0].interval, Some([5.0, 20.0]));
+    // Wholly between the bounds: partly; wholly outside: fails; straddling partly: inconclusive.
+    assert_eq!(judge(&c, &seeds(&[0.005, 0.003])).verdict, Verdict::Partly);
+    assert_eq!(judge(&c, &seeds(&[0.0005, 0.0009])).verdict, Verdict::Fails);
+    assert_eq!(
+        judge(&c, &seeds(&[0.0005, 0.005])).verdict,
+        Verdict::Inconclusive
+    );
+    // One seed: a point, labelled as a single run.
+    let v = judge(&c, &seeds(&[0.05]));
+    assert!(
+        v.basis.single_run && v.basis.label.contains("single run"),
+        "{:?}",
+        v.basis
+    );
+    assert!(v.limits.iter().any(|l| l.contains("single run")));
+}
+
+#[test]
+fn a_setting_that_fails_fails_an_always_claim() {
+    let c = format!("{CLIPPING}{}", history(">= 10", Some("> 1")));
+    let mut rows = seeds(&[0.05]);
+    let mut other = seeds(&[0.0005]);
+    for r in &mut other {
+        r.target = "Hat".into();
+    }
+    rows.extend(other);
+    let v = judge(&c, &rows);
+    assert_eq!(v.verdict, Verdict::Fails);
+    assert_eq!(v.checks[0].settings.len(), 2);
+    assert_eq!(v.checks[0].settings[0].verdict, Verdict::Holds);
+}
+
+const ANP: &str = r#"
+[[claim]]
+id = "C9"
+quote = "MSE explodes when we slightly increase the learning rate from 1e-4 to 2e-4"
+section = "§4.6.1"
+figure = "ANP"
+experiments = ["anp"]
+reading = "the trajectory's end"
+[[claim.check]]
+name = "final-epoch ANP MSE, lr 2e-4 / lr 1e-4"
+reason = "explodes = 10x at the end of the run"
+op = "ratio"
+a = { defense = "anp", defense_param = "lr=0.0002,budget=4", samples = "clean", metric = "MSE", agg = "last" }
+b = { defense = "anp", defense_param = "lr=0.0001,budget=4", samples = "clean", metric = "MSE", agg = "last" }
+per = ["trigger", "target", "poison_rate"]
+holds = ">= 10"
+partly = "> 1"
+"#;
+
+fn trajectory(lr2: &[f64]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (e, v) in lr2.iter().enumerate() {
+        for (param, value) in [
+            ("lr=0.0001,budget=4", 0.08 - 0.01 * e as f64),
+            ("lr=0.0002,budget=4", *v),
+        ] {
+            let mut r = row("anp", "clean", "MSE", value);
+            r.experiment = "anp".into();
+            r.defense = "anp".into();
+            r.defense_param = param.into();
+            r.defense_epoch = Some(e as i64 + 1);
+            rows.push(r);
+        }
+    }
+    rows
+}
+
+#[test]
+fn anp_reads_the_trajectory_explosion_holds_and_flat_fails() {
+    let c = format!("{ANP}{}", history(">= 10", Some("> 1")));
+    // Same start (the same model), then lr 2e-4 runs away: the minimum over epochs would not see it.
+    let v = judge(&c, &trajectory(&[0.08, 0.3, 0.9, 1.5]));
+    assert_eq!(v.verdict, Verdict::Holds, "{v:#?}");
+    assert!((v.checks[0].value.unwrap() - 1.5 / 0.05).abs() < 1e-9);
+    let v = judge(&c, &trajectory(&[0.08, 0.07, 0.06, 0.05]));
+    assert_eq!(v.verdict, Verdict::Fails);
+}
+
+#[test]
+fn calibrated_clean_hits_are_judged_and_a_leak_is_not_judged() {
+    let claim = r#"
+[[claim]]
+id = "C1"
+quote = "samples from clean noise stay clean"
+section = "§3"
+figure = "Fig. 2a"
+experiments = ["E1"]
+reading = "clean hits per trigger hit"
+[[claim.check]]
+name = "clean samples on the target / trigger samples on the target"
+reason = "one per ten"
+op = "ratio"
+a = { training = "finetune", samples = "clean", metric = "MSE_calibrated_rate" }
+b = { training = "finetune", samples = "backdoor", metric = "MSE_calibrated_rate" }
+per = ["trigger", "target", "poison_rate"]
+holds = "<= 0.1"
+"#;
+    let c = format!("{claim}{}", history("<= 0.1", None));
+    let cdf = crate::calibrate::tests::cdf_rows;
+    let clean_model: Vec<f64> = (0..100).map(|i| 0.05 + 0.0005 * i as f64).collect();
+    let mut rows = cdf("base", "pretrained", "clean", &clean_model);
+    let leaky: Vec<f64> = (0..100).map(|i| if i < 2 { 1e-4 } else { 0.07 }).collect();
+    rows.extend(cdf("bd", "finetune", "clean", &leaky));
+    rows.extend(cdf("bd", "finetune", "backdoor", &[1e-4; 100]));
+    let (derived, _) = crate::calibrate::derive(&rows);
+    rows.extend(derived);
+    let v = judge(&c, &rows);
+    assert_eq!(v.verdict, Verdict::Holds, "{v:#?}");
+    assert!((v.checks[0].value.unwrap() - 0.02).abs() < 1e-12);
+
+    // The clean model itself sits on the target: no threshold, so the check is not judged.
+    let mut rows = cdf("base", "pretrained", "clean", &[1e-6; 100]);
+    rows.extend(cdf("bd", "finetune", "clean", &leaky));
+    let (derived, _) = crate::calibrate::derive(&rows);
+    rows.extend(derived);
+    let v = judge(&c, &rows);
+    assert_eq!(v.verdict, Verdict::NotJudged);
+    assert!(
+        v.checks[0]
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("no threshold"),
+        "{v:#?}"
+    );
+}
+
+#[test]
+fn a_bound_changed_without_its_history_entry_is_refused() {
+    let c = format!("{CLIPPING}{}", history(">= 10", Some("> 1")));
+    assert!(ClaimsFile::parse(&format!("{SUCCESS}{c}")).is_ok());
+    // The bound moved to 5, the history still says 10.
+    let moved = c.replacen("holds = \">= 10\"", "holds = \">= 5\"", 1);
+    let err = format!(
+        "{:#}",
+        ClaimsFile::parse(&format!("{SUCCESS}{moved}")).unwrap_err()
+    );
+    assert!(err.contains("history") && err.contains("C7"), "{err}");
+    // With its entry, the move is accepted and both values stay on record.
+    let recorded = format!("{moved}{}", history(">= 5", Some("> 1")));
+    let f = ClaimsFile::parse(&format!("{SUCCESS}{recorded}")).unwrap();
+    assert_eq!(f.claims[0].checks[0].history.len(), 2);
+    // No history at all is refused too.
+    let err = format!(
+        "{:#}",
+        ClaimsFile::parse(&format!("{SUCCESS}{CLIPPING}")).unwrap_err()
+    );
+    assert!(err.contains("history"), "{err}");
+}
+
+#[test]
+fn typos_in_closed_sets_are_errors_not_not_run() {
+    let c = format!("{CLIPPING}{}", history(">= 10", Some("> 1")))
+        .replace("clip = \"x0\"", "clip = \"x1\"");
+    let err = format!(
+        "{:#}",
+        ClaimsFile::parse(&format!("{SUCCESS}{c}")).unwrap_err()
+    );
+    assert!(err.contains("x1") && err.contains("xt"), "{err}");
+}
+
+#[test]
+fn the_committed_claims_file_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../paper/claims.toml");
+    let f = ClaimsFile::load(&path).unwrap();
+    assert!(f.claims.len() >= 9);
+    for c in &f.claims {
+        assert!(!c.reading.trim().is_empty(), "{}", c.id);
+        for k in &c.checks {
+            assert!(!k.reason.trim().is_empty(), "{} {}", c.id, k.name);
+        }
+    }
+}

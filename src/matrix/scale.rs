@@ -1,0 +1,159 @@
+//! What a profile's verdicts can show, before it runs: its scale (data, size, T, model, N, seeds,
+//! FID or proxy) and which of the paper's claims its cells can judge. The latter asks the claims
+//! engine itself, on the rows the cells will produce (values are placeholders; only which rows
+//! exist matters), so the plan and the verdicts cannot disagree about what a profile covers.
+use anyhow::Result;
+use frame::claims::{ClaimsFile, Fidelity, RunInfo, Scale, Verdict};
+use frame::Row;
+
+use super::profile::{Base, Profile};
+use super::{Cell, Training};
+use crate::triggers::Target;
+
+/// The profile's scale, as recorded in the plan and the run manifest.
+pub fn scale(p: &Profile) -> Result<Scale> {
+    let timesteps = match &p.base {
+        Base::Pretrain { scheduler, .. } => scheduler
+            .get("num_train_timesteps")
+            .and_then(|v| v.as_u64()),
+        // The released checkpoints the GPU profiles use are DDPM with T = 1000.
+        Base::Checkpoint { .. } => Some(1000),
+    };
+    let unet_parameters = match &p.base {
+        Base::Pretrain { unet, .. } => Some(unet_parameters(p, unet)?),
+        Base::Checkpoint { .. } => None,
+    };
+    let mut seeds: Vec<u64> = p
+        .experiments
+        .iter()
+        .flat_map(|e| e.seeds.iter().copied())
+        .collect();
+    seeds.sort_unstable();
+    seeds.dedup();
+    Ok(Scale {
+        fidelity: p.fidelity,
+        dataset: p.data.dataset.clone(),
+        image_size: p.data.size,
+        channels: p.data.channels,
+        timesteps,
+        unet_parameters,
+        n: p.measure.n,
+        seeds,
+        quality: quality_metric(p).into(),
+    })
+}
+
+/// The clean-quality metric a profile's measure stage writes.
+fn quality_metric(p: &Profile) -> &'static str {
+    match p.measure.fid.as_str() {
+        "inception" => "FID",
+        _ => "proxy_FD[fmnist-cnn]",
+    }
+}
+
+fn unet_parameters(p: &Profile, unet: &str) -> Result<u64> {
+    let cfg = crate::attack::unet_config(unet, &p.data)?;
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    crate::unet::UNet2DModel::build(vs.root(), &cfg, crate::unet::Fill::Zeros)?;
+    Ok(crate::unet::parameter_count(&vs) as u64)
+}
+
+/// The rows `cells` will produce, with placeholder values.
+pub fn predicted_rows(p: &Profile, cells: &[Cell]) -> Result<Vec<Row>> {
+    let quality = quality_metric(p);
+    let mut rows = Vec::new();
+    for c in cells {
+        let target = c.target.parse::<Target>()?.paper_name().to_string();
+        let row = |sampler: &str, clip: &str, samples: &str, metric: String| Row {
+            run_id: "plan".into(),
+            cell: c.id.clone(),
+            experiment: c.experiment.clone(),
+            dataset: p.data.dataset.clone(),
+            image_size: p.data.size as i64,
+            channels: p.data.channels as i64,
+            trigger: c.trigger.clone(),
+            target: target.clone(),
+            poison_rate: c.poison_rate,
+            training: c.training.name().into(),
+            epochs: 1.0,
+            seed: c.seed as i64,
+            defense: "none".into(),
+            defense_param: String::new(),
+            defense_epoch: None,
+            sampler: sampler.into(),
+            steps: 1,
+            clip: clip.into(),
+            samples: samples.into(),
+            metric,
+            value: 0.5,
+            n_generated: p.measure.n as i64,
+            n_reference: 1,
+            protocol: "{}".into(),
+        };
+        for e in &c.evals {
+            for samples in ["clean", "backdoor"] {
+                let mut metrics: Vec<String> = ["MSE", "MSE_threshold_rate", "SSIM"]
+                    .map(String::from)
+                    .to_vec();
+                metrics.push(frame::calibrate::CALIBRATED_RATE.into());
+                if samples == "clean" {
+                    metrics.push(quality.into());
+                }
+                for m in metrics {
+                    rows.push(row(&e.sampler, &e.clip, samples, m));
+                }
+            }
+        }
+        for spec in &c.defenses {
+            let parsed = super::defend::DefenseSpec::parse(spec)?;
+            let (kind, param, epochs) = parsed.describe();
+            for epoch in epochs {
+                for samples in ["clean", "backdoor"] {
+                    let mut r = row("ddpm", "x0", samples, "MSE".into());
+                    r.defense = kind.into();
+                    r.defense_param = param.clone();
+                    r.defense_epoch = epoch;
+                    rows.push(r);
+                }
+            }
+        }
+        // A cell of the clean model is the paper's 0 %: its samples calibrate "on the target".
+        debug_assert!(c.training != Training::Pretrained || c.poison_rate == 0.0);
+    }
+    Ok(rows)
+}
+
+/// Per claim: whether the profile's cells can judge it, and if not, why (the engine's reason).
+pub fn judgeable(
+    claims: &ClaimsFile,
+    p: &Profile,
+    cells: &[Cell],
+) -> Result<Vec<(String, Option<String>)>> {
+    let rows = predicted_rows(p, cells)?;
+    let info = RunInfo {
+        profile: p.name.clone(),
+        scale: None,
+    };
+    Ok(claims
+        .judge(&rows, &info)
+        .into_iter()
+        .map(|v| {
+            let why = matches!(v.verdict, Verdict::NotRun | Verdict::NotJudged).then(|| {
+                v.checks
+                    .iter()
+                    .filter_map(|k| k.note.clone())
+                    .next()
+                    .unwrap_or_else(|| v.verdict.as_str().into())
+            });
+            (v.id, why)
+        })
+        .collect())
+}
+
+/// How the plan states a profile's fidelity.
+pub fn fidelity_text(f: Fidelity) -> &'static str {
+    match f {
+        Fidelity::Miniature => "a scale model: its verdicts are scale-model verdicts",
+        Fidelity::Paper => "the paper's data and models",
+    }
+}
