@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use fs4::fs_std::FileExt;
 
+use crate::extract::{check_member_file, check_tree};
 use crate::hash::digest_file;
 
 /// Marker written in `by-name/<artifact>/` once every required file is in place.
@@ -184,8 +185,12 @@ impl Cache {
         }
     }
 
-    /// Re-hashes every object and extracted tree; corrupt entries go to `quarantine/` and artifacts
-    /// that used them lose their `.complete` marker, so nothing reads them again.
+    /// Re-hashes every object and extracted tree and checks their links: an object must be a regular
+    /// file; every listed member of a tree a regular file reached through real directories; every
+    /// link in a tree must stay inside it (a symbolic link by the rules extraction applies, a hard
+    /// link with all its names inside the tree); and every `by-name/` entry must point into the
+    /// object store or an extracted tree. Corrupt entries go to `quarantine/` and artifacts that
+    /// used them lose their `.complete` marker, so nothing reads them again.
     pub fn verify(&self) -> Result<VerifyReport, CacheError> {
         let _g = self.lock("cache-verify")?;
         let mut rep = VerifyReport::default();
@@ -194,10 +199,18 @@ impl Cache {
             for obj in read_dir(&shard)? {
                 let name = obj.file_name().unwrap().to_string_lossy().to_string();
                 rep.checked += 1;
-                let ok = digest_file(&obj).map(|d| d.sha256 == name).unwrap_or(false);
-                if !ok {
+                let why = match fs::symlink_metadata(&obj) {
+                    Ok(m) if m.is_file() => match digest_file(&obj) {
+                        Ok(d) if d.sha256 == name => None,
+                        Ok(d) => Some(format!("its bytes hash to {}", d.sha256)),
+                        Err(e) => Some(e.to_string()),
+                    },
+                    Ok(_) => Some("not a regular file (a link or a directory)".to_string()),
+                    Err(e) => Some(e.to_string()),
+                };
+                if let Some(why) = why {
                     let q = self.quarantine(&obj, &name)?;
-                    rep.quarantined.push((format!("object {name}"), q));
+                    rep.quarantined.push((format!("object {name}: {why}"), q));
                 }
             }
         }
@@ -213,25 +226,43 @@ impl Cache {
             };
             let tree = self.extracted_dir(sha);
             let text = fs::read_to_string(&list).map_err(io_err(&list))?;
-            let mut ok = tree.is_dir();
-            for line in text.lines() {
-                rep.checked += 1;
-                let Some((h, rel)) = line.split_once('\t') else {
-                    continue;
+            let why = check_extracted(&tree, &text, &mut rep.checked).err();
+            if let Some(why) = why {
+                let exists = fs::symlink_metadata(&tree).is_ok();
+                let q = if exists {
+                    self.quarantine(&tree, &format!("extracted-{sha}"))?
+                } else {
+                    tree.clone()
                 };
-                if digest_file(&tree.join(rel))
-                    .map(|d| d.sha256 != h)
-                    .unwrap_or(true)
-                {
-                    ok = false;
-                    break;
-                }
-            }
-            if !ok {
-                let q = self.quarantine(&tree, &format!("extracted-{sha}"))?;
                 fs::remove_file(&list).map_err(io_err(&list))?;
                 rep.quarantined
-                    .push((format!("extracted tree of {sha}"), q));
+                    .push((format!("extracted tree of {sha}: {why}"), q));
+            }
+        }
+        // Index entries must point into the object store or an extracted tree; any other is moved
+        // away, and its artifact unmarked below.
+        let inside = [
+            self.root.join("objects/sha256"),
+            self.root.join("extracted"),
+        ];
+        for dir in read_dir(&self.root.join("by-name"))? {
+            let mut foreign = Vec::new();
+            index_links_outside(&dir, &inside, &mut foreign);
+            if !foreign.is_empty() {
+                let name = dir.file_name().unwrap().to_string_lossy().to_string();
+                self.mark_complete(&name, false)?;
+            }
+            for (l, target) in foreign {
+                let label = format!("by-name-{}", sha_of_path(&l));
+                let q = self.quarantine(&l, &label)?;
+                rep.quarantined.push((
+                    format!(
+                        "index entry {}: points at {}, outside the cache's objects and trees",
+                        l.display(),
+                        target.display()
+                    ),
+                    q,
+                ));
             }
         }
         // Unmark artifacts whose links now dangle.
@@ -271,6 +302,58 @@ fn read_dir(p: &Path) -> Result<Vec<PathBuf>, CacheError> {
     }
     v.sort();
     Ok(v)
+}
+
+/// Checks an extracted tree against its member list (`sha256<TAB>path` lines) and its links.
+fn check_extracted(tree: &Path, list: &str, checked: &mut usize) -> Result<(), String> {
+    match fs::symlink_metadata(tree) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err("the tree is not a directory (a link or a file)".into()),
+        Err(e) => return Err(e.to_string()),
+    }
+    for line in list.lines() {
+        *checked += 1;
+        let Some((h, rel)) = line.split_once('\t') else {
+            continue;
+        };
+        check_member_file(tree, Path::new(rel))?;
+        match digest_file(&tree.join(rel)) {
+            Ok(d) if d.sha256 == h => {}
+            Ok(d) => return Err(format!("`{rel}` hashes to {}, listed as {h}", d.sha256)),
+            Err(e) => return Err(format!("`{rel}`: {e}")),
+        }
+    }
+    check_tree(tree).map(|_| ())
+}
+
+/// Links under `by-name/<artifact>/` whose target is not under one of `inside` (or climbs with `..`).
+fn index_links_outside(dir: &Path, inside: &[PathBuf], out: &mut Vec<(PathBuf, PathBuf)>) {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let Ok(m) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if m.file_type().is_symlink() {
+            let target = fs::read_link(&p).unwrap_or_default();
+            let ok = inside.iter().any(|i| target.starts_with(i))
+                && !target
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir));
+            if !ok {
+                out.push((p, target));
+            }
+        } else if m.is_dir() {
+            index_links_outside(&p, inside, out);
+        }
+    }
+}
+
+fn sha_of_path(p: &Path) -> String {
+    let d = crate::hash::digest_reader(p.to_string_lossy().as_bytes()).map(|d| d.sha256);
+    d.map(|s| s[..16].to_string()).unwrap_or_default()
 }
 
 fn has_dangling_link(dir: &Path) -> bool {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cache::{io_err, Cache, CacheError};
-use crate::download::{self, Failure};
+use crate::download::{self, Checked, Failure};
 use crate::extract::{self, Limits};
 use crate::hash::{copy_hashing, digest_file, Digests};
 use crate::lockfile::{LockFile, LockedFile};
@@ -269,7 +269,7 @@ fn fetch_file(
         newly_locked: false,
     };
     match fetch_file_inner(ctx, a, f, expected.as_deref()) {
-        Ok((outcome, sha)) => {
+        Ok((outcome, sha, final_url)) => {
             let rec = (expected.is_none()).then(|| LockedFile {
                 artifact: a.name.clone(),
                 path: f.path.clone(),
@@ -281,6 +281,7 @@ fn fetch_file(
                     Outcome::Fetched { source } => source.clone(),
                     _ => String::new(),
                 },
+                final_url,
                 upstream_checked: f.md5.is_some() || f.sha256_prefix.is_some(),
             });
             rep.newly_locked = rec.is_some();
@@ -295,17 +296,18 @@ fn fetch_file(
     }
 }
 
-/// Returns the outcome and the sha256 of the cached object, or the failure outcome.
+/// Returns the outcome, the sha256 of the cached object and, for a download, the URL that served
+/// it (after redirects); or the failure outcome.
 fn fetch_file_inner(
     ctx: &Ctx,
     a: &Artifact,
     f: &FileSpec,
     expected: Option<&str>,
-) -> Result<(Outcome, String), Outcome> {
+) -> Result<(Outcome, String, Option<String>), Outcome> {
     let cache = ctx.cache;
     if let Some(e) = expected {
         if cache.has_object(e) {
-            return Ok((Outcome::Cached, e.to_string()));
+            return Ok((Outcome::Cached, e.to_string(), None));
         }
     }
     let key = match expected {
@@ -318,7 +320,7 @@ fn fetch_file_inner(
         .map_err(|e| failed(vec![e.to_string()]))?;
     if let Some(e) = expected {
         if cache.has_object(e) {
-            return Ok((Outcome::Cached, e.to_string())); // another process finished it meanwhile
+            return Ok((Outcome::Cached, e.to_string(), None)); // another process finished it meanwhile
         }
     }
     let mut errors: Vec<String> = Vec::new();
@@ -340,6 +342,7 @@ fn fetch_file_inner(
                                 source: src.display().to_string(),
                             },
                             d.sha256,
+                            None,
                         ))
                     }
                     Err(e) => errors.push(e.to_string()),
@@ -351,6 +354,14 @@ fn fetch_file_inner(
         let _ = std::fs::remove_file(&tmp);
     }
 
+    // Whether anything checks the bytes after the transfer; a download nothing checks is held to
+    // stricter rules (see `download`).
+    let checked =
+        if expected.is_some() || f.md5.is_some() || f.sha256_prefix.is_some() || f.size.is_some() {
+            Checked::Yes
+        } else {
+            Checked::No
+        };
     let urls = url_candidates(ctx, a, f);
     if ctx.opts.offline {
         tried.extend(urls.iter().map(|u| format!("{u} (skipped: offline)")));
@@ -371,11 +382,11 @@ fn fetch_file_inner(
                 .unwrap(),
             );
             bar.set_message(format!("{}/{}", a.name, f.path));
-            let mut ok = false;
+            let mut served = None;
             for attempt in 0..=ctx.opts.retries {
-                match download::download(&ctx.agent, &url, &part, &bar) {
-                    Ok(()) => {
-                        ok = true;
+                match download::download(&ctx.agent, &url, &part, &bar, checked) {
+                    Ok(u) => {
+                        served = Some(u);
                         break;
                     }
                     Err(Failure::Permanent(m)) => {
@@ -396,9 +407,9 @@ fn fetch_file_inner(
                 }
             }
             bar.finish_and_clear();
-            if !ok {
+            let Some(served) = served else {
                 continue;
-            }
+            };
             let d = match digest_file(&part) {
                 Ok(d) => d,
                 Err(e) => {
@@ -408,7 +419,7 @@ fn fetch_file_inner(
             };
             match check(f, expected, &d) {
                 Ok(()) => match cache.adopt(&part, &d.sha256) {
-                    Ok(_) => return Ok((Outcome::Fetched { source: url }, d.sha256)),
+                    Ok(_) => return Ok((Outcome::Fetched { source: url }, d.sha256, Some(served))),
                     Err(e) => errors.push(e.to_string()),
                 },
                 Err(m) => {

@@ -11,8 +11,12 @@ pub struct LockedFile {
     pub path: String,
     pub sha256: String,
     pub size: u64,
-    /// Where the recorded bytes came from.
+    /// The URL asked for (a mirror's or the manifest's), or the local path the bytes came from.
     pub source: String,
+    /// The URL that served the bytes, after redirects; absent in lock files written before it was
+    /// recorded, and for files from a local copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_url: Option<String>,
     /// Whether an upstream md5 (or published sha256 prefix) was checked when recording.
     pub upstream_checked: bool,
 }
@@ -79,6 +83,7 @@ mod tests {
             sha256: sha.into(),
             size: 1,
             source: "s".into(),
+            final_url: Some("https://cdn.example.org/f".into()),
             upstream_checked: false,
         };
         l.insert(rec("11"));
@@ -86,7 +91,28 @@ mod tests {
         l.save(&p).unwrap();
         let back = LockFile::load(&p).unwrap();
         assert_eq!(back.files, vec![rec("22")]);
+        assert!(std::fs::read_to_string(&p)
+            .unwrap()
+            .contains("final_url = \"https://cdn.example.org/f\""));
         std::fs::write(&p, "[[file]]\nartifact = 3\n").unwrap();
         assert!(LockFile::load(&p).unwrap_err().contains("malformed"));
+    }
+
+    #[test]
+    fn lock_files_without_final_url_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.lock");
+        std::fs::write(
+            &p,
+            "[[file]]\nartifact = \"a\"\npath = \"f\"\nsha256 = \"11\"\nsize = 1\n\
+             source = \"https://example.org/f\"\nupstream_checked = true\n",
+        )
+        .unwrap();
+        let l = LockFile::load(&p).unwrap();
+        assert_eq!(l.files[0].final_url, None);
+        assert_eq!(l.files[0].source, "https://example.org/f");
+        // Saved again, it stays without the field rather than with an empty one.
+        l.save(&p).unwrap();
+        assert!(!std::fs::read_to_string(&p).unwrap().contains("final_url"));
     }
 }

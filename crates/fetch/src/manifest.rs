@@ -471,3 +471,6 @@ fn validate(r: RawArtifact) -> Result<Artifact, ManifestError> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod props;

@@ -2,73 +2,12 @@
 //! mirrors, offline mode, first-use locking, archives, concurrency and `verify`.
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{bytes, md5, sha256, Route, Server};
-use fetch::{fetch, Cache, FetchOptions, Manifest, Mirror, Outcome, Trust};
-
-struct Env {
-    dir: tempfile::TempDir,
-    cache: Cache,
-}
-
-impl Env {
-    fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::open(&dir.path().join("cache")).unwrap();
-        Env { dir, cache }
-    }
-
-    fn manifest(&self, text: &str) -> Manifest {
-        let p = self.dir.path().join("manifest.toml");
-        std::fs::write(&p, format!("schema = 1\n{text}")).unwrap();
-        Manifest::load(&p).unwrap()
-    }
-
-    fn objects(&self) -> usize {
-        count_files(&self.cache.root().join("objects"))
-    }
-}
-
-fn count_files(p: &Path) -> usize {
-    std::fs::read_dir(p)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| {
-                    if e.path().is_dir() {
-                        count_files(&e.path())
-                    } else {
-                        1
-                    }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-fn opts() -> FetchOptions {
-    FetchOptions {
-        retries: 0,
-        backoff: Duration::from_millis(10),
-        timeout: Duration::from_millis(500),
-        progress: false,
-        ..FetchOptions::default()
-    }
-}
-
-fn entry(name: &str, path: &str, sha: &str, urls: &[String]) -> String {
-    let urls: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
-    format!(
-        "[[artifact]]\nname = \"{name}\"\nkind = \"weights\"\nlicence = \"test\"\nsource_page = \"https://example.org\"\n\
-         [[artifact.file]]\npath = \"{path}\"\nsha256 = \"{sha}\"\nurls = [{}]\n",
-        urls.join(", ")
-    )
-}
-
-fn names(n: &str) -> Vec<String> {
-    vec![n.to_string()]
-}
+use common::{archive_entry, bytes, count_files, entry, md5, names, opts, sha256, tar_gz, Env};
+use common::{Route, Server};
+use fetch::{fetch, FetchOptions, Mirror, Outcome, Trust};
 
 #[test]
 fn correct_file_is_fetched_verified_cached_and_refetch_is_a_no_op() {
@@ -425,28 +364,6 @@ fn unpinned_files_are_locked_on_first_use_and_checked_against_upstream_md5() {
     let r = fetch(&m3, &env3.cache, &names("u"), None, &opts()).unwrap();
     assert!(r.to_string().contains("md5 mismatch"), "{r}");
     assert!(!m3.lock_path.as_ref().unwrap().exists());
-}
-
-fn tar_gz(members: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::fast(),
-    ));
-    for (name, data) in members {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, name, *data).unwrap();
-    }
-    b.into_inner().unwrap().finish().unwrap()
-}
-
-fn archive_entry(name: &str, sha: &str, url: &str) -> String {
-    format!(
-        "{}[artifact.extract]\nfile = \"a.tar.gz\"\nformat = \"tar.gz\"\ninto = \"data\"\nmax_member_bytes = 1000\nmax_total_bytes = 10000\n",
-        entry(name, "a.tar.gz", sha, &[url.to_string()])
-    )
 }
 
 #[test]

@@ -65,12 +65,14 @@ fn extracts_files_dirs_and_inner_links() {
         LIMITS,
     );
     let files = r.unwrap();
+    // The hard link is listed too, so that `verify` re-hashes it.
+    let sha = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".to_string();
     assert_eq!(
         files,
-        vec![(
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".to_string(),
-            "d/a.txt".to_string()
-        )]
+        vec![
+            (sha.clone(), "d/a.txt".to_string()),
+            (sha, "d/hard".to_string())
+        ]
     );
     let out = dir.path().join("out");
     assert_eq!(fs::read(out.join("d/link")).unwrap(), b"abc");
@@ -146,7 +148,7 @@ fn escaping_links_are_refused() {
             ("l/f", T::Regular, b"x", None),
         ],
         LIMITS,
-        "is a link",
+        "passes through `l`",
     );
 }
 
@@ -170,4 +172,196 @@ fn oversized_members_and_special_files_are_refused() {
         LIMITS,
         "unsupported member type",
     );
+}
+
+/// A member for [`built`]: made with `tar::Builder`, as a real archiver would.
+#[derive(Clone)]
+enum M<'a> {
+    File(&'a str, &'a [u8]),
+    Dir(&'a str),
+    Sym(&'a str, &'a str),
+    Hard(&'a str, &'a str),
+}
+
+fn built(members: &[M]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for m in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o755);
+        match m {
+            M::File(p, data) => {
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, p, *data).unwrap();
+            }
+            M::Dir(p) => {
+                h.set_entry_type(T::Directory);
+                h.set_size(0);
+                b.append_data(&mut h, p, io::empty()).unwrap();
+            }
+            M::Sym(p, t) | M::Hard(p, t) => {
+                h.set_entry_type(if matches!(m, M::Sym(..)) {
+                    T::Symlink
+                } else {
+                    T::Link
+                });
+                h.set_size(0);
+                b.append_link(&mut h, p, t).unwrap();
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+/// Extracts a plain tar built from `members` into `<tmp>/out`, with `outside` written first at
+/// `<tmp>/secret` (where a link escaping the target by one level lands).
+fn run_built(
+    members: &[M],
+) -> (
+    tempfile::TempDir,
+    Result<Vec<(String, String)>, ExtractError>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("secret"), b"outside").unwrap();
+    let ar = dir.path().join("a.tar");
+    fs::write(&ar, built(members)).unwrap();
+    let r = extract(&ar, ArchiveFormat::Tar, &dir.path().join("out"), LIMITS);
+    (dir, r)
+}
+
+/// Refused, naming the archive and `member`, with `why` in the reason; nothing is left behind and
+/// the file outside is untouched (no new name for it).
+fn refused_built(members: &[M], member: &str, why: &str) {
+    let (dir, r) = run_built(members);
+    let e = match r {
+        Err(e @ ExtractError::Refused { .. }) => e.to_string(),
+        other => panic!("expected a refusal naming `{member}` ({why}), got {other:?}"),
+    };
+    assert!(
+        e.contains(&format!("member `{member}` refused")) && e.contains(why),
+        "{e}"
+    );
+    assert!(
+        e.contains(&dir.path().join("a.tar").display().to_string()),
+        "{e}"
+    );
+    let mut names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a.tar", "secret"]);
+    let secret = dir.path().join("secret");
+    assert_eq!(fs::read(&secret).unwrap(), b"outside");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            fs::metadata(&secret).unwrap().nlink(),
+            1,
+            "no hard link to it was made"
+        );
+    }
+}
+
+#[test]
+fn a_chain_of_links_that_each_look_inside_is_refused() {
+    // `b` and `c` stay inside by their text, but `a` is `.`, so `b` is the target's parent and `c`
+    // its grandparent once followed.
+    let chain = [M::Sym("a", "."), M::Sym("b", "a/.."), M::Sym("c", "b/..")];
+    refused_built(&chain, "b", "passes through `a`");
+    // Then a member written through the chain.
+    let mut through = chain.to_vec();
+    through.push(M::File("c/escape", b"x"));
+    refused_built(&through, "c/escape", "passes through `c`");
+}
+
+#[test]
+fn a_hard_link_through_a_chain_of_links_is_refused() {
+    // Without the check, `h` became a second name of `<tmp>/secret`, outside the target.
+    let chain = [M::Sym("a", "."), M::Sym("b", "a/.."), M::Sym("c", "b/..")];
+    let mut hard = chain.to_vec();
+    hard.push(M::Hard("h", "b/secret"));
+    refused_built(&hard, "h", "not a regular file unpacked earlier");
+    // Even a hard link that ends inside, but through a link.
+    let mut inside = chain.to_vec();
+    inside.extend([M::File("f", b"1"), M::Hard("h", "a/f")]);
+    refused_built(&inside, "h", "not a regular file unpacked earlier");
+}
+
+#[test]
+fn a_member_under_a_file_is_refused_by_name() {
+    // Found by the property test: this was a bare "Not a directory" naming no member.
+    refused_built(
+        &[M::File("d", b"1"), M::Dir("d/e/")],
+        "d/e/",
+        "passes through `d`, a file, not a directory",
+    );
+    refused_built(
+        &[M::File("d", b"1"), M::File("d/e", b"2")],
+        "d/e",
+        "passes through `d`, a file",
+    );
+}
+
+#[test]
+fn a_link_planted_on_the_way_by_a_later_member_is_refused() {
+    // When `d/l` arrives, `d/x` does not exist yet; once `d/x -> ..` is there, `d/l` leads to the
+    // target's parent.
+    refused_built(
+        &[M::Dir("d/"), M::Sym("d/l", "x/.."), M::Sym("d/x", "..")],
+        "d/l",
+        "passes through `d/x`",
+    );
+}
+
+#[test]
+fn hard_links_only_to_regular_files_unpacked_earlier() {
+    let why = "not a regular file unpacked earlier";
+    refused_built(
+        &[M::File("f", b"1"), M::Sym("l", "f"), M::Hard("h", "l")],
+        "h",
+        why,
+    );
+    refused_built(&[M::Dir("d/"), M::Hard("h", "d")], "h", why);
+    refused_built(&[M::Hard("h", "f"), M::File("f", b"1")], "h", why);
+    refused_built(&[M::Hard("h", "../secret")], "h", "outside the target");
+}
+
+#[test]
+fn a_directory_member_over_a_link_is_refused() {
+    refused_built(
+        &[M::Dir("d/"), M::Sym("l", "d"), M::Dir("l/")],
+        "l/",
+        "duplicate member",
+    );
+    refused_built(
+        &[M::File("f", b"1"), M::Sym("f2", "f"), M::File("f2", b"2")],
+        "f2",
+        "duplicate member",
+    );
+}
+
+#[test]
+fn links_that_stay_inside_through_real_directories_are_kept() {
+    let (dir, r) = run_built(&[
+        M::Dir("d/"),
+        M::File("d/a.txt", b"abc"),
+        M::Sym("d/l", "a.txt"),
+        M::Sym("d/ll", "l"),
+        M::Sym("d/up", "../d/a.txt"),
+        M::Sym("top", "d"),
+        M::Sym("self", "."),
+        M::Hard("h", "d/a.txt"),
+        M::Hard("h2", "./h"),
+    ]);
+    let files = r.unwrap();
+    let sha = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    let paths: Vec<&str> = files.iter().map(|(_, p)| p.as_str()).collect();
+    assert_eq!(paths, ["d/a.txt", "h", "h2"]);
+    assert!(files.iter().all(|(h, _)| h == sha));
+    let out = dir.path().join("out");
+    for p in ["d/l", "d/ll", "d/up", "top/a.txt", "self/h", "h2"] {
+        assert_eq!(fs::read(out.join(p)).unwrap(), b"abc", "{p}");
+    }
+    assert_eq!(check_tree(&out).unwrap(), 9);
 }

@@ -1,11 +1,15 @@
 //! A small HTTP/1.1 server on 127.0.0.1 for the fetch tests: honours `Range`, and can answer with
-//! an error status, hang, or drop the connection part-way through a body.
+//! an error status, a redirect, a chunked or length-less body, hang, or drop the connection part-way
+//! through a body. Also the cache and manifest helpers the test files share.
 #![allow(dead_code)]
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use fetch::{Cache, FetchOptions, Manifest};
 
 #[derive(Clone)]
 pub enum Route {
@@ -16,6 +20,16 @@ pub enum Route {
     /// Sends the full Content-Length but only the first `n` bytes, then closes; once. Later
     /// requests get the whole body (with Range honoured).
     DropAfter(Vec<u8>, usize),
+    /// `302 Found` to this path on the same server.
+    Redirect(String),
+    /// `Transfer-Encoding: chunked`, one chunk; with `Some(n)` only the first `n` bytes of the chunk
+    /// are sent and the connection closes before the terminator.
+    Chunked(Vec<u8>, Option<usize>),
+    /// No Content-Length and no chunking: the body ends when the connection closes, after the
+    /// first `n` bytes with `Some(n)`.
+    NoLength(Vec<u8>, Option<usize>),
+    /// `206 Partial Content` with the first `n` bytes, whatever was asked for.
+    Partial(Vec<u8>, usize),
 }
 
 #[derive(Default)]
@@ -113,6 +127,29 @@ fn handle(conn: TcpStream, st: Arc<Mutex<State>>) {
         Some(Route::Status(code)) => respond(&mut w, code, &[], b"error"),
         Some(Route::Hang(d)) => std::thread::sleep(d),
         Some(Route::Body(body)) => serve(&mut w, &body, range, None),
+        Some(Route::Redirect(to)) => respond(&mut w, 302, &[format!("Location: {to}")], b""),
+        Some(Route::Chunked(body, cut)) => {
+            let n = cut.unwrap_or(body.len());
+            let mut out = format!(
+                "HTTP/1.1 200 X\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n",
+                body.len()
+            )
+            .into_bytes();
+            out.extend_from_slice(&body[..n]);
+            if cut.is_none() {
+                out.extend_from_slice(b"\r\n0\r\n\r\n");
+            }
+            send_and_close(&mut w, &out);
+        }
+        Some(Route::Partial(body, n)) => {
+            let cr = format!("Content-Range: bytes 0-{}/{}", n - 1, body.len());
+            respond(&mut w, 206, &[cr], &body[..n]);
+        }
+        Some(Route::NoLength(body, cut)) => {
+            let mut out = b"HTTP/1.1 200 X\r\nConnection: close\r\n\r\n".to_vec();
+            out.extend_from_slice(&body[..cut.unwrap_or(body.len())]);
+            send_and_close(&mut w, &out);
+        }
         Some(Route::DropAfter(body, n)) => {
             let first = !st
                 .lock()
@@ -160,6 +197,12 @@ fn serve(w: &mut TcpStream, body: &[u8], range: Option<u64>, cut: Option<usize>)
     }
 }
 
+fn send_and_close(w: &mut TcpStream, bytes: &[u8]) {
+    let _ = w.write_all(bytes);
+    let _ = w.flush();
+    let _ = w.shutdown(std::net::Shutdown::Both);
+}
+
 fn respond(w: &mut TcpStream, status: u16, extra: &[String], body: &[u8]) {
     let mut head = format!(
         "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
@@ -188,4 +231,88 @@ pub fn bytes(n: usize, seed: u8) -> Vec<u8> {
     (0..n)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
+}
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub cache: Cache,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("cache")).unwrap();
+        Env { dir, cache }
+    }
+
+    pub fn manifest(&self, text: &str) -> Manifest {
+        let p = self.dir.path().join("manifest.toml");
+        std::fs::write(&p, format!("schema = 1\n{text}")).unwrap();
+        Manifest::load(&p).unwrap()
+    }
+
+    pub fn objects(&self) -> usize {
+        count_files(&self.cache.root().join("objects"))
+    }
+}
+
+pub fn count_files(p: &Path) -> usize {
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        count_files(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+pub fn opts() -> FetchOptions {
+    FetchOptions {
+        retries: 0,
+        backoff: Duration::from_millis(10),
+        timeout: Duration::from_millis(500),
+        progress: false,
+        ..FetchOptions::default()
+    }
+}
+
+pub fn entry(name: &str, path: &str, sha: &str, urls: &[String]) -> String {
+    let urls: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
+    format!(
+        "[[artifact]]\nname = \"{name}\"\nkind = \"weights\"\nlicence = \"test\"\nsource_page = \"https://example.org\"\n\
+         [[artifact.file]]\npath = \"{path}\"\nsha256 = \"{sha}\"\nurls = [{}]\n",
+        urls.join(", ")
+    )
+}
+
+pub fn names(n: &str) -> Vec<String> {
+    vec![n.to_string()]
+}
+
+pub fn tar_gz(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    for (name, data) in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, *data).unwrap();
+    }
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+pub fn archive_entry(name: &str, sha: &str, url: &str) -> String {
+    format!(
+        "{}[artifact.extract]\nfile = \"a.tar.gz\"\nformat = \"tar.gz\"\ninto = \"data\"\nmax_member_bytes = 1000\nmax_total_bytes = 10000\n",
+        entry(name, "a.tar.gz", sha, &[url.to_string()])
+    )
 }
