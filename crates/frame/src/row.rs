@@ -189,32 +189,10 @@ mod tests {
     use super::*;
 
     fn row(cell: &str, value: f64) -> Row {
-        Row {
-            run_id: "r".into(),
-            cell: cell.into(),
-            experiment: "E1".into(),
-            dataset: "fashion-mnist".into(),
-            image_size: 16,
-            channels: 1,
-            trigger: "BOX_14".into(),
-            target: "CORNER".into(),
-            poison_rate: 0.5,
-            training: "finetune".into(),
-            epochs: 1.0,
-            seed: 0,
-            defense: "anp".into(),
-            defense_param: "lr=0.0001,budget=4".into(),
-            defense_epoch: Some(3),
-            sampler: "ddpm".into(),
-            steps: 100,
-            clip: "none".into(),
-            samples: "clean".into(),
-            metric: "MSE".into(),
-            value,
-            n_generated: 8,
-            n_reference: 1,
-            protocol: "{}".into(),
-        }
+        let mut r = crate::claims::tests::row(cell, "clean", "MSE", value);
+        (r.defense, r.defense_param, r.defense_epoch) =
+            ("anp".into(), "lr=0.0001,budget=4".into(), Some(3));
+        r
     }
 
     #[test]
