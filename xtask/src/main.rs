@@ -92,6 +92,9 @@ enum Command {
         /// Also write diff.md and diff.json into this directory.
         #[arg(long)]
         out: Option<std::path::PathBuf>,
+        /// Accept measurements whose protocol changed instead of failing on them.
+        #[arg(long)]
+        allow_protocol_change: bool,
     },
     /// The README's test command: set up what the tests need, build, and run the whole test suite.
     Test {
@@ -155,7 +158,8 @@ fn main() {
             tolerances,
             json,
             out,
-        }) => diff(run_a, run_b, tolerances, json, out),
+            allow_protocol_change,
+        }) => diff(run_a, run_b, tolerances, json, out, allow_protocol_change),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");
@@ -262,6 +266,7 @@ fn diff(
     tolerances: Option<std::path::PathBuf>,
     json: bool,
     out: Option<std::path::PathBuf>,
+    allow_protocol_change: bool,
 ) -> Result<()> {
     let mut args: Vec<std::ffi::OsString> = vec![
         "diff".into(),
@@ -276,6 +281,9 @@ fn diff(
     }
     if json {
         args.push("--json".into());
+    }
+    if allow_protocol_change {
+        args.push("--allow-protocol-change".into());
     }
     let status = report_binary(&args)?;
     if !status.success() {

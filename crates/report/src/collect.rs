@@ -25,9 +25,26 @@ pub fn cell_rows(run_dir: &Path) -> Result<Vec<Row>> {
             .with_context(|| format!("reading {} (rerun that cell)", path.display()))?;
         let mut v: serde_json::Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not JSON (rerun that cell)", path.display()))?;
-        let cell_rows: Vec<Row> = serde_json::from_value(v["rows"].take())
-            .with_context(|| format!("{}: rows do not match the frame schema", path.display()))?;
-        rows.extend(cell_rows);
+        let Some(cell_rows) = v["rows"].as_array_mut() else {
+            anyhow::bail!("{}: no `rows` list (rerun that cell)", path.display());
+        };
+        for (i, r) in cell_rows.iter_mut().enumerate() {
+            let what = format!(
+                "{} row {i} ({} of {})",
+                path.display(),
+                r["metric"].as_str().unwrap_or("?"),
+                r["cell"].as_str().unwrap_or("?")
+            );
+            anyhow::ensure!(
+                r.get("value") != Some(&serde_json::Value::Null),
+                "{what}: the value is null, which is how JSON writes a NaN or infinite metric: \
+                 the measurement failed; rerun that cell"
+            );
+            rows.push(
+                serde_json::from_value(r.take())
+                    .with_context(|| format!("{what} does not match the frame schema"))?,
+            );
+        }
     }
     Ok(rows)
 }
@@ -82,5 +99,21 @@ mod tests {
         std::fs::write(d.join("result.json"), r#"{"rows":[{"cell":"E1.x"}]}"#).unwrap();
         let err = format!("{:#}", write_frame(dir.path()).unwrap_err());
         assert!(err.contains("E1.x") && err.contains("schema"), "{err}");
+    }
+
+    #[test]
+    fn a_nan_metric_names_its_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("cells/E1.x");
+        std::fs::create_dir_all(&d).unwrap();
+        let mut rows = serde_json::to_value(&crate::fixture::rows()[..2]).unwrap();
+        rows[1]["value"] = serde_json::Value::Null;
+        let json = serde_json::json!({ "cell": {}, "rows": rows, "stages": [] });
+        std::fs::write(d.join("result.json"), json.to_string()).unwrap();
+        let err = format!("{:#}", write_frame(dir.path()).unwrap_err());
+        assert!(
+            err.contains("row 1") && err.contains("NaN") && err.contains("E1.x"),
+            "{err}"
+        );
     }
 }

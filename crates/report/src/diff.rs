@@ -1,7 +1,8 @@
 //! Regression diff of two runs' frames. Each metric has an absolute and a relative tolerance and a
 //! direction (`results/tolerances.toml`); a change in the worse direction beyond
 //! `abs + rel·|A|` is a regression. Rows measured under a different protocol (N, weights, sampler,
-//! steps) are flagged instead of compared, and rows found in only one run are listed.
+//! steps) are flagged instead of compared, and fail the diff unless the caller allows a protocol
+//! change; rows found in only one run are listed, and a baseline row missing from B fails it.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -53,12 +54,30 @@ impl Tolerances {
     pub fn read(path: &Path) -> Result<Tolerances> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading tolerances {}", path.display()))?;
-        toml::from_str(&text).with_context(|| {
+        let tol: Tolerances = toml::from_str(&text).with_context(|| {
             format!(
                 "parsing {}: expected [[rule]] tables with abs, rel, direction = lower|higher|either",
                 path.display()
             )
-        })
+        })?;
+        tol.validate()
+            .with_context(|| format!("in tolerances {}", path.display()))?;
+        Ok(tol)
+    }
+
+    /// Tolerances are finite and not negative: a NaN bound would accept every change.
+    pub fn validate(&self) -> Result<()> {
+        for (i, r) in self.rule.iter().enumerate() {
+            for (name, v) in [("abs", r.abs), ("rel", r.rel)] {
+                anyhow::ensure!(
+                    v.is_finite() && v >= 0.0,
+                    "rule {} (metric {}): {name} = {v} must be a finite number >= 0",
+                    i + 1,
+                    r.metric.as_deref().unwrap_or("any")
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The first rule matching the row; without one, exact comparison in either direction.
@@ -126,6 +145,9 @@ pub struct DiffReport {
     pub run_b: String,
     pub counts: BTreeMap<String, usize>,
     pub rows: Vec<DiffRow>,
+    /// Whether measurements under another protocol are accepted (listed, not failed).
+    #[serde(default)]
+    pub allow_protocol_change: bool,
 }
 
 /// The identity of a measurement, without sampler/steps (matched second) and without protocol.
@@ -324,6 +346,7 @@ pub fn diff(run_a: &str, a: &[Row], run_b: &str, b: &[Row], tol: &Tolerances) ->
         run_b: run_b.into(),
         counts,
         rows: out,
+        allow_protocol_change: false,
     }
 }
 
@@ -340,13 +363,30 @@ fn status_name(s: Status) -> &'static str {
 }
 
 impl DiffReport {
-    /// True when any metric regressed beyond its tolerance, or a baseline measurement is missing
+    /// Accept measurements whose protocol changed (listed, not compared, not failed).
+    pub fn allowing_protocol_change(mut self, allow: bool) -> DiffReport {
+        self.allow_protocol_change = allow;
+        self
+    }
+
+    /// True when any metric regressed beyond its tolerance, a baseline measurement is missing
     /// from B (a run that lost a measurement is no pass; diff a filtered run against a baseline
-    /// filtered alike). The command then exits non-zero.
+    /// filtered alike), or a measurement's protocol changed without being allowed (it was not
+    /// compared, so nothing says it did not regress). The command then exits non-zero.
     pub fn regressed(&self) -> bool {
+        self.rows.iter().any(|r| match r.status {
+            Status::Regressed | Status::OnlyA => true,
+            Status::ProtocolMismatch => !self.allow_protocol_change,
+            _ => false,
+        })
+    }
+
+    /// How many measurements were compared value against value.
+    pub fn compared(&self) -> usize {
         self.rows
             .iter()
-            .any(|r| matches!(r.status, Status::Regressed | Status::OnlyA))
+            .filter(|r| matches!(r.status, Status::Ok | Status::Improved | Status::Regressed))
+            .count()
     }
 
     pub fn json(&self) -> String {
@@ -364,7 +404,14 @@ impl DiffReport {
         s.push_str(&format!("{}.\n\n", counts.join(", ")));
         let sections = [
             (Status::Regressed, "Regressions beyond tolerance"),
-            (Status::ProtocolMismatch, "Protocol differs (not compared)"),
+            (
+                Status::ProtocolMismatch,
+                if self.allow_protocol_change {
+                    "Protocol differs (not compared; allowed by --allow-protocol-change)"
+                } else {
+                    "Protocol differs (not compared: fails the diff unless --allow-protocol-change)"
+                },
+            ),
             (
                 Status::OnlyA,
                 "Only in A (missing from B: counts as a regression)",
@@ -414,8 +461,24 @@ impl DiffReport {
             s.push_str(&t.markdown());
             s.push('\n');
         }
-        if !self.regressed() {
-            s.push_str("No metric regressed beyond its tolerance, and none is missing.\n");
+        let uncompared = self
+            .rows
+            .iter()
+            .filter(|r| r.status == Status::ProtocolMismatch)
+            .count();
+        if self.compared() == 0 {
+            s.push_str("No measurement was compared: nothing is known about regressions.\n");
+        } else if !self.regressed() {
+            s.push_str(&format!(
+                "No compared metric ({}) regressed beyond its tolerance, and none is missing.",
+                self.compared()
+            ));
+            if uncompared > 0 {
+                s.push_str(&format!(
+                    " {uncompared} measurement(s) under a changed protocol were not compared."
+                ));
+            }
+            s.push('\n');
         }
         s
     }

@@ -73,6 +73,10 @@ enum Command {
         /// Print JSON instead of Markdown.
         #[arg(long)]
         json: bool,
+        /// Accept measurements whose protocol (N, weights, sampler, steps) changed: list them
+        /// without failing. Without it such rows fail the diff, since they were not compared.
+        #[arg(long)]
+        allow_protocol_change: bool,
     },
 }
 
@@ -132,12 +136,14 @@ fn run() -> Result<ExitCode> {
             tolerances,
             out,
             json,
+            allow_protocol_change,
         } => {
             let tol_path = tolerances.unwrap_or_else(diff::default_tolerances_path);
             let tol = diff::Tolerances::read(&tol_path)?;
             let (name_a, a) = diff::read_run(&run_a)?;
             let (name_b, b) = diff::read_run(&run_b)?;
-            let d = diff::diff(&name_a, &a, &name_b, &b, &tol);
+            let d = diff::diff(&name_a, &a, &name_b, &b, &tol)
+                .allowing_protocol_change(allow_protocol_change);
             let md = d.markdown();
             if json {
                 println!("{}", d.json());

@@ -84,7 +84,7 @@ fn identical_runs_diff_clean() {
     write_run(&dir.path().join("b"), &rows);
     let (code, text) = run_diff(&dir.path().join("a"), &dir.path().join("b"));
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("No metric regressed"), "{text}");
+    assert!(text.contains("No compared metric"), "{text}");
 }
 
 #[test]
@@ -186,4 +186,29 @@ fn claims_judges_a_frame_and_labels_each_verdict() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("history"), "{err}");
+}
+
+/// A changed protocol fails `diff` (exit 1) unless `--allow-protocol-change` accepts it.
+#[test]
+fn a_protocol_change_fails_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = fixture::rows();
+    let mut other = rows.clone();
+    for r in &mut other {
+        r.n_generated = 10_000;
+    }
+    write_run(&dir.path().join("a"), &rows);
+    write_run(&dir.path().join("b"), &other);
+    let (code, text) = run_diff(&dir.path().join("a"), &dir.path().join("b"));
+    assert_eq!(code, 1, "{text}");
+    let out = bin()
+        .arg("diff")
+        .arg(dir.path().join("a"))
+        .arg(dir.path().join("b"))
+        .arg("--allow-protocol-change")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("No measurement was compared"), "{text}");
 }

@@ -86,7 +86,14 @@ fn a_protocol_change_is_flagged_not_compared() {
     b[i].n_generated = 10_000;
     b[i].value += 1.0; // would regress, but is not comparable
     let d = diff("a", &rows, "b", &b, &tol);
-    assert!(!d.regressed());
+    // Not compared, so the diff cannot pass it: it fails unless the change is allowed.
+    assert!(d.regressed());
+    assert!(!d.clone().allowing_protocol_change(true).regressed());
+    assert!(d
+        .clone()
+        .allowing_protocol_change(true)
+        .markdown()
+        .contains("1 measurement(s) under a changed protocol were not compared"));
     let flagged: Vec<&DiffRow> = d
         .rows
         .iter()
@@ -158,4 +165,48 @@ fn nan_against_a_number_regresses() {
     let mut b = rows.clone();
     b[0].value = f64::NAN;
     assert!(diff("a", &rows, "b", &b, &tolerances()).regressed());
+}
+
+/// Every row under another protocol with every value tripled: the diff must not say "no
+/// regression" about rows it never compared.
+#[test]
+fn a_run_whose_every_protocol_changed_is_not_a_pass() {
+    let rows = fixture::rows();
+    let mut b = rows.clone();
+    for r in &mut b {
+        r.n_generated *= 2;
+        r.value *= 3.0;
+    }
+    let d = diff("a", &rows, "b", &b, &tolerances());
+    assert!(d.regressed());
+    assert!(
+        !d.markdown().contains("No compared metric"),
+        "{}",
+        d.markdown()
+    );
+    let allowed = d.allowing_protocol_change(true);
+    assert_eq!(allowed.compared(), 0);
+    assert!(allowed
+        .markdown()
+        .contains("No measurement was compared: nothing is known about regressions"));
+}
+
+#[test]
+fn bad_tolerances_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, want) in [
+        (
+            "[[rule]]\nabs = nan\nrel = 0.1\ndirection = \"lower\"\n",
+            "abs = NaN",
+        ),
+        (
+            "[[rule]]\nmetric = \"MSE\"\nabs = 0.0\nrel = -1.0\ndirection = \"lower\"\n",
+            "rel = -1",
+        ),
+    ] {
+        let p = dir.path().join("t.toml");
+        std::fs::write(&p, text).unwrap();
+        let err = format!("{:#}", Tolerances::read(&p).unwrap_err());
+        assert!(err.contains(want) && err.contains("t.toml"), "{err}");
+    }
 }
