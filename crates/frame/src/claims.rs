@@ -27,8 +27,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 mod judge;
 #[cfg(test)]
 pub(crate) mod tests;
+mod verdict;
 
-pub use judge::{
+pub use judge::classify;
+pub use verdict::{
     Basis, CheckResult, ClaimVerdict, Fidelity, RunInfo, Scale, SettingResult, Unit, Verdict,
 };
 
