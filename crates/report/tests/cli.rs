@@ -151,13 +151,16 @@ fn claims_judges_a_frame_and_labels_each_verdict() {
     std::fs::remove_file(run.join("claims.json")).unwrap();
     let claims = dir.path().join("claims.toml");
     std::fs::write(&claims, fixture::CLAIMS).unwrap();
-    let out = bin()
-        .arg("claims")
-        .arg(&run)
-        .arg("--claims")
-        .arg(&claims)
-        .output()
-        .unwrap();
+    let judge = || {
+        bin()
+            .arg("claims")
+            .arg(&run)
+            .arg("--claims")
+            .arg(&claims)
+            .output()
+            .unwrap()
+    };
+    let out = judge();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -177,13 +180,7 @@ fn claims_judges_a_frame_and_labels_each_verdict() {
 
     let moved = fixture::CLAIMS.replacen("holds = \"<= 1.5\"", "holds = \"<= 2\"", 1);
     std::fs::write(&claims, moved).unwrap();
-    let out = bin()
-        .arg("claims")
-        .arg(&run)
-        .arg("--claims")
-        .arg(&claims)
-        .output()
-        .unwrap();
+    let out = judge();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("history"), "{err}");
 }

@@ -150,7 +150,16 @@ fn missing(sel: &Selection, cals: &[calibrate::Calibration]) -> (Verdict, String
         .as_deref()
         .is_some_and(|m| m.split('|').any(|x| x == CALIBRATED_RATE));
     if wants_calibrated {
-        if let Some(c) = cals.iter().find(|c| c.threshold.is_none()) {
+        // The selection's own targets (any, when it names none) that have no threshold.
+        let named = |t: &str| {
+            sel.target
+                .as_deref()
+                .is_none_or(|w| w.split('|').any(|x| x == t))
+        };
+        if let Some(c) = cals
+            .iter()
+            .find(|c| c.threshold.is_none() && named(&c.target))
+        {
             return (
                 Verdict::NotJudged,
                 format!(
