@@ -79,6 +79,9 @@ pub enum ModelConfig {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct TrainSummary {
     pub config: AttackConfig,
+    /// [`cell_key`] of the run (empty in records that predate it).
+    #[serde(default)]
+    pub cell_key: String,
     pub n_samples: usize,
     pub n_poisoned: usize,
     pub trigger_sha256: String,
@@ -141,7 +144,9 @@ impl Objective for BackdoorObjective<'_> {
     }
 }
 
-/// Saves the diffusers pipeline at each checkpoint and appends the loss log.
+/// Exports the diffusers pipeline at each intermediate checkpoint (so a long run can be looked
+/// at) and appends the loss log. The final model is exported by [`train`] itself, from the
+/// final state, once that state is on disk.
 struct RunObserver<'a> {
     vs: &'a nn::VarStore,
     config: &'a UNet2DConfig,
@@ -150,6 +155,9 @@ struct RunObserver<'a> {
     log: std::io::BufWriter<std::fs::File>,
     bar: indicatif::ProgressBar,
     last_loss: Option<f64>,
+    /// Iterations done so far and in the whole run.
+    done: u64,
+    total: u64,
 }
 
 impl Observer for RunObserver<'_> {
@@ -162,6 +170,7 @@ impl Observer for RunObserver<'_> {
                 .println(format!("warning: the loss log could not be written: {e}"));
         }
         self.last_loss = Some(r.loss);
+        self.done = r.iteration + 1;
         self.bar.set_message(format!(
             "epoch {} loss {:.4} lr {:.2e}",
             r.epoch, r.loss, r.lr
@@ -171,10 +180,85 @@ impl Observer for RunObserver<'_> {
 
     fn checkpoint(&mut self, epoch: u64, _dir: &Path) -> Result<()> {
         self.log.flush().context("writing the loss log")?;
-        checkpoint::save_pipeline(&self.model_dir, self.vs, self.config, self.scheduler_json)
-            .with_context(|| format!("saving the model after epoch {epoch}"))?;
-        Ok(())
+        if self.done < self.total {
+            export_model(&self.model_dir, self.vs, self.config, self.scheduler_json)
+                .with_context(|| format!("saving the model after epoch {epoch}"))?;
+        }
+        crate::files::failpoint("checkpoint.model")
     }
+}
+
+/// Writes the pipeline of `vs` to `model_dir` as a whole: into a fresh folder beside it, then
+/// renamed into place, so `model_dir` never mixes two checkpoints' files.
+fn export_model(
+    model_dir: &Path,
+    vs: &nn::VarStore,
+    config: &UNet2DConfig,
+    scheduler_json: &serde_json::Value,
+) -> Result<checkpoint::WeightFile> {
+    crate::files::remove_stale_temps(model_dir);
+    let tmp = crate::files::temp_path(model_dir);
+    let result = checkpoint::save_pipeline(&tmp, vs, config, scheduler_json)
+        .and_then(|_| crate::files::replace_dir(&tmp, model_dir));
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result?;
+    let weights = model_dir.join("unet").join(checkpoint::WEIGHTS_SAFETENSORS);
+    Ok(checkpoint::WeightFile {
+        sha256: checkpoint::sha256_file(&weights)?,
+        path: weights,
+    })
+}
+
+/// The hash of everything that determines a cell's weights: its config (data, trigger, target,
+/// poison rate, model, train settings and seed), the trigger, target and initial weights
+/// actually used, and the code version. Only a run with the same key resumes a checkpoint or
+/// reuses a finished result.
+pub fn cell_key(
+    cfg: &AttackConfig,
+    trigger_sha256: &str,
+    target_sha256: &str,
+    init_sha256: Option<&str>,
+) -> Result<String> {
+    let v = serde_json::json!({
+        "code_version": env!("CARGO_PKG_VERSION"),
+        "config": cfg,
+        "trigger_sha256": trigger_sha256,
+        "target_sha256": target_sha256,
+        "init_sha256": init_sha256,
+    });
+    Ok(crate::files::sha256_hex(serde_json::to_string(&v)?.as_bytes()))
+}
+
+/// A finished run in `out` for this cell, if its record is there and the model folder holds the
+/// weights it names; a record of another cell is an error.
+fn finished(out: &Path, cfg: &AttackConfig, key: &str) -> Result<Option<TrainSummary>> {
+    let summary_path = out.join("train.json");
+    let Ok(text) = std::fs::read_to_string(&summary_path) else {
+        return Ok(None);
+    };
+    let Ok(done) = serde_json::from_str::<TrainSummary>(&text) else {
+        return Ok(None);
+    };
+    // A record without a key predates keys: its config is all there is to compare.
+    if &done.config != cfg || !(done.cell_key.is_empty() || done.cell_key == key) {
+        bail!(
+            "{} holds a finished run of another cell (other settings: its key {}, this run's {key}): \
+             choose another --out, or delete {} to run this cell there",
+            out.display(),
+            if done.cell_key.is_empty() { "none recorded" } else { &done.cell_key },
+            out.display()
+        );
+    }
+    let weights = out.join("model/unet").join(checkpoint::WEIGHTS_SAFETENSORS);
+    if checkpoint::sha256_file(&weights).ok().as_deref() == Some(done.weights_sha256.as_str()) {
+        return Ok(Some(done));
+    }
+    // The model is not the one recorded: drop the record and export again from the state.
+    std::fs::remove_file(&summary_path)
+        .with_context(|| format!("removing {}", summary_path.display()))?;
+    Ok(None)
 }
 
 /// Opens the loss log for appending, first dropping records at or after `from` (left by a run
@@ -205,6 +289,11 @@ fn open_log(path: &Path, from: u64) -> Result<std::io::BufWriter<std::fs::File>>
 /// Runs one cell into `out`: `out/model` (diffusers pipeline), `out/state` (resume state),
 /// `out/train_log.jsonl` (loss per iteration), `out/train.json` (summary). Rerunning on the same
 /// `out` resumes from the last checkpoint; a finished run returns its summary at once.
+///
+/// The write order makes the finished model a function of the final state: the state is saved,
+/// then the model is exported from it (as a whole), then `train.json` is written. A rerun after
+/// a kill anywhere in that sequence loads the final state and exports again; a `train.json`
+/// whose model does not match is not reported. `out` is locked for the whole run.
 pub fn train(
     cfg: &AttackConfig,
     out: &Path,
@@ -212,32 +301,18 @@ pub fn train(
     progress: bool,
 ) -> Result<TrainSummary> {
     let started = std::time::Instant::now();
-    let summary_path = out.join("train.json");
-    if let Ok(text) = std::fs::read_to_string(&summary_path) {
-        if let Ok(done) = serde_json::from_str::<TrainSummary>(&text) {
-            if &done.config == cfg {
-                return Ok(done);
-            }
-            bail!(
-                "{} holds a finished run with other settings: use another output directory",
-                out.display()
-            );
-        }
-    }
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let config_text = toml::to_string_pretty(cfg)?;
-    std::fs::write(out.join("config.toml"), &config_text)?;
-
-    let data = load_dataset(&cfg.data)?;
+    let _lock = crate::files::OutputLock::acquire(out)?;
     let shape = ImageShape::new(cfg.data.channels, cfg.data.size)?;
     let trigger: Trigger = cfg.backdoor.trigger.parse()?;
     let target: Target = cfg.backdoor.target.parse()?;
     let sources = crate::inputs::source_images(cfg.backdoor.sources.as_deref())?;
     let g = trigger.build(shape, &sources)?;
     let y = target.build(&g, &sources)?;
+    let trigger_sha256 = crate::pipeline::tensor_sha256(&g);
+    let target_sha256 = crate::pipeline::tensor_sha256(&y);
 
     // Model and its noise schedule.
-    let (vs, model, unet_config, scheduler_json) = match &cfg.model {
+    let (vs, model, unet_config, scheduler_json, init_sha256) = match &cfg.model {
         ModelConfig::Finetune { checkpoint: dir } => {
             let ck = checkpoint::load(dir, device)?;
             let sched = ck.scheduler_config.clone().with_context(|| {
@@ -246,17 +321,26 @@ pub fn train(
                     dir.display()
                 )
             })?;
-            (ck.vs, ck.model, ck.config, sched)
+            let sha = ck.weights.safetensors.sha256.clone();
+            (ck.vs, ck.model, ck.config, sched, Some(sha))
         }
         ModelConfig::Scratch { unet, scheduler } => {
             let config = unet_config(unet, &cfg.data)?;
             let vs = nn::VarStore::new(device);
             let mut rng = Rng::seeded(crate::rng::derive_seed(cfg.train.seed, u64::MAX / 2));
             let model = rng.with(|| UNet2DModel::new(vs.root(), &config))?;
-            (vs, model, config, scheduler.clone())
+            (vs, model, config, scheduler.clone(), None)
         }
     };
     check_model_fits(&unet_config, &cfg.data)?;
+    let key = cell_key(cfg, &trigger_sha256, &target_sha256, init_sha256.as_deref())?;
+    if let Some(done) = finished(out, cfg, &key)? {
+        return Ok(done);
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    checkpoint::write_atomic(&out.join("config.toml"), toml::to_string_pretty(cfg)?.as_bytes())?;
+
+    let data = load_dataset(&cfg.data)?;
     let resolved = SchedulerConfig::from_json(&scheduler_json)?.resolve(SamplerKind::Ddpm)?;
     let noise = NoiseSchedule::new(&resolved)?;
     let schedule = BackdoorSchedule::from_betas(&noise.betas);
@@ -286,14 +370,17 @@ pub fn train(
     let log_path = out.join("train_log.jsonl");
     let log = open_log(&log_path, resume_from)
         .with_context(|| format!("opening {}", log_path.display()))?;
+    let model_dir = out.join("model");
     let mut observer = RunObserver {
         vs: &vs,
         config: &unet_config,
         scheduler_json: &scheduler_json,
-        model_dir: out.join("model"),
+        model_dir: model_dir.clone(),
         log,
         bar,
         last_loss: None,
+        done: resume_from,
+        total,
     };
     let mut objective = BackdoorObjective {
         model: &model,
@@ -306,29 +393,32 @@ pub fn train(
         &mut objective,
         n as i64,
         &cfg.train,
-        &out.join("state"),
+        &key,
+        &state_dir,
         &mut observer,
     )?;
     observer.bar.finish_and_clear();
 
-    let weights = checkpoint::locate(&out.join("model"))?;
-    let weights_sha256 =
-        checkpoint::sha256_file(&weights.unet_dir.join("diffusion_pytorch_model.safetensors"))?;
+    // `vs` now holds the final state's weights, trained here or loaded from its checkpoint.
+    let weights = export_model(&model_dir, &vs, &unet_config, &scheduler_json)
+        .context("saving the final model")?;
     let summary = TrainSummary {
         config: cfg.clone(),
+        cell_key: key,
         n_samples: n,
         n_poisoned: poisoned.num_poisoned(),
-        trigger_sha256: crate::pipeline::tensor_sha256(&g),
-        target_sha256: crate::pipeline::tensor_sha256(&y),
-        model_dir: out.join("model"),
-        weights_sha256,
+        trigger_sha256,
+        target_sha256,
+        model_dir,
+        weights_sha256: weights.sha256,
         iterations: state.iterations_done,
         final_loss: observer.last_loss,
         seconds: started.elapsed().as_secs_f64(),
         runtime: crate::runtime_info(),
     };
+    crate::files::failpoint("summary")?;
     checkpoint::write_atomic(
-        &summary_path,
+        &out.join("train.json"),
         serde_json::to_string_pretty(&summary)?.as_bytes(),
     )?;
     Ok(summary)

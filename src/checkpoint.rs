@@ -347,6 +347,7 @@ pub fn save_pipeline(
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &weights)
         .with_context(|| format!("renaming {} to {}", tmp.display(), weights.display()))?;
+    crate::files::failpoint("model.weights")?;
     write_atomic(&unet_dir.join(CONFIG), &pretty(&config.to_json_value()))?;
     write_atomic(&sched_dir.join(SCHEDULER_CONFIG), &pretty(scheduler_config))?;
     let index = json!({

@@ -127,13 +127,16 @@ impl Pipeline {
     }
 
     /// Samples into `out` as PNGs (`000000.png`, ...) plus `sample.json`. The folder appears
-    /// only when complete: images go to `<out>.partial` first.
+    /// only when complete: images go first to a staging folder beside it whose name is unique
+    /// to this process and call, and `out` is locked meanwhile, so parallel runs into sibling
+    /// outputs never share scratch space and a second writer of `out` is refused.
     pub fn sample_to_dir(
         &mut self,
         opts: &PipelineOptions,
         trigger: Option<&Trigger>,
         out: &Path,
     ) -> Result<SampleRun> {
+        let _lock = crate::files::OutputLock::acquire(out)?;
         if out.exists()
             && std::fs::read_dir(out)
                 .map(|mut d| d.next().is_some())
@@ -144,10 +147,25 @@ impl Pipeline {
                 out.display()
             );
         }
-        let partial = out.with_extension("partial");
-        let _ = std::fs::remove_dir_all(&partial);
+        crate::files::remove_stale_temps(out);
+        let partial = crate::files::temp_path(out);
         std::fs::create_dir_all(&partial)
             .with_context(|| format!("creating {}", partial.display()))?;
+        let result = self.sample_into(opts, trigger, &partial, out);
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&partial);
+        }
+        result
+    }
+
+    /// [`Self::sample_to_dir`]'s work: fill `partial`, then rename it to `out`.
+    fn sample_into(
+        &mut self,
+        opts: &PipelineOptions,
+        trigger: Option<&Trigger>,
+        partial: &Path,
+        out: &Path,
+    ) -> Result<SampleRun> {
         let started = Instant::now();
         let sample_opts = self.options(opts, trigger.map(|t| t.tensor.shallow_clone()))?;
         let model = &self.checkpoint.model;
@@ -159,7 +177,7 @@ impl Pipeline {
                 &mut self.sampler,
                 &sample_opts,
                 &mut |start, images| {
-                    written += sampling::save_pngs(&images, &partial, start)?.len();
+                    written += sampling::save_pngs(&images, partial, start)?.len();
                     Ok(())
                 },
             )
@@ -188,7 +206,7 @@ impl Pipeline {
             std::fs::remove_dir(out)
                 .with_context(|| format!("replacing the empty {}", out.display()))?;
         }
-        std::fs::rename(&partial, out)
+        std::fs::rename(partial, out)
             .with_context(|| format!("moving {} into place", partial.display()))?;
         Ok(run)
     }

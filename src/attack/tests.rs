@@ -125,3 +125,5 @@ fn bad_cells_are_refused_with_the_fix() {
     c.data.size = 2;
     assert!(err(&c, &out).contains("size"));
 }
+
+mod resume;

@@ -176,6 +176,12 @@ pub fn run(a: Args) -> Result<()> {
         }
         Defense::Clip => {}
     }
+    // One writer per output: the report and the pruned model.
+    let _locks = [Some(&a.out), a.pruned_out.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|p| baddiffusion::files::OutputLock::acquire(p))
+        .collect::<Result<Vec<_>>>()?;
     let mut pipeline = Pipeline::load(&a.model, &popts)?;
     let backdoor = Backdoor::for_pipeline(&pipeline, &a.trigger, &a.target, a.sources.as_deref())?;
     let measure = MeasureOptions {
@@ -226,7 +232,7 @@ pub fn run(a: Args) -> Result<()> {
             result,
             runtime: baddiffusion::runtime_info(),
         };
-        std::fs::write(&a.out, serde_json::to_string_pretty(&rep)?)
+        baddiffusion::files::write_atomic(&a.out, serde_json::to_string_pretty(&rep)?.as_bytes())
             .with_context(|| format!("writing {}", a.out.display()))
     };
     match a.defense {

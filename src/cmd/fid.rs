@@ -90,6 +90,11 @@ fn generated_shape(dir: &Path) -> Result<(usize, usize)> {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let _lock = args
+        .out
+        .as_deref()
+        .map(baddiffusion::files::OutputLock::acquire)
+        .transpose()?;
     let cache_dir = args.cache.clone().unwrap_or_else(fid::default_cache_dir);
     let reference = args
         .reference
@@ -183,7 +188,7 @@ pub fn run(args: Args) -> Result<()> {
             .unwrap_or_default()
     );
     if let Some(out) = args.out {
-        std::fs::write(&out, serde_json::to_string_pretty(&[&row])?)
+        baddiffusion::files::write_atomic(&out, serde_json::to_string_pretty(&[&row])?.as_bytes())
             .with_context(|| format!("writing {}", out.display()))?;
     }
     Ok(())

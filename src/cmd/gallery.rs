@@ -23,6 +23,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let _lock = baddiffusion::files::OutputLock::acquire(&args.out)?;
     let profile = Profile::load(&std::env::current_dir()?, &args.profile)?;
     let size = args.size.unwrap_or(profile.data.size);
     let channels = args.channels.unwrap_or(profile.data.channels);
@@ -46,7 +47,7 @@ pub fn run(args: Args) -> Result<()> {
         let dir = args.out.join(sub);
         std::fs::create_dir_all(&dir)?;
         let path = dir.join(format!("{name}.png"));
-        std::fs::write(&path, to_png_bytes(t)?)
+        baddiffusion::files::write_atomic(&path, &to_png_bytes(t)?)
             .with_context(|| format!("writing {}", path.display()))
     };
     let mut first = None;

@@ -29,6 +29,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let _lock = baddiffusion::files::OutputLock::acquire(&args.out)?;
     let samples = ImageSet::read_png_dir(&args.samples, args.n, Channels::Native)?;
     let (target, sha) = metrics::load_target(&args.target)?;
     let cfg = SsimConfig {
@@ -42,6 +43,6 @@ pub fn run(args: Args) -> Result<()> {
             row.metric, row.value, row.protocol.n_generated
         );
     }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&rows)?)
+    baddiffusion::files::write_atomic(&args.out, serde_json::to_string_pretty(&rows)?.as_bytes())
         .with_context(|| format!("writing {}", args.out.display()))
 }

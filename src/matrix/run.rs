@@ -306,6 +306,12 @@ impl Cells {
     /// Runs every stage of `cell` and writes `cells/<id>/{rows,stages}.json` and sample
     /// previews into the run directory.
     pub fn run_cell(&self, cell: &Cell) -> Result<CellResult> {
+        // One process per cell of a run: a second one aimed at the same cell is refused.
+        // (The lock files sit apart: readers of `cells/` expect a result in every entry.)
+        let _lock = crate::files::OutputLock::acquire_at(
+            &self.run_dir.join("cells").join(&cell.id),
+            &self.run_dir.join(".locks").join(format!("{}.lock", cell.id)),
+        )?;
         let mut stages = Vec::new();
         let (base, rec) = self.base()?;
         stages.push(rec);

@@ -112,6 +112,11 @@ pub struct StepRecord {
 /// The counters a resumed run continues from.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TrainState {
+    /// The caller's hash of everything that determines the result (for a cell: data, trigger,
+    /// target, poison rate, seed, settings, code version): a checkpoint is continued only by
+    /// the run with the same key, never by another cell aimed at the same directory.
+    #[serde(default)]
+    pub cell_key: String,
     pub epochs_done: u64,
     pub iterations_done: u64,
     pub settings: TrainSettings,
@@ -125,12 +130,14 @@ const WEIGHTS: &str = "weights.safetensors";
 const OPTIMIZER: &str = "optimizer.safetensors";
 
 /// Trains the variables of `vs` on `n_samples` samples; checkpoints go to `state_dir`, and if a
-/// checkpoint is already there, training resumes from it.
+/// checkpoint of the same `cell_key` is already there, training resumes from it (a finished one
+/// only loads its weights into `vs`, so the caller can export them again).
 pub fn train(
     vs: &nn::VarStore,
     objective: &mut dyn Objective,
     n_samples: i64,
     settings: &TrainSettings,
+    cell_key: &str,
     state_dir: &Path,
     observer: &mut dyn Observer,
 ) -> Result<TrainState> {
@@ -156,13 +163,14 @@ pub fn train(
         ),
     }
     let mut state = TrainState {
+        cell_key: cell_key.to_string(),
         epochs_done: 0,
         iterations_done: 0,
         settings: settings.clone(),
         scaler: settings.mixed_precision.map(|_| GradScaler::default()),
     };
     if state_dir.join(STATE_JSON).exists() {
-        state = load_state(vs, &mut update.adam, state_dir, settings)?;
+        state = load_state(vs, &mut update.adam, state_dir, settings, cell_key)?;
     }
     let mut rng = Rng::seeded(settings.seed);
     while state.epochs_done < settings.epochs && state.iterations_done < total {
@@ -247,15 +255,18 @@ fn save_state(vs: &nn::VarStore, adam: &Adam, state: &TrainState, dir: &Path) ->
     let weights = dir.join(format!("{tag}.{WEIGHTS}"));
     vs.save(&weights)
         .with_context(|| format!("writing {}", weights.display()))?;
+    crate::files::failpoint("checkpoint.weights")?;
     let optimizer = dir.join(format!("{tag}.{OPTIMIZER}"));
     Tensor::write_safetensors(&adam.state(), &optimizer)
         .with_context(|| format!("writing {}", optimizer.display()))?;
+    crate::files::failpoint("checkpoint.optimizer")?;
     let json = serde_json::json!({ "state": state, "weights": weights.file_name().unwrap().to_string_lossy(),
         "optimizer": optimizer.file_name().unwrap().to_string_lossy() });
     crate::checkpoint::write_atomic(
         &dir.join(STATE_JSON),
         serde_json::to_string_pretty(&json)?.as_bytes(),
     )?;
+    crate::files::failpoint("checkpoint.state")?;
     // Older checkpoints are no longer needed once the new one is recorded.
     for entry in std::fs::read_dir(dir)?.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
@@ -263,7 +274,7 @@ fn save_state(vs: &nn::VarStore, adam: &Adam, state: &TrainState, dir: &Path) ->
             let _ = std::fs::remove_file(entry.path());
         }
     }
-    Ok(())
+    crate::files::failpoint("checkpoint.pruned")
 }
 
 fn load_state(
@@ -271,10 +282,23 @@ fn load_state(
     adam: &mut Adam,
     dir: &Path,
     settings: &TrainSettings,
+    cell_key: &str,
 ) -> Result<TrainState> {
     let path = dir.join(STATE_JSON);
     let (json, state) =
         read_state(dir)?.with_context(|| format!("{} is missing", path.display()))?;
+    if state.cell_key != cell_key {
+        let theirs = match state.cell_key.as_str() {
+            "" => "none recorded",
+            k => k,
+        };
+        bail!(
+            "{} holds a checkpoint of another cell (its key {theirs}, this run's {cell_key}): \
+             choose another --out, or delete {} to start this cell over",
+            dir.display(),
+            dir.display()
+        );
+    }
     if &state.settings != settings {
         bail!(
             "{} holds a run with other settings ({:?}); use another output directory or delete it to start over",

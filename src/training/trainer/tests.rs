@@ -73,6 +73,7 @@ fn resumed_run_equals_uninterrupted_run() {
         &mut obj,
         20,
         &settings(4),
+        "k",
         &dir.path().join("a"),
         &mut log,
     )
@@ -86,6 +87,7 @@ fn resumed_run_equals_uninterrupted_run() {
         &mut obj,
         20,
         &settings(4),
+        "k",
         &dir.path().join("b"),
         &mut first,
     )
@@ -99,6 +101,7 @@ fn resumed_run_equals_uninterrupted_run() {
         &mut obj,
         20,
         &settings(4),
+        "k",
         &dir.path().join("b"),
         &mut second,
     )
@@ -122,7 +125,7 @@ fn training_reduces_the_loss_and_follows_the_schedule() {
     let dir = tempfile::tempdir().unwrap();
     let (vs, mut obj) = model(2);
     let mut log = Log(vec![], None);
-    train(&vs, &mut obj, 20, &settings(30), dir.path(), &mut log).unwrap();
+    train(&vs, &mut obj, 20, &settings(30), "k", dir.path(), &mut log).unwrap();
     let mean = |r: &[StepRecord]| r.iter().map(|s| s.loss).sum::<f64>() / r.len() as f64;
     let (head, tail) = (mean(&log.0[..14]), mean(&log.0[log.0.len() - 14..]));
     assert!(tail < 0.5 * head, "loss did not fall: {head} -> {tail}");
@@ -145,6 +148,7 @@ fn resuming_with_other_settings_is_refused() {
         &mut obj,
         20,
         &settings(1),
+        "k",
         dir.path(),
         &mut Log(vec![], None),
     )
@@ -156,6 +160,7 @@ fn resuming_with_other_settings_is_refused() {
         &mut obj,
         20,
         &other,
+        "k",
         dir.path(),
         &mut Log(vec![], None),
     )
@@ -183,6 +188,7 @@ fn corrupt_state_file_names_the_fix() {
             &mut obj,
             20,
             &settings(1),
+            "k",
             dir.path(),
             &mut Log(vec![], None)
         )
@@ -201,7 +207,7 @@ fn a_step_limit_stops_mid_epoch_with_a_final_update_and_checkpoint() {
         steps: Some(10),
         ..settings(30)
     };
-    let state = train(&vs, &mut obj, 20, &s, dir.path(), &mut log).unwrap();
+    let state = train(&vs, &mut obj, 20, &s, "k", dir.path(), &mut log).unwrap();
     assert_eq!((state.iterations_done, log.0.len()), (10, 10));
     assert!(
         log.0[9].grad_norm.is_some(),
@@ -220,7 +226,7 @@ fn a_step_limit_stops_mid_epoch_with_a_final_update_and_checkpoint() {
     assert_eq!(iterations_done(dir.path()).unwrap(), 10);
     // Rerun on the finished checkpoint: nothing more to do.
     let mut again = Log(vec![], None);
-    train(&vs, &mut obj, 20, &s, dir.path(), &mut again).unwrap();
+    train(&vs, &mut obj, 20, &s, "k", dir.path(), &mut again).unwrap();
     assert!(again.0.is_empty());
 }
 
@@ -233,7 +239,7 @@ fn mixed_precision_is_refused_where_it_cannot_run_and_absent_from_float32_keys()
         mixed_precision: Some(MixedPrecision::Fp16),
         ..settings(1)
     };
-    let err = train(&vs, &mut obj, 20, &fp16, dir.path(), &mut log).unwrap_err();
+    let err = train(&vs, &mut obj, 20, &fp16, "k", dir.path(), &mut log).unwrap_err();
     assert!(
         format!("{err:#}").contains("needs a CUDA device"),
         "{err:#}"
@@ -242,7 +248,7 @@ fn mixed_precision_is_refused_where_it_cannot_run_and_absent_from_float32_keys()
         mixed_precision: Some(MixedPrecision::Bf16),
         ..settings(1)
     };
-    let err = train(&vs, &mut obj, 20, &bf16, dir.path(), &mut log).unwrap_err();
+    let err = train(&vs, &mut obj, 20, &bf16, "k", dir.path(), &mut log).unwrap_err();
     assert!(format!("{err:#}").contains("use \"fp16\""), "{err:#}");
     assert!(log.0.is_empty(), "nothing trained");
     // Unset, the field is not serialised: float32 runs keep their stage keys.
@@ -252,4 +258,23 @@ fn mixed_precision_is_refused_where_it_cannot_run_and_absent_from_float32_keys()
         serde_json::to_value(&fp16).unwrap()["mixed_precision"],
         "fp16"
     );
+}
+
+#[test]
+fn a_checkpoint_of_another_key_is_refused_naming_both_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vs, mut obj) = model(3);
+    let s = settings(2);
+    // Killed after the first epoch's checkpoint.
+    let mut first = Log(vec![], Some(1));
+    train(&vs, &mut obj, 20, &s, "cell-a", dir.path(), &mut first).unwrap_err();
+    let mut other = Log(vec![], None);
+    let err = train(&vs, &mut obj, 20, &s, "cell-b", dir.path(), &mut other).unwrap_err();
+    let e = format!("{err:#}");
+    assert!(
+        e.contains("another cell") && e.contains("cell-a") && e.contains("cell-b"),
+        "{e}"
+    );
+    assert!(other.0.is_empty(), "nothing trained on the other cell's checkpoint");
+    assert_eq!(iterations_done(dir.path()).unwrap(), 7);
 }
