@@ -228,7 +228,9 @@ pub fn cell_key(
         "target_sha256": target_sha256,
         "init_sha256": init_sha256,
     });
-    Ok(crate::files::sha256_hex(serde_json::to_string(&v)?.as_bytes()))
+    Ok(crate::files::sha256_hex(
+        serde_json::to_string(&v)?.as_bytes(),
+    ))
 }
 
 /// A finished run in `out` for this cell, if its record is there and the model folder holds the
@@ -338,7 +340,10 @@ pub fn train(
         return Ok(done);
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    checkpoint::write_atomic(&out.join("config.toml"), toml::to_string_pretty(cfg)?.as_bytes())?;
+    checkpoint::write_atomic(
+        &out.join("config.toml"),
+        toml::to_string_pretty(cfg)?.as_bytes(),
+    )?;
 
     let data = load_dataset(&cfg.data)?;
     let resolved = SchedulerConfig::from_json(&scheduler_json)?.resolve(SamplerKind::Ddpm)?;

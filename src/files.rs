@@ -1,8 +1,8 @@
 //! Content hashes and atomic writes: every file the harness produces appears whole or not at
 //! all, and every input or output is identified by its sha256.
 use std::io::Read;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
@@ -94,8 +94,7 @@ pub fn remove_stale_temps(path: &Path) {
 pub fn replace_dir(src: &Path, dst: &Path) -> Result<()> {
     if std::fs::symlink_metadata(dst).is_ok() {
         let old = temp_path(dst);
-        std::fs::rename(dst, &old)
-            .with_context(|| format!("moving {} aside", dst.display()))?;
+        std::fs::rename(dst, &old).with_context(|| format!("moving {} aside", dst.display()))?;
         failpoint("replace_dir.moved_aside")?;
         std::fs::rename(src, dst)
             .with_context(|| format!("renaming {} to {}", src.display(), dst.display()))?;

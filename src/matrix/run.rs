@@ -310,7 +310,10 @@ impl Cells {
         // (The lock files sit apart: readers of `cells/` expect a result in every entry.)
         let _lock = crate::files::OutputLock::acquire_at(
             &self.run_dir.join("cells").join(&cell.id),
-            &self.run_dir.join(".locks").join(format!("{}.lock", cell.id)),
+            &self
+                .run_dir
+                .join(".locks")
+                .join(format!("{}.lock", cell.id)),
         )?;
         let mut stages = Vec::new();
         let (base, rec) = self.base()?;

@@ -125,40 +125,6 @@ fn sample_to_dir_writes_pngs_and_a_record_and_refuses_to_overwrite() {
 }
 
 #[test]
-fn sibling_outputs_sampled_in_parallel_both_complete() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = saved_model(dir.path());
-    let mut o = opts(SamplerKind::Ddpm, 5);
-    o.n = 6;
-    o.batch = 1;
-    let runs = dir.path().join("runs");
-    let outs = [runs.join("s0.1"), runs.join("s0.5")];
-    let results: Vec<Result<SampleRun>> = std::thread::scope(|s| {
-        let handles: Vec<_> = outs
-            .iter()
-            .map(|out| {
-                let (model, o) = (&model, &o);
-                s.spawn(move || Pipeline::load(model, o)?.sample_to_dir(o, None, out))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    for (out, r) in outs.iter().zip(results) {
-        let run = r.unwrap_or_else(|e| panic!("{}: {e:#}", out.display()));
-        assert_eq!(run.png_files, 6);
-        assert_eq!(crate::sampling::load_pngs(out).unwrap().size()[0], 6);
-        assert!(out.join("sample.json").is_file());
-    }
-    let mut left: Vec<String> = std::fs::read_dir(&runs)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.ends_with(".lock"))
-        .collect();
-    left.sort();
-    assert_eq!(left, ["s0.1", "s0.5"], "no scratch space left behind");
-}
-
-#[test]
 fn a_second_writer_of_one_sample_folder_is_refused_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let model = saved_model(dir.path());

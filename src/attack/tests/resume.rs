@@ -118,7 +118,11 @@ fn a_second_writer_of_one_run_is_refused_and_changes_nothing() {
         e.contains(&out.display().to_string()) && e.contains("another process"),
         "{e}"
     );
-    assert!(!out.exists(), "the refused writer wrote into {}", out.display());
+    assert!(
+        !out.exists(),
+        "the refused writer wrote into {}",
+        out.display()
+    );
     drop(held);
     run(&cell(), &out).unwrap();
 }

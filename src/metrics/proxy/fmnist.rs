@@ -197,7 +197,11 @@ pub fn train_or_load(
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("creating proxy cache folder {}", dir.display()))?;
         // Written under a temporary name and renamed, so a reader never sees half a file.
-        let tmp = dir.join(format!(".weights.{}.tmp.safetensors", std::process::id()));
+        // (Unique per process and call; it keeps the extension the format is chosen by.)
+        let tmp = PathBuf::from(format!(
+            "{}.safetensors",
+            crate::files::temp_path(&weights).display()
+        ));
         let weights_sha256 = net.save(&tmp)?;
         std::fs::rename(&tmp, &weights)
             .with_context(|| format!("moving {} into the cache", weights.display()))?;
@@ -220,10 +224,7 @@ pub fn train_or_load(
             train_seconds: start.elapsed().as_secs_f64(),
             weights_sha256,
         };
-        let tmp = dir.join(format!(".card.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_string_pretty(&card)?)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &card_path)
+        crate::files::write_atomic(&card_path, serde_json::to_string_pretty(&card)?.as_bytes())
             .with_context(|| format!("moving {} into the cache", card_path.display()))?;
     }
     // Read back from disk in both cases, so a fresh and a cached proxy report the same card.

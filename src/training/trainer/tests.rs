@@ -275,6 +275,9 @@ fn a_checkpoint_of_another_key_is_refused_naming_both_keys() {
         e.contains("another cell") && e.contains("cell-a") && e.contains("cell-b"),
         "{e}"
     );
-    assert!(other.0.is_empty(), "nothing trained on the other cell's checkpoint");
+    assert!(
+        other.0.is_empty(),
+        "nothing trained on the other cell's checkpoint"
+    );
     assert_eq!(iterations_done(dir.path()).unwrap(), 7);
 }
