@@ -52,7 +52,8 @@ fn a_run_killed_anywhere_in_its_checkpoint_sequence_resumes_to_the_same_weights(
             !out.join("train.json").exists(),
             "{point}/{nth}: a killed run looks finished"
         );
-        let resumed = run(&cfg, &out).unwrap();
+        let resumed = run(&cfg, &out)
+            .unwrap_or_else(|e| panic!("resuming after a kill at {point} (hit {nth}): {e:#}"));
         assert_eq!(
             (resumed.weights_sha256.as_str(), resumed.iterations),
             (straight.weights_sha256.as_str(), 8),
