@@ -70,7 +70,7 @@ pub struct Args {
     amp: bool,
 }
 
-use crate::reproduce::baddiff;
+use crate::binaries::baddiff;
 
 fn python() -> Result<PathBuf> {
     let py = project_root().join(".venv/bin/python");
@@ -143,7 +143,7 @@ pub fn run(a: Args) -> Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let py = python()?;
     // The binaries the reproduction runs are the ones measured.
-    crate::reproduce::build()?;
+    crate::binaries::build()?;
     let started = Instant::now();
     let tmp = std::env::temp_dir().join(format!("baddiff-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
@@ -273,11 +273,6 @@ fn end_to_end(a: &Args) -> Result<Value> {
             cache.display()
         );
         let mut args: Vec<OsString> = vec![
-            "run".into(),
-            "--quiet".into(),
-            "--package".into(),
-            "xtask".into(),
-            "--".into(),
             "reproduce".into(),
             "--profile".into(),
             "smoke".into(),
@@ -291,7 +286,8 @@ fn end_to_end(a: &Args) -> Result<Value> {
             args.extend(["--mirror".into(), m.into()]);
         }
         let start = Instant::now();
-        let status = Command::new(env!("CARGO"))
+        // This same xtask, so the run builds exactly what `reproduce` builds.
+        let status = Command::new(std::env::current_exe()?)
             .current_dir(project_root())
             .args(&args)
             .env("BADDIFF_CACHE", &cache)

@@ -1,7 +1,9 @@
 //! `cargo xtask`: the project's thin orchestrator. It compiles fast (no tch, no polars) and only
 //! prepares environments and starts other programs; the library and `baddiff` do the computing.
 mod artifacts;
+mod bars;
 mod bench;
+mod binaries;
 mod cluster;
 mod doctor;
 mod pyenv;
@@ -203,24 +205,6 @@ fn test(extra: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `cargo run` of the report crate's binary (polars and plotters stay out of xtask).
-fn report_binary(args: &[std::ffi::OsString]) -> Result<std::process::ExitStatus> {
-    let status = std::process::Command::new(env!("CARGO"))
-        .current_dir(project_root())
-        .args([
-            "run",
-            "--quiet",
-            "-p",
-            "report",
-            "--bin",
-            "baddiff-report",
-            "--",
-        ])
-        .args(args)
-        .status()?;
-    Ok(status)
-}
-
 /// The newest run directory under results/runs/.
 fn newest_run() -> Result<std::path::PathBuf> {
     let runs = project_root().join("results/runs");
@@ -249,7 +233,7 @@ pub fn report(run: Option<std::path::PathBuf>) -> Result<()> {
         Some(r) => std::path::absolute(r)?,
         None => newest_run()?,
     };
-    let status = report_binary(&[
+    let status = binaries::report(&[
         "render".into(),
         run.into_os_string(),
         "--publish".into(),
@@ -285,7 +269,7 @@ fn diff(
     if allow_protocol_change {
         args.push("--allow-protocol-change".into());
     }
-    let status = report_binary(&args)?;
+    let status = binaries::report(&args)?;
     if !status.success() {
         std::process::exit(status.code().unwrap_or(2));
     }

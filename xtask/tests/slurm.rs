@@ -38,8 +38,12 @@ struct Scene {
 impl Scene {
     fn new() -> Scene {
         // Under the project (not /tmp) so a multi-node cluster could share it; one node here.
+        // A space and a quote in the path: the batch script must quote every path it names.
         std::fs::create_dir_all(root().join("target/slurm-tests")).unwrap();
-        let tmp = tempfile::tempdir_in(root().join("target/slurm-tests")).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("run dir's ")
+            .tempdir_in(root().join("target/slurm-tests"))
+            .unwrap();
         let dir = tmp.path().to_path_buf();
         let profile = dir.join("tiny.toml");
         std::fs::write(&profile, PROFILE).unwrap();
