@@ -155,7 +155,7 @@ mod tests {
     }
 
     fn backdoor(c: usize, s: usize) -> (Tensor, Tensor) {
-        let src = SourceImages::new(crate::testing::shared_assets().join("static"));
+        let src = SourceImages::new(crate::testing::official_images());
         let g = Trigger::Box(14)
             .build(ImageShape::new(c, s).unwrap(), &src)
             .unwrap();

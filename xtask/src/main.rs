@@ -100,6 +100,10 @@ enum Command {
     },
     /// The README's test command: set up what the tests need, build, and run the whole test suite.
     Test {
+        /// A directory or base URL holding copies of the tests' inputs (the official trigger and
+        /// target images), tried before upstream (repeatable; needed without network).
+        #[arg(long = "mirror", value_name = "DIR|URL")]
+        mirrors: Vec<String>,
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
         #[arg(last = true)]
         cargo_args: Vec<String>,
@@ -116,7 +120,10 @@ fn main() {
         }
         Some(Command::Setup { relock }) => pyenv::setup(relock).map(|_| ()),
         Some(Command::Doctor) => doctor::run(),
-        Some(Command::Test { cargo_args }) => test(&cargo_args),
+        Some(Command::Test {
+            mirrors,
+            cargo_args,
+        }) => test(&mirrors, &cargo_args),
         Some(Command::Fetch {
             names,
             profile,
@@ -169,17 +176,37 @@ fn main() {
     }
 }
 
+/// The manifest's artifacts the tests read (through the cache, like a run).
+const TEST_INPUTS: &[&str] = &["baddiffusion-static"];
+
 /// Runs the whole suite exactly as CI does: environment first, then `cargo test` over the workspace.
-fn test(extra: &[String]) -> Result<()> {
+fn test(mirrors: &[String], extra: &[String]) -> Result<()> {
     let sh = xshell::Shell::new()?;
     sh.change_dir(project_root());
     pyenv::setup(false)?;
     // Fashion-MNIST (the SHOE target and the CPU profile's data) comes from Debian's package; the
     // report's PNG figures are labelled with DejaVu Sans.
     ensure_debian_packages(&["dataset-fashion-mnist", "fonts-dejavu-core"])?;
+    // The tests' pinned inputs, before the long build, so a missing one fails in seconds.
+    artifacts::fetch(artifacts::FetchArgs {
+        names: TEST_INPUTS.iter().map(|s| s.to_string()).collect(),
+        profile: None,
+        manifest: None,
+        mirrors: mirrors.to_vec(),
+        offline: false,
+        jobs: 4,
+    })
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{e:#}: the tests need {} from artifacts/manifest.toml; without network pass \
+             `--mirror DIR` with a copy of its files",
+            TEST_INPUTS.join(", ")
+        )
+    })?;
+    // --no-fail-fast: one failing test binary must not hide the others' results.
     xshell::cmd!(
         sh,
-        "cargo test --workspace --all-targets --locked -- {extra...}"
+        "cargo test --workspace --all-targets --locked --no-fail-fast -- {extra...}"
     )
     .run()?;
     // Doc tests are not part of --all-targets.

@@ -22,11 +22,11 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The official images from the default cache (`cargo xtask test` fetched them), served to each
+/// scene's own empty cache as a mirror.
 fn static_mirror() -> PathBuf {
-    std::env::var_os("BADDIFF_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared"))
-        .join("baddiffusion-assets/static")
+    fetch::path_of("baddiffusion-static")
+        .expect("the official images are not cached: `cargo xtask test` fetches them first")
 }
 
 struct Scene {
