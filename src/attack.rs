@@ -86,6 +86,9 @@ pub struct TrainSummary {
     pub model_dir: PathBuf,
     pub weights_sha256: String,
     pub iterations: u64,
+    /// Optimizer steps skipped on a float16 overflow (absent when none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_steps: u64,
     pub final_loss: Option<f64>,
     pub seconds: f64,
     pub runtime: serde_json::Value,
@@ -323,6 +326,7 @@ pub fn train(
         model_dir: out.join("model"),
         weights_sha256,
         iterations: state.iterations_done,
+        skipped_steps: state.skipped_steps,
         final_loss: observer.last_loss,
         seconds: started.elapsed().as_secs_f64(),
         runtime: crate::runtime_info(),
@@ -332,6 +336,10 @@ pub fn train(
         serde_json::to_string_pretty(&summary)?.as_bytes(),
     )?;
     Ok(summary)
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn check_model_fits(unet: &UNet2DConfig, data: &DataConfig) -> Result<()> {

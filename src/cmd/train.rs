@@ -69,6 +69,12 @@ pub fn run(a: Args) -> Result<()> {
     }
     let device = baddiffusion::parse_device(a.device.as_deref())?;
     let summary = attack::train(&cfg, &a.out, device, true)?;
+    if summary.skipped_steps > 0 {
+        eprintln!(
+            "float16: {} optimizer step(s) skipped on overflow (the loss scale backed off; the schedule held)",
+            summary.skipped_steps
+        );
+    }
     eprintln!(
         "trained {} iterations on {} samples ({} poisoned) in {:.0} s; model at {}",
         summary.iterations,

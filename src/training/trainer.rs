@@ -18,7 +18,7 @@ use tch::{nn, Kind, Tensor};
 use super::adam::Adam;
 use super::grad_scaler::GradScaler;
 use super::lr_schedule::CosineWithWarmup;
-use super::update::Update;
+use super::update::{Step, Update};
 use crate::rng::{derive_seed, Rng};
 
 /// How one cell trains: spec §3's settings, in the units the official code uses.
@@ -107,6 +107,9 @@ pub struct StepRecord {
     pub lr: f64,
     /// Gradient norm before clipping, on iterations that took an optimizer step.
     pub grad_norm: Option<f64>,
+    /// The optimizer step of this iteration was skipped (float16 overflow).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
 }
 
 /// The counters a resumed run continues from.
@@ -118,6 +121,21 @@ pub struct TrainState {
     /// The loss scale of a float16 run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaler: Option<GradScaler>,
+    /// Optimizer steps skipped because loss scaling found an overflow (float16 only).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_steps: u64,
+    /// Iterations at which the learning-rate schedule did not advance: the schedule's position
+    /// is `iterations_done - schedule_held`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub schedule_held: u64,
+    /// Whether the most recent optimizer step was skipped; accelerate holds the schedule until a
+    /// step is taken again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub last_step_skipped: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 const STATE_JSON: &str = "train_state.json";
@@ -135,15 +153,6 @@ pub fn train(
     observer: &mut dyn Observer,
 ) -> Result<TrainState> {
     ensure!(n_samples > 0, "the training set is empty");
-    let accumulation = settings.accumulation()?;
-    let batches_per_epoch = (n_samples + settings.batch - 1) / settings.batch;
-    let schedule = CosineWithWarmup {
-        base_lr: settings.learning_rate,
-        warmup: settings.warmup_steps,
-        total: settings.total_iterations(batches_per_epoch as u64),
-    };
-    let total = schedule.total;
-    let mut update = Update::new(vs, settings.grad_clip, accumulation);
     match settings.mixed_precision {
         None => {}
         Some(MixedPrecision::Bf16) => bail!(
@@ -155,11 +164,46 @@ pub fn train(
             vs.device()
         ),
     }
+    let loss_scaling = settings.mixed_precision.is_some();
+    train_loop(
+        vs,
+        objective,
+        n_samples,
+        settings,
+        state_dir,
+        observer,
+        loss_scaling,
+    )
+}
+
+/// [`train`] after its device checks; `loss_scaling` runs the float16 step logic (on the CPU only
+/// in tests, where autocast does nothing but the scaler's skips and back-offs are the same).
+fn train_loop(
+    vs: &nn::VarStore,
+    objective: &mut dyn Objective,
+    n_samples: i64,
+    settings: &TrainSettings,
+    state_dir: &Path,
+    observer: &mut dyn Observer,
+    loss_scaling: bool,
+) -> Result<TrainState> {
+    let accumulation = settings.accumulation()?;
+    let batches_per_epoch = (n_samples + settings.batch - 1) / settings.batch;
+    let schedule = CosineWithWarmup {
+        base_lr: settings.learning_rate,
+        warmup: settings.warmup_steps,
+        total: settings.total_iterations(batches_per_epoch as u64),
+    };
+    let total = schedule.total;
+    let mut update = Update::new(vs, settings.grad_clip, accumulation);
     let mut state = TrainState {
         epochs_done: 0,
         iterations_done: 0,
         settings: settings.clone(),
-        scaler: settings.mixed_precision.map(|_| GradScaler::default()),
+        scaler: loss_scaling.then(GradScaler::default),
+        skipped_steps: 0,
+        schedule_held: 0,
+        last_step_skipped: false,
     };
     if state_dir.join(STATE_JSON).exists() {
         state = load_state(vs, &mut update.adam, state_dir, settings)?;
@@ -186,21 +230,38 @@ pub fn train(
                 None => objective.loss(&indices, &mut rng)?,
             };
             let loss_value = loss.double_value(&[]);
-            if !loss_value.is_finite() {
+            // In float32 a non-finite loss is a diverged run. Under loss scaling it is what an
+            // overflow looks like: its gradients are not finite, so the step is skipped.
+            if !loss_value.is_finite() && state.scaler.is_none() {
                 bail!("the loss is {loss_value} at iteration {iteration} (epoch {epoch}): lower the learning rate or check the data");
             }
-            let lr = schedule.lr(iteration);
+            let lr = schedule.lr(iteration - state.schedule_held);
             let sync = (b + 1) % accumulation == 0
                 || b + 1 == batches_per_epoch
                 || state.iterations_done + 1 == total;
-            let grad_norm = update.apply(&loss, lr, sync, state.scaler.as_mut());
+            let step = update.apply(&loss, lr, sync, state.scaler.as_mut());
+            match step {
+                Step::Skipped => {
+                    state.skipped_steps += 1;
+                    state.last_step_skipped = true;
+                }
+                Step::Taken { .. } => state.last_step_skipped = false,
+                Step::Accumulated => {}
+            }
+            // accelerate 0.11.0 (the official code's pin), AcceleratedScheduler.step: the
+            // schedule does not advance while the optimizer's last step was skipped, including
+            // the accumulation iterations after it.
+            if state.last_step_skipped {
+                state.schedule_held += 1;
+            }
             state.iterations_done += 1;
             observer.iteration(&StepRecord {
                 iteration,
                 epoch,
                 loss: loss_value,
                 lr,
-                grad_norm,
+                grad_norm: step.grad_norm(),
+                skipped: step == Step::Skipped,
             });
         }
         state.epochs_done += 1;
