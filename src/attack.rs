@@ -1,4 +1,4 @@
-//! BadDiffusion itself (spec §2–§3): one cell's backdoor fine-tuning (or training from
+//! BadDiffusion itself (paper §3–4; official `baddiffusion.py`, `dataset.py`, `loss.py`): one cell's backdoor fine-tuning (or training from
 //! scratch) — load the data, poison int(N·p) samples with the trigger and target, train with the
 //! backdoor loss, and save the result as a diffusers pipeline that Python's diffusers loads.
 //!

@@ -180,7 +180,7 @@ impl FromStr for Workload {
     }
 }
 
-/// google/ddpm-cifar10-32's scheduler (spec §1.1): T = 1000, linear betas 1e-4 … 0.02.
+/// google/ddpm-cifar10-32's scheduler (its `scheduler_config.json`): T = 1000, linear betas 1e-4 … 0.02.
 fn cifar10_scheduler() -> serde_json::Value {
     serde_json::json!({
         "_class_name": "DDPMScheduler",

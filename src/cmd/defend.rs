@@ -10,7 +10,7 @@ use baddiffusion::pipeline::{Pipeline, PipelineOptions};
 use baddiffusion::scheduler::{Clip, SamplerKind};
 use serde::Serialize;
 
-/// The defenses of spec §6.
+/// The defenses of paper §4.6 (and ANP pruning after it).
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Defense {
     /// The paper's ANP probe: perturb (γ, β) after every conv to maximise the clean loss,

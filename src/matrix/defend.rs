@@ -1,5 +1,5 @@
 //! The defend stage: a defense from a profile's `[[experiment.defense]]` table run on a cell's
-//! model (spec §6). `kind = "anp"` is the paper's ANP probe (sweep `lr` and `budget`);
+//! model (paper §4.6). `kind = "anp"` is the paper's ANP probe (sweep `lr` and `budget`);
 //! `kind = "anp-prune"` is ANP's own pruning (Wu & Wang 2021). Inference-time clipping needs no
 //! stage of its own: it is an evaluation (`evals = [{ clip = "xt" }]`).
 use anyhow::{bail, Context as _, Result};

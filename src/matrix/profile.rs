@@ -1,6 +1,6 @@
 //! A profile: one TOML file (`paper/profiles/<name>.toml`) that describes a whole experiment
 //! matrix — the data and model every cell shares, the clean base model, the training settings of
-//! fine-tuned and from-scratch cells, how samples are measured, and the experiments (spec §7),
+//! fine-tuned and from-scratch cells, how samples are measured, and the experiments (paper §4),
 //! each a grid of triggers × targets × poison rates × seeds with its evaluations and defenses.
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -71,7 +71,7 @@ pub struct ScratchSettings {
     pub train: TrainSettings,
 }
 
-/// How every evaluation is measured (spec §5).
+/// How every evaluation is measured (official `baddiffusion.py:477-551`, `measure`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MeasureSettings {
@@ -103,7 +103,7 @@ fn default_keep() -> usize {
     16
 }
 
-/// One experiment of the matrix (spec §7: E1 … E9, `anp`, `sampler`).
+/// One experiment of the matrix (paper §4: E1 … E9, `anp`, `sampler`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Experiment {

@@ -1,4 +1,4 @@
-//! The paper's metrics (spec §5): FID (pytorch-fid's Inception, Fréchet distance of pool3
+//! The paper's metrics (paper §4; official `baddiffusion.py:477-551`, `measure`): FID (pytorch-fid's Inception, Fréchet distance of pool3
 //! statistics, or a clearly named proxy where the Inception weights are unavailable), MSE to the
 //! backdoor target and its threshold rate, and SSIM. Every number leaves
 //! this module as a [`MetricRow`] carrying the [`Protocol`] that produced it.
@@ -61,7 +61,7 @@ pub fn load_target(path: &Path) -> Result<(Tensor, String)> {
     Ok((t.to_kind(Kind::Float), sha256_hex(&bytes)))
 }
 
-/// The backdoor metrics of samples against their target (spec §5): `MSE`,
+/// The backdoor metrics of samples against their target (official `baddiffusion.py:477-551`, `measure`): `MSE`,
 /// `MSE_threshold_rate` and `SSIM`, each a row with its protocol.
 pub fn target_metrics(
     samples: &image_folder::ImageSet,

@@ -1,4 +1,4 @@
-//! The training loop of the official code (spec §3), generic over what is trained and on what.
+//! The training loop of the official code (official `baddiffusion.py`, `train_loop`), generic over what is trained and on what.
 //!
 //! Per micro-batch iteration: draw (from a seed derived from the run seed and the iteration) the
 //! batch's randomness, compute the loss, backpropagate loss / accumulation; every
@@ -21,7 +21,7 @@ use super::lr_schedule::CosineWithWarmup;
 use super::update::{Step, Update};
 use crate::rng::{derive_seed, Rng};
 
-/// How one cell trains: spec §3's settings, in the units the official code uses.
+/// How one cell trains: the official code's settings (`baddiffusion.py`), in the units the official code uses.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSettings {
