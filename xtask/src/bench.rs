@@ -8,6 +8,7 @@
 //! The report math lives in [`report`] and is unit-tested; this file only runs programs.
 mod kernels;
 mod report;
+mod scaling;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -68,6 +69,11 @@ pub struct Args {
     /// Mixed precision (autocast) on both sides; CUDA only.
     #[arg(long)]
     amp: bool,
+    /// Instead of the side-by-side workloads: how the smoke profile should use its cores
+    /// (2 cells x 1 thread vs 1 cell x 2 threads, one sampling pass per model, sampling batch),
+    /// as ratios over --reps rounds; writes results/bench/<stamp>-scaling.{md,json}.
+    #[arg(long, conflicts_with = "kernels")]
+    scaling: bool,
 }
 
 use crate::binaries::baddiff;
@@ -133,6 +139,39 @@ pub fn run(a: Args) -> Result<()> {
             compare,
             threshold: a.threshold,
         });
+    }
+    if a.scaling {
+        crate::binaries::build()?;
+        let started = Instant::now();
+        let mut doc = scaling::run(a.reps, 2)?;
+        doc["meta"] = json!({
+            "stamp": crate::reproduce::utc_stamp(),
+            "command": std::env::args().collect::<Vec<_>>().join(" "),
+            "git_commit": git(&["rev-parse", "HEAD"]),
+            "git_dirty": git(&["status", "--porcelain"]).map(|s| !s.is_empty()),
+            "host_cpu": host_cpu(),
+            "host_cores": std::thread::available_parallelism().map(|n| n.get()).ok(),
+            "wall_s": started.elapsed().as_secs_f64(),
+        });
+        let stamp = doc["meta"]["stamp"].as_str().unwrap_or("run").to_string();
+        let md = format!(
+            "# Scaling {stamp}\n\n`{}` at commit {} on {} ({} cores), {} rounds.\n\n{}",
+            doc["meta"]["command"].as_str().unwrap_or(""),
+            doc["meta"]["git_commit"].as_str().unwrap_or("?"),
+            doc["meta"]["host_cpu"].as_str().unwrap_or("?"),
+            doc["meta"]["host_cores"],
+            a.reps,
+            scaling::markdown(&doc)
+        );
+        let dir = project_root().join("results/bench");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join(format!("{stamp}-scaling.json")),
+            serde_json::to_string_pretty(&doc)?,
+        )?;
+        std::fs::write(dir.join(format!("{stamp}-scaling.md")), &md)?;
+        println!("{md}");
+        return Ok(());
     }
     let base = match &a.compare {
         Some(p) => Some(report::load(p)?),
