@@ -10,6 +10,12 @@ Inputs: overflow[i], sync[i] (0/1 per iteration). Args: base_lr warmup total.
 Outputs: lr[i] (the learning rate iteration i's optimizer step would use), skipped[i] (the
 optimizer reported a skipped step after iteration i), scale (the loss scale at the end).
 """
+import os
+import sys
+
+# accelerate 0.11.0 lives apart from the environment's packages (python/accelerate-0.11.0.lock).
+sys.path.insert(0, os.path.join(sys.prefix, "accelerate-0.11.0"))
+
 import torch
 from accelerate import Accelerator
 from accelerate.optimizer import AcceleratedOptimizer
