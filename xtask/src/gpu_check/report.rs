@@ -153,7 +153,7 @@ fn plan_rates(meta: &Value, fp16: &Value, throughput: &Value, sampling: &Value) 
 
 fn sci(v: &Value) -> String {
     match v.as_f64() {
-        Some(x) if x == 0.0 => "0".into(),
+        Some(0.0) => "0".into(),
         Some(x) => format!("{x:.2e}"),
         None => "NaN".into(),
     }
