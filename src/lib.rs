@@ -10,6 +10,7 @@ pub mod datasets;
 pub mod defenses;
 pub mod device;
 pub mod files;
+pub mod gpu_check;
 pub mod inputs;
 pub mod matrix;
 pub mod metrics;

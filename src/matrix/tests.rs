@@ -325,3 +325,94 @@ fn plans_say_which_claims_a_profile_can_judge() {
         s.summary()
     );
 }
+
+/// The `plan_rates` of a `cargo xtask gpu-check` result (results/gpu-check/latest.json).
+fn gpu_check_doc(device: &str) -> serde_json::Value {
+    serde_json::json!({"pass": true, "plan_rates": {
+        "device": device,
+        "seconds_per_train_iteration": 0.08,
+        "train_batch": 128,
+        "train_source": "train-step-cifar10-gpu, ours, fp16",
+        "sampling_batch": 1024,
+        "seconds_per_sampling_step": 0.3,
+        "sampling": [{"batch": 512, "seconds_per_step": 0.2}, {"batch": 1024, "seconds_per_step": 0.3}],
+    }})
+}
+
+fn kick_plan(evidence: &plan::GpuEvidence) -> plan::Plan {
+    let p = Profile::load(root(), "kick-the-tires").unwrap();
+    let cells = p.cells(&Filter::default()).unwrap();
+    plan::plan_with(&p, cells, &StageStore::new("/nonexistent"), evidence).unwrap()
+}
+
+#[test]
+fn a_gpu_profiles_assumed_rates_are_labelled_guesses_until_gpu_check_measured_this_gpu() {
+    let guess = "not measured on this machine; run `cargo xtask gpu-check`";
+    let none = plan::GpuEvidence::default();
+    let elsewhere =
+        plan::GpuEvidence::from_doc(&gpu_check_doc("NVIDIA A100"), vec!["NVIDIA H100".into()]);
+    for evidence in [&none, &elsewhere] {
+        let plan = kick_plan(evidence);
+        let (t, why) = plan.seconds_per_train_iteration.clone().unwrap();
+        assert_eq!(t, 0.25);
+        assert!(why.starts_with("guess") && why.contains(guess), "{why}");
+        let (_, why) = plan.seconds_per_sampling_step.clone().unwrap();
+        assert!(why.starts_with("guess") && why.contains(guess), "{why}");
+        assert!(plan.text().contains(guess));
+    }
+    // Measured on this GPU: gpu-check's rates. The profile trains at batch 128 as measured; it
+    // samples at 512, and the plan assumes the fastest batch's rate per image (0.3 s / 1024 images).
+    let here =
+        plan::GpuEvidence::from_doc(&gpu_check_doc("NVIDIA H100"), vec!["NVIDIA H100".into()]);
+    let plan = kick_plan(&here);
+    let (t, why) = plan.seconds_per_train_iteration.clone().unwrap();
+    assert_eq!(t, 0.08);
+    assert!(
+        why.contains("measured by `cargo xtask gpu-check` on NVIDIA H100"),
+        "{why}"
+    );
+    let (s, why) = plan.seconds_per_sampling_step.clone().unwrap();
+    assert!((s - 0.3 * 512.0 / 1024.0).abs() < 1e-12, "{s}");
+    assert!(
+        why.contains("NVIDIA H100") && why.contains("batch 1024"),
+        "{why}"
+    );
+    // A CPU profile's assumption is its own, not a GPU guess.
+    let p = smoke();
+    let cells = p.cells(&Filter::default()).unwrap();
+    let plan = plan::plan_with(&p, cells, &StageStore::new("/nonexistent"), &here).unwrap();
+    let (t, why) = plan.seconds_per_train_iteration.unwrap();
+    assert_eq!(t, 0.10);
+    assert!(why.starts_with("assumed"), "{why}");
+}
+
+#[test]
+fn a_gpu_check_result_without_rates_or_unreadable_is_no_evidence() {
+    let gpus = vec!["NVIDIA H100".to_string()];
+    let e = plan::GpuEvidence::from_doc(&serde_json::json!({"plan_rates": null}), gpus.clone());
+    assert!(kick_plan(&e)
+        .seconds_per_train_iteration
+        .unwrap()
+        .1
+        .starts_with("guess"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("results/gpu-check")).unwrap();
+    std::fs::write(
+        dir.path().join("results/gpu-check/latest.json"),
+        "{ half a fi",
+    )
+    .unwrap();
+    let e = plan::GpuEvidence::load(dir.path(), gpus.clone());
+    assert!(kick_plan(&e)
+        .seconds_per_train_iteration
+        .unwrap()
+        .1
+        .starts_with("guess"));
+    std::fs::write(
+        dir.path().join("results/gpu-check/latest.json"),
+        gpu_check_doc("NVIDIA H100").to_string(),
+    )
+    .unwrap();
+    let e = plan::GpuEvidence::load(dir.path(), gpus);
+    assert_eq!(kick_plan(&e).seconds_per_train_iteration.unwrap().0, 0.08);
+}

@@ -6,6 +6,7 @@ mod bench;
 mod binaries;
 mod cluster;
 mod doctor;
+mod gpu_check;
 mod pyenv;
 mod reproduce;
 mod slurm;
@@ -65,6 +66,11 @@ enum Command {
     /// Time our implementation against PyTorch eager, diffusers and pytorch-fid (alternating,
     /// same libtorch, shapes and threads); writes results/bench/<stamp>.{md,json}.
     Bench(bench::Args),
+    /// The day a GPU is at hand (under 8 minutes): CUDA-vs-CPU parity, 200 fp16 training steps,
+    /// throughput against the peers, the fastest sampling batch; one table, written to
+    /// results/gpu-check/<stamp>.{md,json}, whose rates the GPU profiles' plan then uses.
+    /// Refuses on a machine without a usable GPU.
+    GpuCheck(gpu_check::Args),
     /// A local one-node Slurm cluster (Debian's packages, on 127.0.0.1) for trying and testing
     /// `reproduce --executor slurm`; prints the SLURM_CONF to use.
     Cluster {
@@ -160,6 +166,7 @@ fn main() {
         }
         Some(Command::Reproduce(args)) => reproduce::run(args),
         Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::GpuCheck(args)) => gpu_check::run(args),
         Some(Command::Report { run }) => report(run),
         Some(Command::Diff {
             run_a,
