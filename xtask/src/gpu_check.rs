@@ -186,12 +186,7 @@ mod tests {
     /// with `baddiff`'s reason and fix, and writes nothing.
     #[test]
     fn refuses_on_a_machine_without_cuda() {
-        let status = Command::new(env!("CARGO"))
-            .current_dir(project_root())
-            .args(["build", "-p", "baddiffusion", "--bin", "baddiff"])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        crate::binaries::build().unwrap();
         let env = Command::new(baddiff()).arg("env").output().unwrap();
         let env: Value = serde_json::from_slice(&env.stdout).unwrap();
         if env["cuda_backend_loaded"] == true && env["cuda_devices"].as_u64() > Some(0) {
