@@ -21,6 +21,7 @@ pub mod python;
 pub mod rng;
 pub mod sampling;
 pub mod scheduler;
+pub mod tensor_io;
 #[cfg(test)]
 pub mod testing;
 pub mod training;
