@@ -27,6 +27,7 @@ pub mod testing;
 pub mod training;
 pub mod triggers;
 pub mod unet;
+pub mod validate;
 
 /// CUDA when a GPU is usable (CUDA backend loaded and a GPU visible), else the CPU.
 pub fn default_device() -> tch::Device {
