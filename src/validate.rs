@@ -39,3 +39,19 @@ pub fn unit_interval(field: &str, v: f64) -> Result<()> {
     );
     Ok(())
 }
+
+/// A command-line count (`value_parser = count`): a whole number ≥ 1.
+pub fn count(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("it must be a whole number ≥ 1".into()),
+    }
+}
+
+/// A command-line number (`value_parser = positive_number`): finite and > 0.
+pub fn positive_number(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err("it must be a finite number > 0".into()),
+    }
+}

@@ -29,7 +29,9 @@ fn count(spec: &Value, field: &str) -> Result<Option<u64>> {
     spec.get(field)
         .map(|v| {
             v.as_u64().filter(|&n| n >= 1).with_context(|| {
-                format!("defense field {field} = {v} is out of range: it must be a whole number ≥ 1")
+                format!(
+                    "defense field {field} = {v} is out of range: it must be a whole number ≥ 1"
+                )
             })
         })
         .transpose()

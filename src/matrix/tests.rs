@@ -117,9 +117,17 @@ fn bad_profiles_name_the_problem() {
         ("budget = 4.0", "budget = 0.0", "budget"),
         ("steps_per_epoch = 20", "stepz = 20", "stepz"),
         // Counts are whole numbers ≥ 1, not casts of whatever was written.
-        ("batch = 64, n = 64 },", "batch = -64, n = 64 },", "batch = -64"),
+        (
+            "batch = 64, n = 64 },",
+            "batch = -64, n = 64 },",
+            "batch = -64",
+        ),
         ("epochs = 4, steps", "epochs = 0, steps", "epochs = 0"),
-        ("steps_per_epoch = 20", "steps_per_epoch = 2.5", "steps_per_epoch = 2.5"),
+        (
+            "steps_per_epoch = 20",
+            "steps_per_epoch = 2.5",
+            "steps_per_epoch = 2.5",
+        ),
         ("batch = 64, n = 64 },", "batch = 64, n = 0 },", "n = 0"),
         ("iterations = 200", "iterations = -1", "iterations = -1"),
         ("lr = 1e-4", "lr = \"fast\"", "lr = \"fast\""),
