@@ -38,11 +38,9 @@ impl BackdoorConfig {
     }
 }
 
+/// A valid cell config, the base of the tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const CELL: &str = r#"
+const CELL: &str = r#"
 [data]
 dataset = "fashion-mnist"
 channels = 1
@@ -65,6 +63,12 @@ grad_clip = 1.0
 save_every_epochs = 1
 steps = 10
 "#;
+
+#[cfg(test)]
+mod props;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     /// Every numeric setting's bad values are refused where the file is read, naming the field
     /// and its range (before: a zero batch panicked, a negative learning rate trained backwards
