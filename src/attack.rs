@@ -98,8 +98,11 @@ impl AttackConfig {
     pub fn from_toml_file(path: &Path) -> Result<AttackConfig> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        toml::from_str(&text)
-            .with_context(|| format!("{} is not a valid cell config", path.display()))
+        let cfg: AttackConfig = toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid cell config", path.display()))?;
+        cfg.validate()
+            .with_context(|| format!("{} is not a valid cell config", path.display()))?;
+        Ok(cfg)
     }
 }
 
@@ -362,9 +365,15 @@ pub fn unet_config(name: &str, data: &DataConfig) -> Result<UNet2DConfig> {
         "scale" => UNet2DConfig::scale(data.size as i64, data.channels as i64),
         "cifar10_32" => UNet2DConfig::cifar10_32(),
         "celebahq_256" => UNet2DConfig::celebahq_256(),
-        path => UNet2DConfig::from_file(Path::new(path))?,
+        path if Path::new(path).is_file() => UNet2DConfig::from_file(Path::new(path))?,
+        other => bail!(
+            "unet `{other}` is neither a known UNet (scale, cifar10_32, celebahq_256) nor a \
+             config.json file"
+        ),
     })
 }
+
+mod validate;
 
 #[cfg(test)]
 mod e2e_tests;

@@ -12,6 +12,9 @@ pub mod idx;
 pub mod image_folder;
 pub mod named;
 
+#[cfg(test)]
+mod props;
+
 use anyhow::{ensure, Result};
 use tch::{Device, Kind, Tensor};
 

@@ -117,4 +117,6 @@ pub struct Cell {
 pub use frame::Row as FrameRow;
 
 #[cfg(test)]
+pub(crate) mod props;
+#[cfg(test)]
 mod tests;

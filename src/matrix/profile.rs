@@ -12,6 +12,7 @@ use super::{Cell, Eval, Training};
 use crate::attack::DataConfig;
 use crate::training::trainer::TrainSettings;
 use crate::triggers::{Target, Trigger};
+use crate::validate::{at_least_one, positive};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,6 +95,27 @@ pub struct MeasureSettings {
     /// PNGs per cell copied into the run for the report's sample grids.
     #[serde(default = "default_keep")]
     pub keep_samples: usize,
+}
+
+impl MeasureSettings {
+    pub fn validate(&self) -> Result<()> {
+        at_least_one("n", self.n as u64)?;
+        at_least_one("batch", self.batch as u64)?;
+        if let Some(r) = self.reference_n {
+            at_least_one("reference_n", r as u64)?;
+        }
+        positive("threshold", self.threshold)
+    }
+}
+
+impl Throughput {
+    pub fn validate(&self) -> Result<()> {
+        positive(
+            "seconds_per_train_iteration",
+            self.seconds_per_train_iteration,
+        )?;
+        positive("seconds_per_sampling_step", self.seconds_per_sampling_step)
+    }
 }
 
 fn default_threshold() -> f64 {
@@ -213,11 +235,21 @@ impl Profile {
         Ok(profile)
     }
 
-    /// Catches what would otherwise fail hours into a run: unknown names, rates outside [0, 1].
+    /// Catches what would otherwise fail hours into a run: unknown names, rates outside [0, 1],
+    /// numbers out of range.
     fn check(&self) -> Result<()> {
+        if let Some(t) = self.threads {
+            at_least_one("threads", t as u64)?;
+        }
+        if let Some(a) = &self.assumed {
+            a.validate().context("in [assumed]")?;
+        }
+        self.check_tables("")?;
         let mut ids = BTreeSet::new();
         for e in &self.experiments {
             ensure!(ids.insert(&e.id), "experiment {} appears twice", e.id);
+            self.for_experiment(&e.id)
+                .check_tables(&format!("experiment {}: ", e.id))?;
             for t in &e.triggers {
                 t.parse::<Trigger>()
                     .with_context(|| format!("experiment {}", e.id))?;
@@ -259,6 +291,33 @@ impl Profile {
             self.measure.fid
         );
         Ok(())
+    }
+
+    /// The numbers of the tables an experiment may replace; `at` says whose they are.
+    fn check_tables(&self, at: &str) -> Result<()> {
+        self.data
+            .validate()
+            .with_context(|| format!("{at}in [data]"))?;
+        if let Base::Pretrain { unet, train, .. } = &self.base {
+            crate::attack::unet_config(unet, &self.data)
+                .with_context(|| format!("{at}in [base]"))?;
+            train
+                .validate()
+                .with_context(|| format!("{at}in [base] train"))?;
+        }
+        if let Some(f) = &self.finetune {
+            f.validate().with_context(|| format!("{at}in [finetune]"))?;
+        }
+        if let Some(s) = &self.scratch {
+            crate::attack::unet_config(&s.unet, &self.data)
+                .with_context(|| format!("{at}in [scratch]"))?;
+            s.train
+                .validate()
+                .with_context(|| format!("{at}in [scratch] train"))?;
+        }
+        self.measure
+            .validate()
+            .with_context(|| format!("{at}in [measure]"))
     }
 
     /// Every cell of the matrix that `filter` keeps, in profile order. Cells with the same

@@ -116,6 +116,21 @@ fn bad_profiles_name_the_problem() {
         ),
         ("budget = 4.0", "budget = 0.0", "budget"),
         ("steps_per_epoch = 20", "stepz = 20", "stepz"),
+        // Counts are whole numbers ≥ 1, not casts of whatever was written.
+        (
+            "batch = 64, n = 64 },",
+            "batch = -64, n = 64 },",
+            "batch = -64",
+        ),
+        ("epochs = 4, steps", "epochs = 0, steps", "epochs = 0"),
+        (
+            "steps_per_epoch = 20",
+            "steps_per_epoch = 2.5",
+            "steps_per_epoch = 2.5",
+        ),
+        ("batch = 64, n = 64 },", "batch = 64, n = 0 },", "n = 0"),
+        ("iterations = 200", "iterations = -1", "iterations = -1"),
+        ("lr = 1e-4", "lr = \"fast\"", "lr = \"fast\""),
     ];
     for (from, to, named) in cases {
         let path = dir.path().join("bad.toml");
@@ -131,6 +146,96 @@ fn bad_profiles_name_the_problem() {
         err.contains("smoke"),
         "unknown profiles list the known ones: {err}"
     );
+}
+
+/// Every numeric setting of a profile is checked when it loads, naming the field and its range:
+/// `epochs = 0` used to fail later as "model directory does not exist", a zero batch panicked.
+#[test]
+fn bad_numbers_in_a_profile_are_refused_naming_field_and_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("paper/profiles/smoke.toml")).unwrap();
+    let cases = [
+        ("epochs = 20", "epochs = 0", "[finetune]", "epochs = 0"),
+        (
+            "batch = 64\neffective",
+            "batch = 0\neffective",
+            "[finetune]",
+            "batch = 0",
+        ),
+        (
+            "learning_rate = 1e-3\nwarmup_steps = 20",
+            "learning_rate = -1e-3\nwarmup_steps = 20",
+            "[finetune]",
+            "learning_rate = -0.001",
+        ),
+        (
+            "train = { epochs = 16,",
+            "train = { epochs = 0,",
+            "[base]",
+            "epochs = 0",
+        ),
+        (
+            "train = { epochs = 36, batch = 64",
+            "train = { epochs = 36, batch = 0",
+            "[scratch]",
+            "batch = 0",
+        ),
+        ("n = 256", "n = 0", "[measure]", "n = 0"),
+        (
+            "batch = 128\nreference",
+            "batch = 0\nreference",
+            "[measure]",
+            "batch = 0",
+        ),
+        (
+            "threshold = 0.01",
+            "threshold = -0.01",
+            "[measure]",
+            "threshold = -0.01",
+        ),
+        (
+            "threshold = 0.01",
+            "threshold = nan",
+            "[measure]",
+            "threshold = NaN",
+        ),
+        (
+            "reference_n = 4096",
+            "reference_n = 0",
+            "[measure]",
+            "reference_n = 0",
+        ),
+        ("size = 16", "size = 0", "[data]", "size = 0"),
+        ("threads = 2", "threads = 0", "threads", "threads = 0"),
+    ];
+    // A typo'd UNet name lists the known ones.
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        text.replacen("unet = \"scale\"", "unet = \"scael\"", 1),
+    )
+    .unwrap();
+    let err = format!(
+        "{:#}",
+        Profile::load(root(), path.to_str().unwrap()).unwrap_err()
+    );
+    assert!(
+        err.contains("scael") && err.contains("scale, cifar10_32, celebahq_256"),
+        "{err}"
+    );
+    for (from, to, table, named) in cases {
+        assert!(text.contains(from), "{from}");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+        let err = match Profile::load(root(), path.to_str().unwrap()) {
+            Ok(_) => panic!("{to} was accepted"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(
+            err.contains(table) && err.contains(named) && err.contains("out of range"),
+            "{to}: {err}"
+        );
+    }
 }
 
 #[test]

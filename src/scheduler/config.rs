@@ -450,6 +450,8 @@ fn quote_non_finite(text: &str) -> String {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests {
     use super::*;
 

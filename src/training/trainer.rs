@@ -74,8 +74,25 @@ impl TrainSettings {
         self.steps.map_or(full, |s| s.min(full))
     }
 
+    /// Checks every number before a run starts: a zero batch divides by zero, a zero or negative
+    /// learning rate, effective batch or clip trains backwards or learns nothing without a word,
+    /// and `epochs = 0` trains nothing (and would later look for a model that was never written).
+    pub fn validate(&self) -> Result<()> {
+        use crate::validate::{at_least_one, positive};
+        at_least_one("epochs", self.epochs)?;
+        at_least_one("batch", self.batch)?;
+        at_least_one("effective_batch", self.effective_batch)?;
+        positive("learning_rate", self.learning_rate)?;
+        positive("grad_clip", self.grad_clip)?;
+        at_least_one("save_every_epochs", self.save_every_epochs)?;
+        if let Some(steps) = self.steps {
+            at_least_one("steps", steps)?;
+        }
+        Ok(())
+    }
+
     pub fn accumulation(&self) -> Result<i64> {
-        ensure!(self.batch > 0, "batch must be positive, got {}", self.batch);
+        self.validate()?;
         ensure!(
             self.effective_batch % self.batch == 0,
             "batch {} does not divide the effective batch {}: pick a batch that divides it",

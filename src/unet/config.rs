@@ -435,6 +435,8 @@ fn strip_unet_res(t: &str) -> &str {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests {
     use super::*;
 
