@@ -1,4 +1,4 @@
-//! BadDiffusion itself (spec §2–§3): one cell's backdoor fine-tuning (or training from
+//! BadDiffusion itself (paper §3–4; official `baddiffusion.py`, `dataset.py`, `loss.py`): one cell's backdoor fine-tuning (or training from
 //! scratch) — load the data, poison int(N·p) samples with the trigger and target, train with the
 //! backdoor loss, and save the result as a diffusers pipeline that Python's diffusers loads.
 //!
@@ -89,6 +89,9 @@ pub struct TrainSummary {
     pub model_dir: PathBuf,
     pub weights_sha256: String,
     pub iterations: u64,
+    /// Optimizer steps skipped on a float16 overflow (absent when none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_steps: u64,
     pub final_loss: Option<f64>,
     pub seconds: f64,
     pub runtime: serde_json::Value,
@@ -98,8 +101,11 @@ impl AttackConfig {
     pub fn from_toml_file(path: &Path) -> Result<AttackConfig> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        toml::from_str(&text)
-            .with_context(|| format!("{} is not a valid cell config", path.display()))
+        let cfg: AttackConfig = toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid cell config", path.display()))?;
+        cfg.validate()
+            .with_context(|| format!("{} is not a valid cell config", path.display()))?;
+        Ok(cfg)
     }
 }
 
@@ -417,6 +423,7 @@ pub fn train(
         model_dir,
         weights_sha256: weights.sha256,
         iterations: state.iterations_done,
+        skipped_steps: state.skipped_steps,
         final_loss: observer.last_loss,
         seconds: started.elapsed().as_secs_f64(),
         runtime: crate::runtime_info(),
@@ -427,6 +434,10 @@ pub fn train(
         serde_json::to_string_pretty(&summary)?.as_bytes(),
     )?;
     Ok(summary)
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn check_model_fits(unet: &UNet2DConfig, data: &DataConfig) -> Result<()> {
@@ -449,9 +460,15 @@ pub fn unet_config(name: &str, data: &DataConfig) -> Result<UNet2DConfig> {
         "scale" => UNet2DConfig::scale(data.size as i64, data.channels as i64),
         "cifar10_32" => UNet2DConfig::cifar10_32(),
         "celebahq_256" => UNet2DConfig::celebahq_256(),
-        path => UNet2DConfig::from_file(Path::new(path))?,
+        path if Path::new(path).is_file() => UNet2DConfig::from_file(Path::new(path))?,
+        other => bail!(
+            "unet `{other}` is neither a known UNet (scale, cifar10_32, celebahq_256) nor a \
+             config.json file"
+        ),
     })
 }
+
+mod validate;
 
 #[cfg(test)]
 mod e2e_tests;

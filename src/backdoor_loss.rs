@@ -1,4 +1,4 @@
-//! The backdoor loss (paper eq. 6–10; spec §2.4; official `loss.py` `p_losses_diffuser`).
+//! The backdoor loss (paper eq. 6–10; official `loss.py:257-305`, `p_losses_diffuser`).
 //!
 //! The backdoored forward process puts the poisoned image r into the mean:
 //! x′_t = √ᾱ_t·y + (1−√ᾱ_t)·R + √(1−ᾱ_t)·ε, so that x′_T → N(r, I), and the network is trained to

@@ -9,6 +9,7 @@
 mod workloads;
 
 pub use workloads::random_poison_batch;
+pub(crate) use workloads::TrainStep;
 
 #[cfg(test)]
 mod tests;
@@ -37,14 +38,31 @@ pub enum Workload {
     FidFeatures,
     /// A square float32 matmul: the FLOP/s ceiling the other workloads are compared with.
     Matmul,
+    /// The same matmul at a size that keeps a GPU busy for milliseconds (its ceiling).
+    MatmulGpu,
+    /// The CIFAR-10 training step at the GPU profiles' batch (`kick-the-tires`' 128).
+    TrainStepCifar10Gpu,
+    /// DDPM sampling with the CIFAR-10 UNet at the `kick-the-tires` profile's sampling batch.
+    SampleCifar10,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 5] = [
+    pub const ALL: [Workload; 8] = [
         Workload::Matmul,
         Workload::TrainStepCifar10,
         Workload::TrainStepScale,
         Workload::SampleScale,
+        Workload::FidFeatures,
+        Workload::MatmulGpu,
+        Workload::TrainStepCifar10Gpu,
+        Workload::SampleCifar10,
+    ];
+
+    /// The GPU-sized workloads `cargo xtask gpu-check` runs (fid-features keeps its shapes).
+    pub const GPU: [Workload; 4] = [
+        Workload::MatmulGpu,
+        Workload::TrainStepCifar10Gpu,
+        Workload::SampleCifar10,
         Workload::FidFeatures,
     ];
 
@@ -55,6 +73,9 @@ impl Workload {
             Workload::SampleScale => "sample-scale",
             Workload::FidFeatures => "fid-features",
             Workload::Matmul => "matmul",
+            Workload::MatmulGpu => "matmul-gpu",
+            Workload::TrainStepCifar10Gpu => "train-step-cifar10-gpu",
+            Workload::SampleCifar10 => "sample-cifar10",
         }
     }
 
@@ -62,9 +83,11 @@ impl Workload {
     /// more (a single 0.1 s step is at the mercy of one scheduler tick).
     pub fn default_reps(self) -> usize {
         match self {
-            Workload::Matmul | Workload::TrainStepScale => 5,
+            Workload::Matmul | Workload::TrainStepScale | Workload::MatmulGpu => 5,
             Workload::TrainStepCifar10 => 2,
-            Workload::SampleScale | Workload::FidFeatures => 1,
+            // About 0.1 s a step on a current GPU: 10 steps are a second.
+            Workload::TrainStepCifar10Gpu => 10,
+            Workload::SampleScale | Workload::FidFeatures | Workload::SampleCifar10 => 1,
         }
     }
 
@@ -94,10 +117,17 @@ impl Workload {
             ..WorkloadSpec::default()
         };
         match self {
-            Workload::TrainStepCifar10 => {
+            Workload::TrainStepCifar10 | Workload::TrainStepCifar10Gpu => {
                 let unet = UNet2DConfig::cifar10_32();
-                spec.what = "one optimizer step of the backdoor loss: google/ddpm-cifar10-32's UNet (random init), batch 16, Adam, grad clip 1.0".into();
-                spec.batch = 16;
+                spec.batch = if self == Workload::TrainStepCifar10 {
+                    16
+                } else {
+                    gpu_profile()?
+                        .finetune
+                        .context("the kick-the-tires profile has no [finetune] settings")?
+                        .batch
+                };
+                spec.what = format!("one optimizer step of the backdoor loss: google/ddpm-cifar10-32's UNet (random init), batch {}, Adam, grad clip 1.0", spec.batch);
                 spec.image_shape = Some([3, 32, 32]);
                 spec.unet = Some(unet.to_json_value());
                 spec.scheduler = Some(cifar10_scheduler());
@@ -151,10 +181,23 @@ impl Workload {
                 spec.n = Some(256);
                 spec.image_shape = Some([3, 32, 32]);
             }
-            Workload::Matmul => {
-                spec.what = "float32 matmul of two 2048x2048 matrices".into();
+            Workload::Matmul | Workload::MatmulGpu => {
+                let n = if self == Workload::Matmul { 2048 } else { 8192 };
+                spec.what = format!("float32 matmul of two {n}x{n} matrices");
                 spec.batch = 1;
-                spec.matmul_n = Some(2048);
+                spec.matmul_n = Some(n);
+            }
+            Workload::SampleCifar10 => {
+                let batch = gpu_sampling_batch()?;
+                spec.what = format!(
+                    "DDPM sampling of {batch} images (one batch, the kick-the-tires profile's) over {SAMPLE_CIFAR10_STEPS} of the 1000 steps with google/ddpm-cifar10-32's UNet (random init)"
+                );
+                spec.batch = batch;
+                spec.n = Some(batch);
+                spec.steps = Some(SAMPLE_CIFAR10_STEPS);
+                spec.image_shape = Some([3, 32, 32]);
+                spec.unet = Some(UNet2DConfig::cifar10_32().to_json_value());
+                spec.scheduler = Some(cifar10_scheduler());
             }
         }
         Ok(spec)
@@ -180,8 +223,22 @@ impl FromStr for Workload {
     }
 }
 
-/// google/ddpm-cifar10-32's scheduler (spec §1.1): T = 1000, linear betas 1e-4 … 0.02.
-fn cifar10_scheduler() -> serde_json::Value {
+/// Inference steps of `sample-cifar10`: a step costs the same at every t, so 10 of the 1000 give
+/// the per-step time in seconds rather than minutes.
+pub const SAMPLE_CIFAR10_STEPS: i64 = 10;
+
+/// The GPU profile whose shapes the GPU-sized workloads take.
+fn gpu_profile() -> Result<Profile> {
+    Profile::load(crate::python::project_root(), "kick-the-tires")
+}
+
+/// The sampling batch of the GPU profiles (`kick-the-tires`' `[measure] batch`).
+pub fn gpu_sampling_batch() -> Result<i64> {
+    Ok(gpu_profile()?.measure.batch as i64)
+}
+
+/// google/ddpm-cifar10-32's scheduler (its `scheduler_config.json`): T = 1000, linear betas 1e-4 … 0.02.
+pub(crate) fn cifar10_scheduler() -> serde_json::Value {
     serde_json::json!({
         "_class_name": "DDPMScheduler",
         "num_train_timesteps": 1000,

@@ -10,7 +10,7 @@ pub use crate::files::{sha256_file, write_atomic};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 use tch::{nn, Device, Tensor};
 
@@ -253,12 +253,13 @@ fn rename_deprecated_keys(
 /// Copies a safetensors state dict into `vs`, which must match it exactly (after the
 /// deprecated-name mapping): every mismatch is listed in one error.
 pub fn load_weights(vs: &nn::VarStore, file: &Path) -> Result<()> {
-    let tensors = Tensor::read_safetensors(file).map_err(|e| {
+    let tensors = crate::tensor_io::read_safetensors(file).map_err(|e| {
         anyhow::anyhow!(
-            "{} is not a readable safetensors file (corrupt or truncated?): {e}",
+            "{} is not a readable safetensors file (corrupt or truncated?): {e:#}",
             file.display()
         )
     })?;
+    refuse_non_finite(file, &tensors)?;
     let mut state: BTreeMap<String, Tensor> = tensors.into_iter().collect();
     let vars = vs.variables();
     rename_deprecated_keys(&mut state, &vars);
@@ -306,6 +307,25 @@ pub fn load_weights(vs: &nn::VarStore, file: &Path) -> Result<()> {
             v.copy_(&state[&k]);
         }
     });
+    Ok(())
+}
+
+/// NaN or infinite weights (a diverged run, a corrupt file) sample black or NaN images without
+/// a word downstream, so they are refused here, naming the file and the tensors.
+fn refuse_non_finite(file: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    let bad: Vec<&String> = tensors
+        .iter()
+        .filter(|(_, t)| t.is_floating_point() && t.isfinite().all().int64_value(&[]) == 0)
+        .map(|(k, _)| k)
+        .collect();
+    ensure!(
+        bad.is_empty(),
+        "{}: weights are not finite (NaN or inf) in {} tensor(s): {}; the model it holds cannot \
+         sample (a diverged training run or a corrupt file)",
+        file.display(),
+        bad.len(),
+        join(&bad[..bad.len().min(8)])
+    );
     Ok(())
 }
 

@@ -10,6 +10,7 @@ pub mod datasets;
 pub mod defenses;
 pub mod device;
 pub mod files;
+pub mod gpu_check;
 pub mod inputs;
 pub mod matrix;
 pub mod metrics;
@@ -21,11 +22,13 @@ pub mod python;
 pub mod rng;
 pub mod sampling;
 pub mod scheduler;
+pub mod tensor_io;
 #[cfg(test)]
 pub mod testing;
 pub mod training;
 pub mod triggers;
 pub mod unet;
+pub mod validate;
 
 /// CUDA when a GPU is usable (CUDA backend loaded and a GPU visible), else the CPU.
 pub fn default_device() -> tch::Device {

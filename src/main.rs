@@ -35,6 +35,9 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Write Tab. 1's trigger and target images of a profile.
     Gallery(cmd::gallery::Args),
+    /// One part of `cargo xtask gpu-check` (CUDA against CPU parity, float16 training, the
+    /// fastest sampling batch) as JSON; refuses without a usable GPU.
+    GpuCheck(cmd::gpu_check::Args),
 }
 
 fn version() -> &'static str {
@@ -58,6 +61,7 @@ fn main() {
         Command::Gallery(args) => cmd::gallery::run(args),
         Command::Defend(args) => cmd::defend::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::GpuCheck(args) => cmd::gpu_check::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -1,6 +1,6 @@
 //! diffusers' `DDPMPipeline` for a model directory: load the checkpoint and its scheduler,
 //! sample clean images (from N(0, I)) or backdoor images (from N(0, I) + trigger, as the
-//! official code does, spec §4.3; the paper writes N(g, I)), and write them as PNGs exactly as
+//! official code does, `baddiffusion.py:417`; the paper writes N(g, I)), and write them as PNGs exactly as
 //! diffusers quantises them, with a JSON record of everything that produced them.
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -212,7 +212,7 @@ impl Pipeline {
     }
 }
 
-/// sha256 of a tensor's float32 little-endian bytes (the spec's asset hashes use this form).
+/// sha256 of a tensor's float32 little-endian bytes (a stable name for a trigger or target tensor).
 pub fn tensor_sha256(t: &Tensor) -> String {
     let t = t
         .to_kind(tch::Kind::Float)

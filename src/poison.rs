@@ -1,4 +1,4 @@
-//! Poisoning the training set (spec §2.5): `int(N·p)` samples carry the trigger and the target.
+//! Poisoning the training set (official `dataset.py:162-205`): `int(N·p)` samples carry the trigger and the target.
 //!
 //! As in the official FIXED mode, poisoned samples *replace* clean ones (the dataset keeps N
 //! samples); p = 0 and p = 1 are valid. **Deviation:** the official split
@@ -155,7 +155,7 @@ mod tests {
     }
 
     fn backdoor(c: usize, s: usize) -> (Tensor, Tensor) {
-        let src = SourceImages::new(crate::testing::shared_assets().join("static"));
+        let src = SourceImages::new(crate::testing::official_images());
         let g = Trigger::Box(14)
             .build(ImageShape::new(c, s).unwrap(), &src)
             .unwrap();

@@ -1,7 +1,7 @@
 //! The sampling loop of diffusers' `DDPMPipeline` / `DDIMPipeline`, over any denoiser.
 //!
 //! Per batch: draw the initial noise x_T ~ N(0, I) of shape (B, C, H, W) on the CPU, add the
-//! optional offset (the backdoor sampler starts from noise + trigger, spec §4.3), then for each
+//! optional offset (the backdoor sampler starts from noise + trigger, official `baddiffusion.py:417`), then for each
 //! inference timestep call the denoiser and the scheduler's step, which draws its variance noise
 //! from the same generator. That is exactly diffusers' order of random draws, so a batch equals
 //! `Pipeline(unet, scheduler)(batch_size=B, generator=torch.Generator().manual_seed(seed_k))`

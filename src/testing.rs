@@ -49,12 +49,20 @@ pub fn assert_close(what: &str, ours: &Tensor, theirs: &Tensor, tol: f64) {
     assert!(d <= tol, "{what}: max abs difference {d:e} exceeds {tol:e}");
 }
 
-/// The shared, read-only BadDiffusion assets (exact trigger/target tensors, the official source
-/// images under `static/`): `$BADDIFF_SHARED/baddiffusion-assets`, else
-/// `<repo root>/../shared/baddiffusion-assets`.
-pub fn shared_assets() -> std::path::PathBuf {
+/// The official trigger and target source images (IBM/BadDiffusion `static/`), from the fetch
+/// cache like any other input: `cargo xtask test` fetches them first (`--mirror DIR` offline).
+pub fn official_images() -> std::path::PathBuf {
+    crate::inputs::artifact_dir("baddiffusion-static").unwrap_or_else(|e| {
+        panic!("{e:#}\n(`cargo xtask test` fetches the tests' inputs before running them)")
+    })
+}
+
+/// The exact reference tensors of the official triggers and targets, where this checkout has
+/// them beside it (`$BADDIFF_SHARED/baddiffusion-assets`, else `../shared/baddiffusion-assets`):
+/// an extra comparison, never a requirement.
+pub fn reference_tensors() -> Option<std::path::PathBuf> {
     let shared = std::env::var_os("BADDIFF_SHARED")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| crate::python::project_root().join("../shared"));
-    shared.join("baddiffusion-assets")
+    Some(shared.join("baddiffusion-assets")).filter(|d| d.join("trigger_BOX_14_32.npy").is_file())
 }

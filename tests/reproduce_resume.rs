@@ -10,14 +10,14 @@ const PROFILE: &str = include_str!("data/tiny-profile.toml");
 
 const CELL: &str = "E1.BOX_14.CORNER.p0.50.finetune.s0";
 
-/// A private artifact cache holding the official source images, filled from the local mirror
-/// of the reproduction assets, so the test needs neither network nor the user's cache.
+/// A private artifact cache holding the official source images, filled offline from the default
+/// cache's copy, so the test never touches the network.
 fn cache(dir: &Path) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let shared = std::env::var_os("BADDIFF_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("../shared"))
-        .join("baddiffusion-assets/static");
+    // `cargo xtask test` fetched them into the default cache before the tests.
+    let shared = fetch::path_of("baddiffusion-static").unwrap_or_else(|e| {
+        panic!("{e}: `cargo xtask test` fetches the tests' inputs first (offline: `--mirror DIR`)")
+    });
     let manifest = fetch::Manifest::load(&root.join("artifacts/manifest.toml")).unwrap();
     let cache = fetch::Cache::open(dir).unwrap();
     let opts = fetch::FetchOptions {

@@ -9,7 +9,7 @@ prints the loss and the scale of the samples (data lie in [−1, 1]; a blown-up 
 and writes a grid of 32 samples.
 
 With --backdoor it instead fine-tunes the checkpoint's own weights with the BadDiffusion loss
-(spec §3), written here from the spec: a seeded int(N·p) of the images poisoned, each flipped
+(official `baddiffusion.py`, `train_loop`), written here from it: a seeded int(N·p) of the images poisoned, each flipped
 before the trigger is stamped (r = M⊙x + (1−M)⊙g), x′_t = √ᾱ_t·y + (1−√ᾱ_t)·r + √(1−ᾱ_t)·ε
 regressed on ε + R_t·r. It then samples --n images from clean noise and from noise + trigger and
 prints how many land within MSE 0.01 of the target, as our end-to-end test counts them; the grid

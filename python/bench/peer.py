@@ -10,7 +10,8 @@ scheduler configs), so both sides run the same work. Workloads:
   sample-scale   diffusers' DDPMPipeline, one call per batch (output_type="pt");
   fid-features   pytorch-fid's InceptionV3 pool3 loop of `get_activations` (random weights);
   matmul         torch.matmul of two n x n float32 matrices.
-Prints one JSON object with the fields of `baddiffusion::bench::Measurement`. With
+Prints one JSON object with the fields of `baddiffusion::bench::Measurement` (plus, on CUDA,
+`peak_memory_bytes`: torch.cuda.max_memory_allocated). With
 --count-flops, FLOPs per repetition are counted once, untimed, by
 torch.utils.flop_counter.FlopCounterMode (matmuls, convolutions, attention; not elementwise ops),
 and the share of time spent in those kernels is measured once with torch.profiler (`kernel_share`).
@@ -238,6 +239,9 @@ RUNNERS = {
     "sample-scale": Sample,
     "fid-features": Features,
     "matmul": Matmul,
+    "matmul-gpu": Matmul,
+    "train-step-cifar10-gpu": TrainStep,
+    "sample-cifar10": Sample,
 }
 
 
@@ -325,6 +329,8 @@ def main():
         "kernel_share": share,
         "libtorch": torch.__version__,
         "amp": bool(a.amp and device.type == "cuda"),
+        # The caching allocator's high-water mark of tensor memory over the whole process.
+        "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
         "spec": spec,
     }))
 

@@ -6,6 +6,14 @@ Args, one per tensor to build (output key out_K for the K-th arg):
                            (t, l) in an S×S canvas, then elements >= 0.999 set to -1
   target:PATH:C:S          image resized to [S, S], then bg2grey
   shoe:DIR:C:S             Fashion-MNIST train[0] read from DIR's raw idx files, as a target
+  box:C:S:n                BOX_n: -1 canvas, [:, -(n+2):-2, -(n+2):-2] = 0 (dataset.py's box trigger)
+  stop_sign:PATH:C:S:n     STOP_SIGN_n: the trigger above with its official place, l = t = S - n - 2
+  glasses:PATH:C:S         GLASSES: resized to int(0.625 S), centred (l = t = int((S - s) / 2))
+  corner:C:S               CORNER: -1 canvas, [:, 0:10, 0:10] = 0, then bg2grey
+  noshift:K                NoShift (code: TRIGGER) of this call's K-th output: bg2grey(g)
+  shift:K                  SHIFT of the K-th output: bg2grey(roll(g, (-3, -5))) over (rows, columns)
+The named kinds spell out the official geometry (IBM/BadDiffusion dataset.py, Backdoor.get_trigger and
+get_target), so tests need no precomputed tensors.
 """
 import gzip
 import os
@@ -43,17 +51,45 @@ def fashion_mnist_first(d):
     return Image.fromarray(arr[0].copy(), mode="L")
 
 
+def image_trigger(path, c, s, n, l, t):
+    pad = transforms.Pad(padding=[l, t, s - n - l, s - n - t], fill=VMIN)
+    g = transform(c, n, [pad])(Image.open(path))
+    g[g >= 0.999] = VMIN
+    return g
+
+
 _, save, args = io()
 out = {}
 for k, spec in enumerate(args):
-    kind, path, *nums = spec.split(":")
+    kind, *rest = spec.split(":")
+    if kind in ("box", "corner", "noshift", "shift"):
+        nums = [int(v) for v in rest]
+        if kind == "box":
+            c, s, n = nums
+            g = torch.full((c, s, s), VMIN)
+            g[:, -(n + 2):-2, -(n + 2):-2] = (VMIN + VMAX) / 2
+            out[f"out_{k}"] = g
+        elif kind == "corner":
+            c, s = nums
+            t = torch.full((c, s, s), VMIN)
+            t[:, 0:10, 0:10] = (VMIN + VMAX) / 2
+            out[f"out_{k}"] = bg2grey(t)
+        elif kind == "noshift":
+            out[f"out_{k}"] = bg2grey(out[f"out_{nums[0]}"].clone())
+        else:
+            out[f"out_{k}"] = bg2grey(torch.roll(out[f"out_{nums[0]}"], shifts=(-3, -5), dims=(-2, -1)))
+        continue
+    path, *nums = rest
     nums = [int(v) for v in nums]
     if kind == "trigger":
-        c, s, n, l, t = nums
-        pad = transforms.Pad(padding=[l, t, s - n - l, s - n - t], fill=VMIN)
-        g = transform(c, n, [pad])(Image.open(path))
-        g[g >= 0.999] = VMIN
-        out[f"out_{k}"] = g
+        out[f"out_{k}"] = image_trigger(path, *nums)
+    elif kind == "stop_sign":
+        c, s, n = nums
+        out[f"out_{k}"] = image_trigger(path, c, s, n, s - n - 2, s - n - 2)
+    elif kind == "glasses":
+        c, s = nums
+        n = int(0.625 * s)
+        out[f"out_{k}"] = image_trigger(path, c, s, n, int((s - n) / 2), int((s - n) / 2))
     elif kind == "target":
         c, s = nums
         out[f"out_{k}"] = bg2grey(transform(c, [s, s])(Image.open(path)))

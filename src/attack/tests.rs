@@ -14,7 +14,7 @@ fn cell() -> AttackConfig {
             trigger: "BOX_14".into(),
             target: "CORNER".into(),
             poison_rate: 0.5,
-            sources: Some(crate::testing::shared_assets().join("static")),
+            sources: Some(crate::testing::official_images()),
         },
         model: ModelConfig::Scratch {
             unet: "scale".into(),

@@ -46,6 +46,14 @@ fn specs_follow_the_smoke_profile_and_survive_json() {
     let cifar = Workload::TrainStepCifar10.spec().unwrap();
     assert_eq!(cifar.batch, 16);
     assert_eq!(cifar.image_shape, Some([3, 32, 32]));
+    // The GPU-sized ones: the GPU profiles' training and sampling batches.
+    let kick = Profile::load(crate::python::project_root(), "kick-the-tires").unwrap();
+    let train = Workload::TrainStepCifar10Gpu.spec().unwrap();
+    assert_eq!(train.batch, kick.finetune.as_ref().unwrap().batch);
+    let sample = Workload::SampleCifar10.spec().unwrap();
+    assert_eq!(sample.batch, kick.measure.batch as i64);
+    assert_eq!(sample.unet, cifar.unet);
+    assert_eq!(Workload::MatmulGpu.spec().unwrap().matmul_n, Some(8192));
 }
 
 /// Each workload shrunk to seconds (the CIFAR-10 UNet keeps its size: batch 1), so that this
@@ -64,7 +72,13 @@ fn small(w: Workload) -> WorkloadSpec {
             spec.n = Some(3);
             spec.batch = 2;
         }
-        Workload::Matmul => spec.matmul_n = Some(64),
+        Workload::Matmul | Workload::MatmulGpu => spec.matmul_n = Some(64),
+        Workload::TrainStepCifar10Gpu => spec.batch = 1,
+        Workload::SampleCifar10 => {
+            spec.n = Some(2);
+            spec.batch = 2;
+            spec.steps = Some(2);
+        }
     }
     spec
 }
@@ -90,7 +104,11 @@ fn each_workload_runs_and_its_json_parses() {
         assert!(m.times_s.iter().all(|t| *t > 0.0), "{w}: {:?}", m.times_s);
         assert!(m.min_s <= m.median_s && m.median_s <= m.max_s, "{w}");
         assert_eq!(m.spec, spec);
-        assert_eq!(m.flops.is_some(), w == Workload::Matmul, "{w}");
+        assert_eq!(
+            m.flops.is_some(),
+            matches!(w, Workload::Matmul | Workload::MatmulGpu),
+            "{w}"
+        );
     }
 }
 

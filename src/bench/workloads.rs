@@ -13,7 +13,7 @@ use crate::sampling::{self, SampleOptions};
 use crate::scheduler::{NoiseSchedule, Overrides, Sampler, SamplerKind, SchedulerConfig};
 use crate::training::grad_scaler::GradScaler;
 use crate::training::lr_schedule::CosineWithWarmup;
-use crate::training::update::Update;
+use crate::training::update::{Step, Update};
 use crate::unet::{UNet2DConfig, UNet2DModel};
 
 /// A built workload.
@@ -43,12 +43,12 @@ pub(super) fn build(
     opts: &BenchOptions,
 ) -> Result<Box<dyn Runner>> {
     Ok(match workload {
-        Workload::TrainStepCifar10 | Workload::TrainStepScale => {
+        Workload::TrainStepCifar10 | Workload::TrainStepScale | Workload::TrainStepCifar10Gpu => {
             Box::new(TrainStep::new(spec, opts)?)
         }
-        Workload::SampleScale => Box::new(Sample::new(spec, opts)?),
+        Workload::SampleScale | Workload::SampleCifar10 => Box::new(Sample::new(spec, opts)?),
         Workload::FidFeatures => Box::new(Features::new(spec, opts)?),
-        Workload::Matmul => Box::new(Matmul::new(spec, opts)?),
+        Workload::Matmul | Workload::MatmulGpu => Box::new(Matmul::new(spec, opts)?),
     })
 }
 
@@ -104,8 +104,9 @@ pub fn random_poison_batch(
 /// The trainer's iteration (`training::trainer::train` with an effective batch equal to the
 /// batch): draw noise then timesteps, the backdoor loss, its value on the host (the loss log),
 /// then the trainer's own [`Update`] (backward, clip, Adam at the scheduled rate, zero the
-/// gradients; with `--amp`, under a loss scaler as the trainer's float16 runs).
-struct TrainStep {
+/// gradients; with `--amp`, under a loss scaler as the trainer's float16 runs, where a
+/// non-finite loss is an overflow whose step is skipped and the schedule holds, not an error).
+pub(crate) struct TrainStep {
     _vs: nn::VarStore,
     model: UNet2DModel,
     update: Update,
@@ -114,6 +115,9 @@ struct TrainStep {
     lr: CosineWithWarmup,
     batch: PoisonBatch,
     iteration: u64,
+    /// Iterations the LR schedule held after skipped steps (the trainer's `schedule_held`).
+    held: u64,
+    last_skipped: bool,
     seed: u64,
     device: Device,
     amp: bool,
@@ -121,7 +125,7 @@ struct TrainStep {
 }
 
 impl TrainStep {
-    fn new(spec: &WorkloadSpec, opts: &BenchOptions) -> Result<Self> {
+    pub(crate) fn new(spec: &WorkloadSpec, opts: &BenchOptions) -> Result<Self> {
         let train = spec
             .train
             .as_ref()
@@ -149,6 +153,8 @@ impl TrainStep {
             },
             batch,
             iteration: 0,
+            held: 0,
+            last_skipped: false,
             seed: spec.seed,
             device: opts.device,
             amp: opts.amp,
@@ -156,7 +162,28 @@ impl TrainStep {
         })
     }
 
-    fn step(&mut self) -> Result<()> {
+    /// Loss scaling on whatever the device (the CPU tests of the float16 logic; autocast stays
+    /// a CUDA-only no-op there, as in the trainer's tests).
+    pub(crate) fn with_loss_scaling(mut self) -> Self {
+        self.scaler = Some(GradScaler::default());
+        self
+    }
+
+    /// A new random batch (same shapes and poison rate), as an epoch's next batch would be.
+    pub(crate) fn redraw_batch(&mut self, poison_rate: f64) {
+        let size = self.batch.image.size();
+        let shape = [size[1], size[2], size[3]];
+        self.batch =
+            random_poison_batch(&mut self.rng, size[0], shape, poison_rate).to_device(self.device);
+    }
+
+    /// The loss scaler's state, when it scales.
+    pub(crate) fn scaler(&self) -> Option<&GradScaler> {
+        self.scaler.as_ref()
+    }
+
+    /// One iteration: the loss value and what the update did.
+    pub(crate) fn step(&mut self) -> Result<(f64, Step)> {
         let iteration = self.iteration;
         self.rng.reseed(derive_seed(self.seed, iteration));
         let size = self.batch.target.size();
@@ -177,22 +204,30 @@ impl TrainStep {
         })?;
         let value = loss.double_value(&[]);
         ensure!(
-            value.is_finite(),
+            value.is_finite() || self.scaler.is_some(),
             "the benchmark's loss is {value} at step {iteration}"
         );
-        self.update
-            .apply(&loss, self.lr.lr(iteration), true, self.scaler.as_mut());
+        let step = self.update.apply(
+            &loss,
+            self.lr.lr(iteration - self.held),
+            true,
+            self.scaler.as_mut(),
+        );
+        self.last_skipped = step == Step::Skipped;
+        if self.last_skipped {
+            self.held += 1;
+        }
         self.iteration += 1;
-        Ok(())
+        Ok((value, step))
     }
 }
 
 impl Runner for TrainStep {
     fn warmup(&mut self) -> Result<()> {
-        self.step()
+        self.step().map(drop)
     }
     fn rep(&mut self) -> Result<()> {
-        self.step()
+        self.step().map(drop)
     }
     fn channels_last(&self) -> bool {
         self.model.channels_last()

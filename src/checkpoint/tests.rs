@@ -268,6 +268,26 @@ fn truncated_safetensors_names_the_file() {
     assert!(e.contains(&weights.display().to_string()), "{e}");
 }
 
+/// Non-finite weights sample black (or NaN) images without a word: refused, naming the file and
+/// the tensors.
+#[test]
+fn weights_with_nan_or_inf_are_refused_naming_file_and_tensors() {
+    for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let (dir, weights) = saved_pipeline();
+        rewrite(&weights, |t| {
+            let (_, w) = t.iter_mut().find(|(k, _)| k == "conv_in.bias").unwrap();
+            *w = w.fill(bad);
+        });
+        let e = load_err(dir.path());
+        assert!(
+            e.contains(&weights.display().to_string())
+                && e.contains("not finite")
+                && e.contains("conv_in.bias"),
+            "{e}"
+        );
+    }
+}
+
 #[test]
 fn bad_configs_name_the_field() {
     let (dir, _) = saved_pipeline();

@@ -10,7 +10,7 @@ use baddiffusion::pipeline::{Pipeline, PipelineOptions};
 use baddiffusion::scheduler::{Clip, SamplerKind};
 use serde::Serialize;
 
-/// The defenses of spec §6.
+/// The defenses of paper §4.6 (and ANP pruning after it).
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Defense {
     /// The paper's ANP probe: perturb (γ, β) after every conv to maximise the clean loss,
@@ -102,14 +102,14 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "none,x0,xt")]
     clip_modes: Vec<Clip>,
     /// Images per measurement.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = baddiffusion::validate::count)]
     n: usize,
     /// Inference steps of the measurements (default: all training steps).
-    #[arg(long)]
+    #[arg(long, value_parser = baddiffusion::validate::count)]
     steps: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = baddiffusion::validate::count)]
     sample_batch: usize,
     /// Where to write the report (JSON: rows, cost, trace).
     #[arg(long)]

@@ -34,7 +34,7 @@ pub struct Args {
     reference: Option<String>,
     /// Use only the first N images of a dataset reference (e.g. 2048, the official code's N);
     /// the whole split by default.
-    #[arg(long)]
+    #[arg(long, value_parser = baddiffusion::validate::count)]
     reference_n: Option<usize>,
     /// Folder holding the reference dataset's files (else found in the fetch cache).
     #[arg(long)]
@@ -47,7 +47,7 @@ pub struct Args {
     #[arg(long, value_enum, conflicts_with = "inception_weights")]
     proxy: Option<Proxy>,
     /// The proxy's image size in pixels; default: that of the generated images.
-    #[arg(long)]
+    #[arg(long, value_parser = baddiffusion::validate::count)]
     proxy_size: Option<usize>,
     /// The proxy's channels (1 or 3); default: those of the generated images.
     #[arg(long)]
@@ -56,10 +56,10 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     proxy_seed: u64,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = baddiffusion::validate::count)]
     batch: usize,
     /// Use only the first N images of each folder (e.g. 10000 generated, the paper's N).
-    #[arg(long)]
+    #[arg(long, value_parser = baddiffusion::validate::count)]
     n: Option<usize>,
     /// Name of the reference split, recorded in the protocol (dataset references name
     /// themselves, e.g. cifar10-train).

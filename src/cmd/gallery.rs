@@ -45,7 +45,7 @@ pub fn run(args: Args) -> Result<()> {
     targets.dedup();
     let write = |sub: &str, name: &str, t: &tch::Tensor| -> Result<()> {
         let dir = args.out.join(sub);
-        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join(format!("{name}.png"));
         baddiffusion::files::write_atomic(&path, &to_png_bytes(t)?)
             .with_context(|| format!("writing {}", path.display()))

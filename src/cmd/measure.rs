@@ -18,10 +18,10 @@ pub struct Args {
     #[arg(long)]
     out: PathBuf,
     /// Measure only the first N samples.
-    #[arg(long)]
+    #[arg(long, value_parser = baddiffusion::validate::count)]
     n: Option<usize>,
     /// Per-image MSE below which a sample counts as the target.
-    #[arg(long, default_value_t = MSE_THRESHOLD)]
+    #[arg(long, default_value_t = MSE_THRESHOLD, value_parser = baddiffusion::validate::positive_number)]
     threshold: f64,
     /// SSIM border: `cropped` (torchmetrics of the paper's time) or `full` (torchmetrics ≥ 1.5).
     #[arg(long, value_enum, default_value = "cropped")]

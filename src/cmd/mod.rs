@@ -5,6 +5,7 @@ pub mod defend;
 pub mod env;
 pub mod fid;
 pub mod gallery;
+pub mod gpu_check;
 pub mod measure;
 pub mod plan;
 pub mod sample;

@@ -11,7 +11,7 @@ pub struct Args {
     #[arg(long)]
     model: PathBuf,
     /// Number of images.
-    #[arg(long)]
+    #[arg(long, value_parser = baddiffusion::validate::count)]
     n: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -19,7 +19,7 @@ pub struct Args {
     #[arg(long, default_value = "ddpm")]
     sampler: SamplerKind,
     /// Inference steps (default: DDPM all training steps, DDIM 50, DPM-Solver 20).
-    #[arg(long)]
+    #[arg(long, value_parser = baddiffusion::validate::count)]
     steps: Option<usize>,
     /// none, x0 (clamp the predicted x0: the official --fclip w) or xt (clamp x_{t-1}: the
     /// paper's inference-time clipping). Default: what the checkpoint's scheduler says.
@@ -34,7 +34,7 @@ pub struct Args {
     /// The official source images (default: the cached `baddiffusion-static` artifact).
     #[arg(long)]
     sources: Option<PathBuf>,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = baddiffusion::validate::count)]
     batch: usize,
     /// Output folder for the PNGs and sample.json; must not exist or be empty.
     #[arg(long)]

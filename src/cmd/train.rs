@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use baddiffusion::attack::{self, AttackConfig};
 
 #[derive(clap::Args)]
@@ -67,8 +67,16 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(v) = a.batch {
         cfg.train.batch = v;
     }
+    cfg.validate()
+        .context("the cell config with the command line's overrides")?;
     let device = baddiffusion::parse_device(a.device.as_deref())?;
     let summary = attack::train(&cfg, &a.out, device, true)?;
+    if summary.skipped_steps > 0 {
+        eprintln!(
+            "float16: {} optimizer step(s) skipped on overflow (the loss scale backed off; the schedule held)",
+            summary.skipped_steps
+        );
+    }
     eprintln!(
         "trained {} iterations on {} samples ({} poisoned) in {:.0} s; model at {}",
         summary.iterations,

@@ -42,6 +42,11 @@ pub fn read_batch_file(path: &Path) -> Result<(Tensor, Tensor)> {
             path.display()
         )
     })?;
+    parse_batch(path, &bytes)
+}
+
+/// [`read_batch_file`] of bytes already read (`path` only names them in errors).
+pub(crate) fn parse_batch(path: &Path, bytes: &[u8]) -> Result<(Tensor, Tensor)> {
     ensure!(
         bytes.len() == FILE_BYTES,
         "{}: {} bytes, expected {FILE_BYTES} ({RECORDS_PER_FILE} records of 1 label byte + {IMAGE_BYTES} pixel bytes): \

@@ -37,7 +37,16 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>> {
 
 /// Parses the header, checks the magic and the exact payload size; returns (dims, payload).
 fn parse(path: &Path, magic: u32, what: &str) -> Result<(Vec<usize>, Vec<u8>)> {
-    let bytes = read_bytes(path)?;
+    parse_bytes(path, read_bytes(path)?, magic, what)
+}
+
+/// [`parse`] of bytes already read (`path` only names them in errors).
+fn parse_bytes(
+    path: &Path,
+    bytes: Vec<u8>,
+    magic: u32,
+    what: &str,
+) -> Result<(Vec<usize>, Vec<u8>)> {
     ensure!(
         bytes.len() >= 4,
         "{}: {} bytes is too short for an idx file",
@@ -67,7 +76,22 @@ fn parse(path: &Path, magic: u32, what: &str) -> Result<(Vec<usize>, Vec<u8>)> {
     let dims: Vec<usize> = (0..ndim)
         .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
         .collect();
-    let expected = header + dims.iter().product::<usize>();
+    if let Some(i) = dims.iter().position(|&d| d == 0) {
+        bail!(
+            "{}: dimension {i} is 0 (dimensions {dims:?}): the file holds no {what}",
+            path.display()
+        );
+    }
+    let expected = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .and_then(|n| n.checked_add(header))
+        .with_context(|| {
+            format!(
+                "{}: the header's dimensions {dims:?} overflow: not an idx file of {what}",
+                path.display()
+            )
+        })?;
     ensure!(
         bytes.len() == expected,
         "{}: {} ({}) bytes where the header's dimensions {dims:?} require exactly {expected}: the file is {}",
@@ -82,8 +106,19 @@ fn parse(path: &Path, magic: u32, what: &str) -> Result<(Vec<usize>, Vec<u8>)> {
 /// Images of an idx3 file as uint8 N×1×H×W.
 pub fn read_images(path: &Path) -> Result<Tensor> {
     let (dims, data) = parse(path, MAGIC_IMAGES, "images")?;
+    Ok(images(&dims, &data))
+}
+
+fn images(dims: &[usize], data: &[u8]) -> Tensor {
     let d: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
-    Ok(Tensor::from_slice(&data).reshape([d[0], 1, d[1], d[2]]))
+    Tensor::from_slice(data).reshape([d[0], 1, d[1], d[2]])
+}
+
+/// [`read_images`] of a file's (decompressed) bytes; for the property tests.
+#[cfg(test)]
+pub(crate) fn images_from_bytes(bytes: Vec<u8>) -> Result<Tensor> {
+    let (dims, data) = parse_bytes(Path::new("<bytes>"), bytes, MAGIC_IMAGES, "images")?;
+    Ok(images(&dims, &data))
 }
 
 /// Labels of an idx1 file as int64 N.
@@ -185,6 +220,33 @@ mod tests {
             idx_bytes(MAGIC_LABELS, &[2], &[1, 2]),
         )
         .unwrap();
+    }
+
+    /// A file with zero images, or dimensions whose product overflows, is an error naming the
+    /// file (it panicked: on the overflow, and on the empty label tensor's maximum).
+    #[test]
+    fn empty_or_overflowing_dimensions_are_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("imgs");
+        for (dims, says) in [
+            (vec![0, 4, 5], "dimension 0 is 0"),
+            (vec![3, 0, 5], "dimension 1 is 0"),
+            (vec![u32::MAX, u32::MAX, u32::MAX], "overflow"),
+        ] {
+            // Zero dimensions with exactly the (empty) payload they declare.
+            std::fs::write(&path, idx_bytes(MAGIC_IMAGES, &dims, &[])).unwrap();
+            let err = format!("{:#}", read_images(&path).unwrap_err());
+            assert!(
+                err.contains("imgs") && err.contains(says),
+                "{dims:?}: {err}"
+            );
+        }
+        std::fs::write(&path, idx_bytes(MAGIC_LABELS, &[0], &[])).unwrap();
+        let err = format!("{:#}", read_labels(&path).unwrap_err());
+        assert!(
+            err.contains("imgs") && err.contains("dimension 0 is 0"),
+            "{err}"
+        );
     }
 
     #[test]

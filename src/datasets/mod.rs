@@ -1,4 +1,4 @@
-//! The training sets of the paper and their preprocessing (spec §1.3).
+//! The training sets of the paper and their preprocessing (official `dataset.py`).
 //!
 //! A [`Dataset`] holds its images as uint8 N×C×H×W (what the files store; 4× smaller than float)
 //! and int64 labels (−1 where a set has none). The official per-image transform is
@@ -11,6 +11,9 @@ pub mod cifar10;
 pub mod idx;
 pub mod image_folder;
 pub mod named;
+
+#[cfg(test)]
+mod props;
 
 use anyhow::{ensure, Result};
 use tch::{Device, Kind, Tensor};

@@ -1,4 +1,4 @@
-//! The paper's ANP probe (spec §6.1; official `anp_defense.py`): a per-output-channel affine
+//! The paper's ANP probe (paper §4.6.1; official `anp_defense.py`): a per-output-channel affine
 //! `y = conv(x)·γ + β` after every convolution (γ = 1, β = 0 at first), the model's weights
 //! frozen, and Adam *ascending* the clean DDPM loss in γ and β, each clamped to
 //! [−budget, budget] after every step. After each epoch the perturbed model samples from clean

@@ -1,4 +1,4 @@
-//! Inference-time clipping as a defense (spec §6.2, §4.2): the same backdoored model sampled
+//! Inference-time clipping as a defense (paper §4.6.2, Fig. 5; the official code's `--fclip`): the same backdoored model sampled
 //! without clipping, with the official code's x̂₀ clamp (`--fclip w`) and with the paper's
 //! x_{t−1} clamp. The paper finds clipping makes the backdoor ineffective (large MSE to the
 //! target) while clean samples stay alike; both sides are measured here.

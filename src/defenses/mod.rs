@@ -1,4 +1,4 @@
-//! Defenses against the backdoor (spec §6): the paper's ANP probe ([`anp`]), ANP pruning as
+//! Defenses against the backdoor (paper §4.6): the paper's ANP probe ([`anp`]), ANP pruning as
 //! Wu & Wang (2021) define it ([`prune`], beyond the paper), and inference-time clipping
 //! ([`clip`]). Each reports its compute cost and writes [`DefenseRow`]s: the metric rows of
 //! [`crate::metrics`] with the defense, its parameters and (for ANP traces) the epoch.
@@ -327,7 +327,7 @@ fn require_convs(convs: Vec<&PerturbConv2d>) -> Result<Vec<&PerturbConv2d>> {
     Ok(convs)
 }
 
-/// The clean DDPM loss (the backdoor loss with R = 0, spec §6.1) on clean training images:
+/// The clean DDPM loss (the backdoor loss with R = 0, as official `anp_defense.py` measures) on clean training images:
 /// the objective the ANP perturbation maximises and ANP pruning's natural loss.
 pub struct CleanLoss<'a> {
     pub model: &'a UNet2DModel,

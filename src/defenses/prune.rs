@@ -125,6 +125,10 @@ impl PruneConfig {
             self.mask_lr
         );
         ensure!(self.pgd_steps > 0, "--pgd-steps must be positive");
+        ensure!(
+            self.iterations > 0,
+            "ANP pruning needs at least one mask update (--iterations)"
+        );
         ensure!(self.batch > 0, "the batch must be positive (--batch)");
         self.by.validate()
     }

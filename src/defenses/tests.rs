@@ -42,7 +42,7 @@ fn clean_data() -> Dataset {
 }
 
 fn backdoor(p: &Pipeline) -> Backdoor {
-    let sources = crate::testing::shared_assets().join("static");
+    let sources = crate::testing::official_images();
     Backdoor::for_pipeline(p, "BOX_14", "CORNER", Some(&sources)).unwrap()
 }
 
@@ -306,7 +306,7 @@ fn bad_input_is_refused_with_the_fix() {
     assert!(e.contains("α") && e.contains("--alpha"), "{e}");
 
     let mut p = load(&backdoored_model());
-    let sources = crate::testing::shared_assets().join("static");
+    let sources = crate::testing::official_images();
     let e = match Backdoor::for_pipeline(&p, "TRIANGLE", "CORNER", Some(&sources)) {
         Ok(_) => panic!("an unknown trigger was accepted"),
         Err(e) => format!("{e:#}"),

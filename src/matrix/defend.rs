@@ -1,5 +1,5 @@
 //! The defend stage: a defense from a profile's `[[experiment.defense]]` table run on a cell's
-//! model (spec §6). `kind = "anp"` is the paper's ANP probe (sweep `lr` and `budget`);
+//! model (paper §4.6). `kind = "anp"` is the paper's ANP probe (sweep `lr` and `budget`);
 //! `kind = "anp-prune"` is ANP's own pruning (Wu & Wang 2021). Inference-time clipping needs no
 //! stage of its own: it is an evaluation (`evals = [{ clip = "xt" }]`).
 use anyhow::{bail, Context as _, Result};
@@ -13,8 +13,28 @@ use crate::defenses::prune::{anp_prune, PruneBy, PruneConfig};
 use crate::defenses::{Backdoor, DefenseRow, MeasureOptions};
 use crate::pipeline::{Pipeline, PipelineOptions};
 
-fn num(spec: &Value, field: &str) -> Option<f64> {
-    spec.get(field).and_then(Value::as_f64)
+/// A number field; present but not a number is an error, not the default.
+fn num(spec: &Value, field: &str) -> Result<Option<f64>> {
+    spec.get(field)
+        .map(|v| {
+            v.as_f64().with_context(|| {
+                format!("defense field {field} = {v} is out of range: it must be a number")
+            })
+        })
+        .transpose()
+}
+
+/// A count field: a whole number ≥ 1 (a cast would turn −4 or 2.5 into another count).
+fn count(spec: &Value, field: &str) -> Result<Option<u64>> {
+    spec.get(field)
+        .map(|v| {
+            v.as_u64().filter(|&n| n >= 1).with_context(|| {
+                format!(
+                    "defense field {field} = {v} is out of range: it must be a whole number ≥ 1"
+                )
+            })
+        })
+        .transpose()
 }
 
 /// Refuses settings a defense table may not carry.
@@ -42,16 +62,17 @@ impl DefenseSpec {
     /// when they load, so a typo fails before hours of training, not at the defend stage.
     pub fn parse(spec: &Value) -> Result<DefenseSpec> {
         let kind = spec.get("kind").and_then(Value::as_str).unwrap_or("");
-        let batch = num(spec, "batch").map(|b| b as usize);
+        let batch = count(spec, "batch")?.map(|b| b as usize);
+        count(spec, "n")?;
         let parsed = match kind {
             "anp" => {
                 check_fields(spec, &["kind", "lr", "budget", "epochs", "steps_per_epoch", "batch", "n"])?;
                 let d = AnpConfig::default();
                 let cfg = AnpConfig {
-                    lr: num(spec, "lr").unwrap_or(d.lr),
-                    budget: num(spec, "budget").unwrap_or(d.budget),
-                    epochs: num(spec, "epochs").map_or(d.epochs, |v| v as u64),
-                    steps_per_epoch: num(spec, "steps_per_epoch").map(|v| v as u64),
+                    lr: num(spec, "lr")?.unwrap_or(d.lr),
+                    budget: num(spec, "budget")?.unwrap_or(d.budget),
+                    epochs: count(spec, "epochs")?.unwrap_or(d.epochs),
+                    steps_per_epoch: count(spec, "steps_per_epoch")?,
                     batch: batch.unwrap_or(d.batch),
                     ..d
                 };
@@ -64,16 +85,16 @@ impl DefenseSpec {
                     &["kind", "iterations", "fraction", "threshold", "batch", "n", "eps", "alpha"],
                 )?;
                 let d = PruneConfig::default();
-                let by = match (num(spec, "fraction"), num(spec, "threshold")) {
+                let by = match (num(spec, "fraction")?, num(spec, "threshold")?) {
                     (Some(f), None) => PruneBy::Fraction(f),
                     (None, Some(t)) => PruneBy::Threshold(t),
                     (None, None) => d.by.clone(),
                     _ => bail!("anp-prune takes `fraction` or `threshold`, not both"),
                 };
                 let cfg = PruneConfig {
-                    iterations: num(spec, "iterations").map_or(d.iterations, |v| v as u64),
-                    eps: num(spec, "eps").unwrap_or(d.eps),
-                    alpha: num(spec, "alpha").unwrap_or(d.alpha),
+                    iterations: count(spec, "iterations")?.unwrap_or(d.iterations),
+                    eps: num(spec, "eps")?.unwrap_or(d.eps),
+                    alpha: num(spec, "alpha")?.unwrap_or(d.alpha),
                     batch: batch.unwrap_or(d.batch),
                     by,
                     ..d
@@ -119,7 +140,7 @@ impl Cells {
         let kind = spec["kind"].as_str().unwrap_or("");
         let defense = DefenseSpec::parse(spec)?;
         let m = &self.profile.measure;
-        let n = num(spec, "n").map_or(m.n.min(128), |v| v as usize);
+        let n = count(spec, "n")?.map_or(m.n.min(128), |v| v as usize);
         let key = StageKey::new(
             "defend",
             json!({

@@ -1,4 +1,4 @@
-//! The experiment matrix (spec §7): profiles expand into cells; a cell runs as cached stages
+//! The experiment matrix (paper §4): profiles expand into cells; a cell runs as cached stages
 //! (base → train → sample → measure → defend) and yields metric rows in the frame's long format.
 //!
 //! `baddiff plan` lists a profile's cells, `baddiff cell` runs one (the unit the local executor
@@ -27,7 +27,7 @@ pub enum Training {
     /// Backdoor training from a fresh initialisation (Fig. 3).
     Scratch,
     /// The experiment's base checkpoint is itself a backdoored model (the authors' released
-    /// ones, spec §8.3), measured as it is; the cell's poison rate says how it was trained.
+    /// ones), measured as it is; the cell's poison rate says how it was trained.
     Released,
 }
 
@@ -57,7 +57,7 @@ impl Training {
     }
 }
 
-/// One way of sampling and measuring a model (spec §4): sampler, steps and clipping.
+/// One way of sampling and measuring a model (paper §4.6.2 and the sampler analysis): sampler, steps and clipping.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Eval {
@@ -116,5 +116,7 @@ pub struct Cell {
 /// One row of the run's metric frame (one definition, in the `frame` crate).
 pub use frame::Row as FrameRow;
 
+#[cfg(test)]
+pub(crate) mod props;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! What a profile will run and roughly how long it takes: cells, distinct trainings, model
-//! forward passes, and time from throughput measured by earlier stages on this machine (else the
-//! profile's stated assumption, labelled as such).
+//! forward passes, and time from throughput measured by earlier stages on this machine, else (a
+//! GPU profile) by `cargo xtask gpu-check` on this machine's GPU, else the profile's stated
+//! assumption, labelled as such (a GPU profile's as a guess).
 use std::collections::BTreeSet;
 
 use anyhow::Result;
@@ -55,7 +56,118 @@ fn dataset_size(dataset: &str, split: &str) -> u64 {
     }
 }
 
+/// What `cargo xtask gpu-check` measured (results/gpu-check/latest.json's `plan_rates`) and the
+/// GPUs of this machine: its rates apply where the GPU it measured is one of these.
+#[derive(Clone, Debug, Default)]
+pub struct GpuEvidence {
+    rates: Option<GpuCheckRates>,
+    gpus_here: Vec<String>,
+}
+
+/// `plan_rates` of a gpu-check result.
+#[derive(Clone, Debug, serde::Deserialize)]
+struct GpuCheckRates {
+    device: String,
+    seconds_per_train_iteration: f64,
+    train_batch: Option<i64>,
+    train_source: Option<String>,
+    sampling_batch: i64,
+    seconds_per_sampling_step: f64,
+}
+
+impl GpuEvidence {
+    /// `root`/results/gpu-check/latest.json, matched against `gpus_here`; a missing or
+    /// unreadable file is no evidence (the profile's guesses stay, labelled as such).
+    pub fn load(root: &std::path::Path, gpus_here: Vec<String>) -> GpuEvidence {
+        let doc = std::fs::read_to_string(root.join("results/gpu-check/latest.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        GpuEvidence::from_doc(&doc, gpus_here)
+    }
+
+    /// From a gpu-check result document.
+    pub fn from_doc(doc: &serde_json::Value, gpus_here: Vec<String>) -> GpuEvidence {
+        GpuEvidence {
+            rates: serde_json::from_value(doc["plan_rates"].clone()).ok(),
+            gpus_here,
+        }
+    }
+
+    /// This project's latest gpu-check against this machine's GPUs (`nvidia-smi`'s names;
+    /// none without it).
+    pub fn here() -> GpuEvidence {
+        let names = std::process::Command::new("nvidia-smi")
+            .args(["--query-gpu=name", "--format=csv,noheader"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .map(|l| l.trim().to_string())
+                    .filter(|l| !l.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        GpuEvidence::load(crate::python::project_root(), names)
+    }
+
+    /// The rates, when measured on a GPU of this machine.
+    fn matching(&self) -> Option<&GpuCheckRates> {
+        self.rates
+            .as_ref()
+            .filter(|r| self.gpus_here.iter().any(|g| g == &r.device))
+    }
+}
+
+impl GpuCheckRates {
+    /// Seconds per training iteration at the profile's batch: as measured at the same batch,
+    /// else scaled per image.
+    fn train_rate(&self, profile: &Profile) -> (f64, String) {
+        let source = self.train_source.as_deref().unwrap_or("training step");
+        let at = format!(
+            "measured by `cargo xtask gpu-check` on {} ({source})",
+            self.device
+        );
+        match (self.train_batch, profile.finetune.as_ref().map(|f| f.batch)) {
+            (Some(m), Some(p)) if m != p && m > 0 => (
+                self.seconds_per_train_iteration * p as f64 / m as f64,
+                format!("{at}, batch {m} scaled per image to batch {p}"),
+            ),
+            _ => (self.seconds_per_train_iteration, at),
+        }
+    }
+
+    /// Seconds per sampling step of the profile's batch at the fastest batch's rate per image
+    /// (gpu-check's sweep: sampling at that batch maximises images/s).
+    fn sample_rate(&self, profile: &Profile) -> (f64, String) {
+        let b = self.sampling_batch.max(1) as f64;
+        let p = profile.measure.batch.max(1) as f64;
+        (
+            self.seconds_per_sampling_step * p / b,
+            format!(
+                "measured by `cargo xtask gpu-check` on {}: {:.4} s/step at its fastest batch {}, per image",
+                self.device, self.seconds_per_sampling_step, self.sampling_batch
+            ),
+        )
+    }
+}
+
+/// [`plan_with`] this machine's [`GpuEvidence::here`].
 pub fn plan(profile: &Profile, cells: Vec<Cell>, store: &StageStore) -> Result<Plan> {
+    plan_with(profile, cells, store, &GpuEvidence::here())
+}
+
+/// The plan, its rates from (first found) this machine's finished stages, `gpu`'s gpu-check
+/// measurement for a GPU profile, or the profile's `[assumed]` rates: a GPU profile's are
+/// labelled guesses, as nothing measured them on this machine.
+pub fn plan_with(
+    profile: &Profile,
+    cells: Vec<Cell>,
+    store: &StageStore,
+    gpu: &GpuEvidence,
+) -> Result<Plan> {
     let images = |p: &Profile| {
         let d = &p.data;
         d.limit
@@ -130,24 +242,29 @@ pub fn plan(profile: &Profile, cells: Vec<Cell>, store: &StageStore) -> Result<P
         alone.push((own_train, own_steps));
     }
     let records = Measured::read(profile, store);
-    let measured = records.train_rate();
-    let assumed = profile.assumed.as_ref();
-    let train_rate = measured.or_else(|| {
-        assumed.map(|a| {
-            (
-                a.seconds_per_train_iteration,
-                format!("assumed: {}", a.hardware),
-            )
+    let on_gpu = profile.device.as_deref() != Some("cpu");
+    let checked = gpu.matching().filter(|_| on_gpu);
+    let assumed = |rate: fn(&super::profile::Throughput) -> f64| {
+        profile.assumed.as_ref().map(|a| {
+            let why = if on_gpu {
+                format!(
+                    "guess: {} (not measured on this machine; run `cargo xtask gpu-check`)",
+                    a.hardware
+                )
+            } else {
+                format!("assumed: {}", a.hardware)
+            };
+            (rate(a), why)
         })
-    });
-    let sample_rate = records.sample_rate(timesteps_of(profile)).or_else(|| {
-        assumed.map(|a| {
-            (
-                a.seconds_per_sampling_step,
-                format!("assumed: {}", a.hardware),
-            )
-        })
-    });
+    };
+    let train_rate = records
+        .train_rate()
+        .or_else(|| checked.map(|r| r.train_rate(profile)))
+        .or_else(|| assumed(|a| a.seconds_per_train_iteration));
+    let sample_rate = records
+        .sample_rate(timesteps_of(profile))
+        .or_else(|| checked.map(|r| r.sample_rate(profile)))
+        .or_else(|| assumed(|a| a.seconds_per_sampling_step));
     let estimated_seconds = match (&train_rate, &sample_rate) {
         (Some((t, _)), Some((s, _))) => {
             Some(t * train_iterations as f64 + s * sampling_steps as f64)

@@ -1,6 +1,6 @@
 //! A profile: one TOML file (`paper/profiles/<name>.toml`) that describes a whole experiment
 //! matrix — the data and model every cell shares, the clean base model, the training settings of
-//! fine-tuned and from-scratch cells, how samples are measured, and the experiments (spec §7),
+//! fine-tuned and from-scratch cells, how samples are measured, and the experiments (paper §4),
 //! each a grid of triggers × targets × poison rates × seeds with its evaluations and defenses.
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,7 @@ use super::{Cell, Eval, Training};
 use crate::attack::DataConfig;
 use crate::training::trainer::TrainSettings;
 use crate::triggers::{Target, Trigger};
+use crate::validate::{at_least_one, positive};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,7 +72,7 @@ pub struct ScratchSettings {
     pub train: TrainSettings,
 }
 
-/// How every evaluation is measured (spec §5).
+/// How every evaluation is measured (official `baddiffusion.py:477-551`, `measure`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MeasureSettings {
@@ -96,6 +97,27 @@ pub struct MeasureSettings {
     pub keep_samples: usize,
 }
 
+impl MeasureSettings {
+    pub fn validate(&self) -> Result<()> {
+        at_least_one("n", self.n as u64)?;
+        at_least_one("batch", self.batch as u64)?;
+        if let Some(r) = self.reference_n {
+            at_least_one("reference_n", r as u64)?;
+        }
+        positive("threshold", self.threshold)
+    }
+}
+
+impl Throughput {
+    pub fn validate(&self) -> Result<()> {
+        positive(
+            "seconds_per_train_iteration",
+            self.seconds_per_train_iteration,
+        )?;
+        positive("seconds_per_sampling_step", self.seconds_per_sampling_step)
+    }
+}
+
 fn default_threshold() -> f64 {
     crate::metrics::mse::MSE_THRESHOLD
 }
@@ -103,7 +125,7 @@ fn default_keep() -> usize {
     16
 }
 
-/// One experiment of the matrix (spec §7: E1 … E9, `anp`, `sampler`).
+/// One experiment of the matrix (paper §4: E1 … E9, `anp`, `sampler`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Experiment {
@@ -213,11 +235,21 @@ impl Profile {
         Ok(profile)
     }
 
-    /// Catches what would otherwise fail hours into a run: unknown names, rates outside [0, 1].
+    /// Catches what would otherwise fail hours into a run: unknown names, rates outside [0, 1],
+    /// numbers out of range.
     fn check(&self) -> Result<()> {
+        if let Some(t) = self.threads {
+            at_least_one("threads", t as u64)?;
+        }
+        if let Some(a) = &self.assumed {
+            a.validate().context("in [assumed]")?;
+        }
+        self.check_tables("")?;
         let mut ids = BTreeSet::new();
         for e in &self.experiments {
             ensure!(ids.insert(&e.id), "experiment {} appears twice", e.id);
+            self.for_experiment(&e.id)
+                .check_tables(&format!("experiment {}: ", e.id))?;
             for t in &e.triggers {
                 t.parse::<Trigger>()
                     .with_context(|| format!("experiment {}", e.id))?;
@@ -259,6 +291,33 @@ impl Profile {
             self.measure.fid
         );
         Ok(())
+    }
+
+    /// The numbers of the tables an experiment may replace; `at` says whose they are.
+    fn check_tables(&self, at: &str) -> Result<()> {
+        self.data
+            .validate()
+            .with_context(|| format!("{at}in [data]"))?;
+        if let Base::Pretrain { unet, train, .. } = &self.base {
+            crate::attack::unet_config(unet, &self.data)
+                .with_context(|| format!("{at}in [base]"))?;
+            train
+                .validate()
+                .with_context(|| format!("{at}in [base] train"))?;
+        }
+        if let Some(f) = &self.finetune {
+            f.validate().with_context(|| format!("{at}in [finetune]"))?;
+        }
+        if let Some(s) = &self.scratch {
+            crate::attack::unet_config(&s.unet, &self.data)
+                .with_context(|| format!("{at}in [scratch]"))?;
+            s.train
+                .validate()
+                .with_context(|| format!("{at}in [scratch] train"))?;
+        }
+        self.measure
+            .validate()
+            .with_context(|| format!("{at}in [measure]"))
     }
 
     /// Every cell of the matrix that `filter` keeps, in profile order. Cells with the same

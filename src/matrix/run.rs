@@ -374,7 +374,7 @@ impl Cells {
     /// The first PNGs of a sample folder, for the report's sample grids.
     fn keep_samples(&self, cell: &Cell, kind: &str, from: &Path) -> Result<()> {
         let to = self.run_dir.join("samples").join(&cell.id).join(kind);
-        std::fs::create_dir_all(&to)?;
+        std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
         let files = crate::metrics::image_folder::list_pngs(from)?;
         for f in files.iter().take(self.profile.measure.keep_samples) {
             if let Some(name) = f.file_name() {

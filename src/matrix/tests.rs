@@ -116,6 +116,21 @@ fn bad_profiles_name_the_problem() {
         ),
         ("budget = 4.0", "budget = 0.0", "budget"),
         ("steps_per_epoch = 20", "stepz = 20", "stepz"),
+        // Counts are whole numbers ≥ 1, not casts of whatever was written.
+        (
+            "batch = 64, n = 64 },",
+            "batch = -64, n = 64 },",
+            "batch = -64",
+        ),
+        ("epochs = 4, steps", "epochs = 0, steps", "epochs = 0"),
+        (
+            "steps_per_epoch = 20",
+            "steps_per_epoch = 2.5",
+            "steps_per_epoch = 2.5",
+        ),
+        ("batch = 64, n = 64 },", "batch = 64, n = 0 },", "n = 0"),
+        ("iterations = 200", "iterations = -1", "iterations = -1"),
+        ("lr = 1e-4", "lr = \"fast\"", "lr = \"fast\""),
     ];
     for (from, to, named) in cases {
         let path = dir.path().join("bad.toml");
@@ -131,6 +146,96 @@ fn bad_profiles_name_the_problem() {
         err.contains("smoke"),
         "unknown profiles list the known ones: {err}"
     );
+}
+
+/// Every numeric setting of a profile is checked when it loads, naming the field and its range:
+/// `epochs = 0` used to fail later as "model directory does not exist", a zero batch panicked.
+#[test]
+fn bad_numbers_in_a_profile_are_refused_naming_field_and_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("paper/profiles/smoke.toml")).unwrap();
+    let cases = [
+        ("epochs = 20", "epochs = 0", "[finetune]", "epochs = 0"),
+        (
+            "batch = 64\neffective",
+            "batch = 0\neffective",
+            "[finetune]",
+            "batch = 0",
+        ),
+        (
+            "learning_rate = 1e-3\nwarmup_steps = 20",
+            "learning_rate = -1e-3\nwarmup_steps = 20",
+            "[finetune]",
+            "learning_rate = -0.001",
+        ),
+        (
+            "train = { epochs = 16,",
+            "train = { epochs = 0,",
+            "[base]",
+            "epochs = 0",
+        ),
+        (
+            "train = { epochs = 36, batch = 64",
+            "train = { epochs = 36, batch = 0",
+            "[scratch]",
+            "batch = 0",
+        ),
+        ("n = 256", "n = 0", "[measure]", "n = 0"),
+        (
+            "batch = 128\nreference",
+            "batch = 0\nreference",
+            "[measure]",
+            "batch = 0",
+        ),
+        (
+            "threshold = 0.01",
+            "threshold = -0.01",
+            "[measure]",
+            "threshold = -0.01",
+        ),
+        (
+            "threshold = 0.01",
+            "threshold = nan",
+            "[measure]",
+            "threshold = NaN",
+        ),
+        (
+            "reference_n = 4096",
+            "reference_n = 0",
+            "[measure]",
+            "reference_n = 0",
+        ),
+        ("size = 16", "size = 0", "[data]", "size = 0"),
+        ("threads = 2", "threads = 0", "threads", "threads = 0"),
+    ];
+    // A typo'd UNet name lists the known ones.
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        text.replacen("unet = \"scale\"", "unet = \"scael\"", 1),
+    )
+    .unwrap();
+    let err = format!(
+        "{:#}",
+        Profile::load(root(), path.to_str().unwrap()).unwrap_err()
+    );
+    assert!(
+        err.contains("scael") && err.contains("scale, cifar10_32, celebahq_256"),
+        "{err}"
+    );
+    for (from, to, table, named) in cases {
+        assert!(text.contains(from), "{from}");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+        let err = match Profile::load(root(), path.to_str().unwrap()) {
+            Ok(_) => panic!("{to} was accepted"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(
+            err.contains(table) && err.contains(named) && err.contains("out of range"),
+            "{to}: {err}"
+        );
+    }
 }
 
 #[test]
@@ -324,4 +429,95 @@ fn plans_say_which_claims_a_profile_can_judge() {
         "{}",
         s.summary()
     );
+}
+
+/// The `plan_rates` of a `cargo xtask gpu-check` result (results/gpu-check/latest.json).
+fn gpu_check_doc(device: &str) -> serde_json::Value {
+    serde_json::json!({"pass": true, "plan_rates": {
+        "device": device,
+        "seconds_per_train_iteration": 0.08,
+        "train_batch": 128,
+        "train_source": "train-step-cifar10-gpu, ours, fp16",
+        "sampling_batch": 1024,
+        "seconds_per_sampling_step": 0.3,
+        "sampling": [{"batch": 512, "seconds_per_step": 0.2}, {"batch": 1024, "seconds_per_step": 0.3}],
+    }})
+}
+
+fn kick_plan(evidence: &plan::GpuEvidence) -> plan::Plan {
+    let p = Profile::load(root(), "kick-the-tires").unwrap();
+    let cells = p.cells(&Filter::default()).unwrap();
+    plan::plan_with(&p, cells, &StageStore::new("/nonexistent"), evidence).unwrap()
+}
+
+#[test]
+fn a_gpu_profiles_assumed_rates_are_labelled_guesses_until_gpu_check_measured_this_gpu() {
+    let guess = "not measured on this machine; run `cargo xtask gpu-check`";
+    let none = plan::GpuEvidence::default();
+    let elsewhere =
+        plan::GpuEvidence::from_doc(&gpu_check_doc("NVIDIA A100"), vec!["NVIDIA H100".into()]);
+    for evidence in [&none, &elsewhere] {
+        let plan = kick_plan(evidence);
+        let (t, why) = plan.seconds_per_train_iteration.clone().unwrap();
+        assert_eq!(t, 0.25);
+        assert!(why.starts_with("guess") && why.contains(guess), "{why}");
+        let (_, why) = plan.seconds_per_sampling_step.clone().unwrap();
+        assert!(why.starts_with("guess") && why.contains(guess), "{why}");
+        assert!(plan.text().contains(guess));
+    }
+    // Measured on this GPU: gpu-check's rates. The profile trains at batch 128 as measured; it
+    // samples at 512, and the plan assumes the fastest batch's rate per image (0.3 s / 1024 images).
+    let here =
+        plan::GpuEvidence::from_doc(&gpu_check_doc("NVIDIA H100"), vec!["NVIDIA H100".into()]);
+    let plan = kick_plan(&here);
+    let (t, why) = plan.seconds_per_train_iteration.clone().unwrap();
+    assert_eq!(t, 0.08);
+    assert!(
+        why.contains("measured by `cargo xtask gpu-check` on NVIDIA H100"),
+        "{why}"
+    );
+    let (s, why) = plan.seconds_per_sampling_step.clone().unwrap();
+    assert!((s - 0.3 * 512.0 / 1024.0).abs() < 1e-12, "{s}");
+    assert!(
+        why.contains("NVIDIA H100") && why.contains("batch 1024"),
+        "{why}"
+    );
+    // A CPU profile's assumption is its own, not a GPU guess.
+    let p = smoke();
+    let cells = p.cells(&Filter::default()).unwrap();
+    let plan = plan::plan_with(&p, cells, &StageStore::new("/nonexistent"), &here).unwrap();
+    let (t, why) = plan.seconds_per_train_iteration.unwrap();
+    assert_eq!(t, 0.10);
+    assert!(why.starts_with("assumed"), "{why}");
+}
+
+#[test]
+fn a_gpu_check_result_without_rates_or_unreadable_is_no_evidence() {
+    let gpus = vec!["NVIDIA H100".to_string()];
+    let e = plan::GpuEvidence::from_doc(&serde_json::json!({"plan_rates": null}), gpus.clone());
+    assert!(kick_plan(&e)
+        .seconds_per_train_iteration
+        .unwrap()
+        .1
+        .starts_with("guess"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("results/gpu-check")).unwrap();
+    std::fs::write(
+        dir.path().join("results/gpu-check/latest.json"),
+        "{ half a fi",
+    )
+    .unwrap();
+    let e = plan::GpuEvidence::load(dir.path(), gpus.clone());
+    assert!(kick_plan(&e)
+        .seconds_per_train_iteration
+        .unwrap()
+        .1
+        .starts_with("guess"));
+    std::fs::write(
+        dir.path().join("results/gpu-check/latest.json"),
+        gpu_check_doc("NVIDIA H100").to_string(),
+    )
+    .unwrap();
+    let e = plan::GpuEvidence::load(dir.path(), gpus);
+    assert_eq!(kick_plan(&e).seconds_per_train_iteration.unwrap().0, 0.08);
 }

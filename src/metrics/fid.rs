@@ -118,7 +118,7 @@ impl FeatureCache {
             if path.extension().and_then(|e| e.to_str()) != Some("safetensors") {
                 continue;
             }
-            let shard: HashMap<String, Tensor> = Tensor::read_safetensors(&path)
+            let shard: HashMap<String, Tensor> = crate::tensor_io::read_safetensors(&path)
                 .with_context(|| {
                     format!("corrupt feature cache file {}: delete it", path.display())
                 })?

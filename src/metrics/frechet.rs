@@ -72,8 +72,8 @@ impl Statistics {
     pub fn load(path: &Path) -> Result<Self> {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
         let tensors = match ext {
-            "safetensors" => Tensor::read_safetensors(path),
-            "npz" => Tensor::read_npz(path),
+            "safetensors" => crate::tensor_io::read_safetensors(path),
+            "npz" => crate::tensor_io::read_npz(path),
             _ => bail!(
                 "statistics file {} must be .safetensors (ours) or .npz (pytorch-fid's)",
                 path.display()

@@ -462,7 +462,7 @@ impl FidInceptionV3 {
         let bytes = std::fs::read(path)
             .with_context(|| format!("reading Inception weights {}", path.display()))?;
         let sha256 = crate::metrics::sha256_hex(&bytes);
-        let file = Tensor::read_safetensors(path).with_context(|| {
+        let file = crate::tensor_io::parse_safetensors(&bytes).with_context(|| {
             format!(
                 "Inception weights {} are not a valid safetensors file; {hint}",
                 path.display()

@@ -1,4 +1,4 @@
-//! The paper's metrics (spec §5): FID (pytorch-fid's Inception, Fréchet distance of pool3
+//! The paper's metrics (paper §4; official `baddiffusion.py:477-551`, `measure`): FID (pytorch-fid's Inception, Fréchet distance of pool3
 //! statistics, or a clearly named proxy where the Inception weights are unavailable), MSE to the
 //! backdoor target and its threshold rate, and SSIM. Every number leaves
 //! this module as a [`MetricRow`] carrying the [`Protocol`] that produced it.
@@ -27,10 +27,10 @@ pub fn load_target(path: &Path) -> Result<(Tensor, String)> {
     let bytes =
         std::fs::read(path).with_context(|| format!("reading target {}", path.display()))?;
     let t = match path.extension().and_then(|e| e.to_str()) {
-        Some("npy") => Tensor::read_npy(path)
+        Some("npy") => crate::tensor_io::parse_npy(&bytes)
             .with_context(|| format!("target {} is not a valid .npy file", path.display()))?,
         Some("safetensors") => {
-            let mut all = Tensor::read_safetensors(path).with_context(|| {
+            let mut all = crate::tensor_io::parse_safetensors(&bytes).with_context(|| {
                 format!("target {} is not a valid safetensors file", path.display())
             })?;
             match all.iter().position(|(k, _)| k == "target") {
@@ -61,7 +61,7 @@ pub fn load_target(path: &Path) -> Result<(Tensor, String)> {
     Ok((t.to_kind(Kind::Float), sha256_hex(&bytes)))
 }
 
-/// The backdoor metrics of samples against their target (spec §5): `MSE`,
+/// The backdoor metrics of samples against their target (official `baddiffusion.py:477-551`, `measure`): `MSE`,
 /// `MSE_threshold_rate` and `SSIM`, each a row with its protocol.
 pub fn target_metrics(
     samples: &image_folder::ImageSet,
@@ -135,6 +135,26 @@ mod tests {
     use super::*;
     use crate::metrics::image_folder::{tests::write_pngs, Channels, ImageSet};
     use crate::rng::Rng;
+
+    /// A `.npy` whose header claims more data than the file holds is refused, naming the file
+    /// (tch's reader copied past the end of the data: heap bytes as a target, or a segfault).
+    #[test]
+    fn a_lying_npy_target_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lying.npy");
+        Tensor::zeros([3, 4, 4], (Kind::Float, tch::Device::Cpu))
+            .write_npy(&path)
+            .unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.windows(7).position(|w| w == b"(3,4,4,").unwrap();
+        bytes[at..at + 7].copy_from_slice(b"(3,9,9,");
+        std::fs::write(&path, bytes).unwrap();
+        let err = format!("{:#}", load_target(&path).unwrap_err());
+        assert!(
+            err.contains("lying.npy") && err.contains("[3, 9, 9]"),
+            "{err}"
+        );
+    }
 
     /// `convert_pth.py` turns a real `torch.save` pickle into safetensors our loader reads.
     #[test]

@@ -1,4 +1,4 @@
-//! MSE to the backdoor target as the official code measures it (spec §5, `baddiffusion.py`
+//! MSE to the backdoor target as the official code measures it (official `baddiffusion.py`
 //! `measure`): generated samples as read back from their PNGs (quantised, in [0, 1]) against the
 //! target mapped to [0, 1] by clamp(y/2 + 0.5, 0, 1) and not quantised, averaged over all
 //! N·C·H·W elements. The MSE-threshold rate (VillanDiffusion's `mse_thres`) is the fraction of

@@ -5,7 +5,7 @@
 //!
 //! The border differs between torchmetrics releases. Those of the paper's time (before
 //! torchmetrics PR #2721, 2024) cropped 5 px from each side of the SSIM map after padding
-//! (32×32 → 22×22, spec §5); the project's pinned torchmetrics 1.9.0 averages the whole map.
+//! (32×32 → 22×22); the project's pinned torchmetrics 1.9.0 averages the whole map.
 //! [`SsimBorder`] selects one and the protocol of every row names it.
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};

@@ -69,7 +69,7 @@ fn matches_diffusers_pipelines_end_to_end() {
 fn backdoor_sampling_starts_from_noise_plus_trigger() {
     let dir = tempfile::tempdir().unwrap();
     let model = saved_model(dir.path());
-    let src = crate::triggers::SourceImages::new(crate::testing::shared_assets().join("static"));
+    let src = crate::triggers::SourceImages::new(crate::testing::official_images());
     let shape = crate::triggers::ImageShape::new(3, 8).unwrap();
     let g = "STOP_SIGN_14"
         .parse::<crate::triggers::Trigger>()

@@ -1,6 +1,6 @@
 //! Samples to PNG files and back, quantised exactly as diffusers' pipelines do it
 //! (`(x/2+0.5).clamp(0,1)`, then `numpy_to_pil`: `(x*255).round()` half-to-even, as uint8). The
-//! metrics read the PNGs back (spec §4.3), so the quantisation is part of the measured result.
+//! metrics read the PNGs back (official `baddiffusion.py`, `measure`), so the quantisation is part of the measured result.
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};

@@ -16,7 +16,7 @@ use super::SamplerKind;
 /// How the betas are laid out over the training timesteps (`beta_schedule`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BetaSchedule {
-    /// `linspace(beta_start, beta_end, T)` in float32: the DDPM paper's and the spec's schedule.
+    /// `linspace(beta_start, beta_end, T)` in float32: the DDPM paper's and the official code's schedule (`model.py:587-588`).
     Linear,
     /// `linspace(√beta_start, √beta_end, T)²` (latent diffusion).
     ScaledLinear,
@@ -450,10 +450,12 @@ fn quote_non_finite(text: &str) -> String {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    /// `google/ddpm-cifar10-32`'s scheduler config as the spec (§1.1) gives it.
+    /// `google/ddpm-cifar10-32`'s scheduler config as its `scheduler_config.json` gives it.
     const CIFAR10: &str = r#"{"_class_name": "DDPMScheduler", "_diffusers_version": "0.1.1", "beta_end": 0.02,
         "beta_schedule": "linear", "beta_start": 0.0001, "clip_sample": true, "num_train_timesteps": 1000,
         "trained_betas": null, "variance_type": "fixed_large"}"#;

@@ -1,5 +1,5 @@
 //! Diffusion schedulers (samplers): DDPM, DDIM and DPM-Solver multistep, ported from diffusers so
-//! that a checkpoint samples the same here as in diffusers (spec §1.1, §4).
+//! that a checkpoint samples the same here as in diffusers (the checkpoints' `scheduler_config.json`; official `model.py:586-588`).
 //!
 //! A [`Sampler`] is built from a checkpoint's [`SchedulerConfig`], a [`SamplerKind`] and the
 //! caller's [`Overrides`], then used as diffusers' schedulers are: `set_timesteps(n)`, and for each
@@ -31,7 +31,7 @@ use crate::rng::Rng;
 /// Which scheduler samples.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum SamplerKind {
-    /// Ancestral DDPM (`DDPMScheduler`), what the paper samples with (spec §4.1).
+    /// Ancestral DDPM (`DDPMScheduler`), what the paper samples with (the official pipeline's 1000 steps).
     Ddpm,
     /// DDIM (`DDIMScheduler`) with its η.
     Ddim { eta: f64 },
@@ -72,7 +72,7 @@ impl FromStr for SamplerKind {
     }
 }
 
-/// Where sampling clamps values to [−1, 1] (spec §4.2).
+/// Where sampling clamps values to [−1, 1] (official `--fclip`, clamping x̂₀; paper §4.6.2, clamping x_t).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Clip {
     /// No clamping: the paper's "without clipping" (`--fclip o`).

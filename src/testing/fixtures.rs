@@ -67,7 +67,7 @@ impl BackdooredFixture {
 
 /// The official trigger/target source images from the shared assets.
 pub fn sources() -> SourceImages {
-    SourceImages::new(super::shared_assets().join("static"))
+    SourceImages::new(super::official_images())
 }
 
 /// DDPM with T = 100: the paper's linear betas 1e-4 → 0.02 scaled by 1000/T so that ᾱ_T is

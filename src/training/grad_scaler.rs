@@ -1,4 +1,4 @@
-//! Loss scaling for float16 mixed precision, as `torch.amp.GradScaler` does it (spec §3: the
+//! Loss scaling for float16 mixed precision, as `torch.amp.GradScaler` does it (the
 //! official code trains under accelerate's `mixed_precision="fp16"`): the loss is multiplied by
 //! a large scale before backward so small float16 gradients do not flush to zero; before the
 //! optimizer step the gradients are divided by it again and checked. A step whose gradients hold

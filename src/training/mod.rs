@@ -1,4 +1,4 @@
-//! Training and fine-tuning as the official code does it (spec §3): Adam, the cosine schedule
+//! Training and fine-tuning as the official code does it (official `baddiffusion.py`, `train_loop`): Adam, the cosine schedule
 //! with warm-up, gradient accumulation to the effective batch, gradient clipping at 1.0.
 pub mod adam;
 pub mod grad_scaler;

@@ -1,4 +1,4 @@
-//! The training loop of the official code (spec §3), generic over what is trained and on what.
+//! The training loop of the official code (official `baddiffusion.py`, `train_loop`), generic over what is trained and on what.
 //!
 //! Per micro-batch iteration: draw (from a seed derived from the run seed and the iteration) the
 //! batch's randomness, compute the loss, backpropagate loss / accumulation; every
@@ -18,10 +18,10 @@ use tch::{nn, Kind, Tensor};
 use super::adam::Adam;
 use super::grad_scaler::GradScaler;
 use super::lr_schedule::CosineWithWarmup;
-use super::update::Update;
+use super::update::{Step, Update};
 use crate::rng::{derive_seed, Rng};
 
-/// How one cell trains: spec §3's settings, in the units the official code uses.
+/// How one cell trains: the official code's settings (`baddiffusion.py`), in the units the official code uses.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSettings {
@@ -74,8 +74,25 @@ impl TrainSettings {
         self.steps.map_or(full, |s| s.min(full))
     }
 
+    /// Checks every number before a run starts: a zero batch divides by zero, a zero or negative
+    /// learning rate, effective batch or clip trains backwards or learns nothing without a word,
+    /// and `epochs = 0` trains nothing (and would later look for a model that was never written).
+    pub fn validate(&self) -> Result<()> {
+        use crate::validate::{at_least_one, positive};
+        at_least_one("epochs", self.epochs)?;
+        at_least_one("batch", self.batch)?;
+        at_least_one("effective_batch", self.effective_batch)?;
+        positive("learning_rate", self.learning_rate)?;
+        positive("grad_clip", self.grad_clip)?;
+        at_least_one("save_every_epochs", self.save_every_epochs)?;
+        if let Some(steps) = self.steps {
+            at_least_one("steps", steps)?;
+        }
+        Ok(())
+    }
+
     pub fn accumulation(&self) -> Result<i64> {
-        ensure!(self.batch > 0, "batch must be positive, got {}", self.batch);
+        self.validate()?;
         ensure!(
             self.effective_batch % self.batch == 0,
             "batch {} does not divide the effective batch {}: pick a batch that divides it",
@@ -107,6 +124,9 @@ pub struct StepRecord {
     pub lr: f64,
     /// Gradient norm before clipping, on iterations that took an optimizer step.
     pub grad_norm: Option<f64>,
+    /// The optimizer step of this iteration was skipped (float16 overflow).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
 }
 
 /// The counters a resumed run continues from.
@@ -123,6 +143,21 @@ pub struct TrainState {
     /// The loss scale of a float16 run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaler: Option<GradScaler>,
+    /// Optimizer steps skipped because loss scaling found an overflow (float16 only).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_steps: u64,
+    /// Iterations at which the learning-rate schedule did not advance: the schedule's position
+    /// is `iterations_done - schedule_held`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub schedule_held: u64,
+    /// Whether the most recent optimizer step was skipped; accelerate holds the schedule until a
+    /// step is taken again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub last_step_skipped: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 const STATE_JSON: &str = "train_state.json";
@@ -142,15 +177,6 @@ pub fn train(
     observer: &mut dyn Observer,
 ) -> Result<TrainState> {
     ensure!(n_samples > 0, "the training set is empty");
-    let accumulation = settings.accumulation()?;
-    let batches_per_epoch = (n_samples + settings.batch - 1) / settings.batch;
-    let schedule = CosineWithWarmup {
-        base_lr: settings.learning_rate,
-        warmup: settings.warmup_steps,
-        total: settings.total_iterations(batches_per_epoch as u64),
-    };
-    let total = schedule.total;
-    let mut update = Update::new(vs, settings.grad_clip, accumulation);
     match settings.mixed_precision {
         None => {}
         Some(MixedPrecision::Bf16) => bail!(
@@ -162,12 +188,49 @@ pub fn train(
             vs.device()
         ),
     }
+    let loss_scaling = settings.mixed_precision.is_some();
+    train_loop(
+        vs,
+        objective,
+        n_samples,
+        settings,
+        cell_key,
+        state_dir,
+        observer,
+        loss_scaling,
+    )
+}
+
+/// [`train`] after its device checks; `loss_scaling` runs the float16 step logic (on the CPU only
+/// in tests, where autocast does nothing but the scaler's skips and back-offs are the same).
+fn train_loop(
+    vs: &nn::VarStore,
+    objective: &mut dyn Objective,
+    n_samples: i64,
+    settings: &TrainSettings,
+    cell_key: &str,
+    state_dir: &Path,
+    observer: &mut dyn Observer,
+    loss_scaling: bool,
+) -> Result<TrainState> {
+    let accumulation = settings.accumulation()?;
+    let batches_per_epoch = (n_samples + settings.batch - 1) / settings.batch;
+    let schedule = CosineWithWarmup {
+        base_lr: settings.learning_rate,
+        warmup: settings.warmup_steps,
+        total: settings.total_iterations(batches_per_epoch as u64),
+    };
+    let total = schedule.total;
+    let mut update = Update::new(vs, settings.grad_clip, accumulation);
     let mut state = TrainState {
         cell_key: cell_key.to_string(),
         epochs_done: 0,
         iterations_done: 0,
         settings: settings.clone(),
-        scaler: settings.mixed_precision.map(|_| GradScaler::default()),
+        scaler: loss_scaling.then(GradScaler::default),
+        skipped_steps: 0,
+        schedule_held: 0,
+        last_step_skipped: false,
     };
     if state_dir.join(STATE_JSON).exists() {
         state = load_state(vs, &mut update.adam, state_dir, settings, cell_key)?;
@@ -194,21 +257,38 @@ pub fn train(
                 None => objective.loss(&indices, &mut rng)?,
             };
             let loss_value = loss.double_value(&[]);
-            if !loss_value.is_finite() {
+            // In float32 a non-finite loss is a diverged run. Under loss scaling it is what an
+            // overflow looks like: its gradients are not finite, so the step is skipped.
+            if !loss_value.is_finite() && state.scaler.is_none() {
                 bail!("the loss is {loss_value} at iteration {iteration} (epoch {epoch}): lower the learning rate or check the data");
             }
-            let lr = schedule.lr(iteration);
+            let lr = schedule.lr(iteration - state.schedule_held);
             let sync = (b + 1) % accumulation == 0
                 || b + 1 == batches_per_epoch
                 || state.iterations_done + 1 == total;
-            let grad_norm = update.apply(&loss, lr, sync, state.scaler.as_mut());
+            let step = update.apply(&loss, lr, sync, state.scaler.as_mut());
+            match step {
+                Step::Skipped => {
+                    state.skipped_steps += 1;
+                    state.last_step_skipped = true;
+                }
+                Step::Taken { .. } => state.last_step_skipped = false,
+                Step::Accumulated => {}
+            }
+            // accelerate 0.11.0 (the official code's pin), AcceleratedScheduler.step: the
+            // schedule does not advance while the optimizer's last step was skipped, including
+            // the accumulation iterations after it.
+            if state.last_step_skipped {
+                state.schedule_held += 1;
+            }
             state.iterations_done += 1;
             observer.iteration(&StepRecord {
                 iteration,
                 epoch,
                 loss: loss_value,
                 lr,
-                grad_norm,
+                grad_norm: step.grad_norm(),
+                skipped: step == Step::Skipped,
             });
         }
         state.epochs_done += 1;

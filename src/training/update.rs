@@ -7,6 +7,26 @@ use tch::{nn, Tensor};
 use super::adam::{clip_grad_norm, Adam};
 use super::grad_scaler::GradScaler;
 
+/// What one call of [`Update::apply`] did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Step {
+    /// Not a sync iteration: the gradients were only accumulated.
+    Accumulated,
+    /// An optimizer step, with the gradient norm before clipping.
+    Taken { grad_norm: f64 },
+    /// Loss scaling found an inf or NaN gradient: no step, the scale backed off.
+    Skipped,
+}
+
+impl Step {
+    pub fn grad_norm(self) -> Option<f64> {
+        match self {
+            Step::Taken { grad_norm } => Some(grad_norm),
+            _ => None,
+        }
+    }
+}
+
 pub struct Update {
     params: Vec<Tensor>,
     /// Its moments go into the training checkpoint.
@@ -34,34 +54,35 @@ impl Update {
     }
 
     /// Backward of one micro-batch's `loss`; when `sync`, the optimizer step at learning rate
-    /// `lr`. Returns the gradient norm before clipping when a step was taken. With loss scaling,
-    /// a step whose gradients overflowed is skipped and the scale backs off, as
-    /// `torch.amp.GradScaler.step` does.
+    /// `lr`. With loss scaling, a step whose gradients overflowed is skipped and the scale backs
+    /// off, as `torch.amp.GradScaler.step` does.
     pub fn apply(
         &mut self,
         loss: &Tensor,
         lr: f64,
         sync: bool,
         scaler: Option<&mut GradScaler>,
-    ) -> Option<f64> {
+    ) -> Step {
         let accumulation = self.accumulation as f64;
         match &scaler {
             Some(s) => (s.scale_loss(loss) / accumulation).backward(),
             None => (loss / accumulation).backward(),
         }
         if !sync {
-            return None;
+            return Step::Accumulated;
         }
         let overflow = scaler.as_ref().is_some_and(|s| s.unscale(&self.params));
-        let mut grad_norm = None;
-        if !overflow {
-            grad_norm = Some(clip_grad_norm(&self.params, self.grad_clip));
+        let step = if overflow {
+            Step::Skipped
+        } else {
+            let grad_norm = clip_grad_norm(&self.params, self.grad_clip);
             self.adam.step(lr);
-        }
+            Step::Taken { grad_norm }
+        };
         if let Some(s) = scaler {
             s.update(overflow);
         }
         self.adam.zero_grad();
-        grad_norm
+        step
     }
 }

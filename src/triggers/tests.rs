@@ -1,83 +1,124 @@
 use super::*;
-use crate::testing::{assert_close, oracle, shared_assets};
+use crate::testing::{assert_close, official_images, oracle, reference_tensors};
 
 fn sources() -> SourceImages {
-    SourceImages::new(shared_assets().join("static"))
-}
-
-fn npy(name: &str) -> Tensor {
-    let p = shared_assets().join(format!("{name}.npy"));
-    Tensor::read_npy(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+    SourceImages::new(official_images())
 }
 
 fn rgb(size: usize) -> ImageShape {
     ImageShape::new(3, size).unwrap()
 }
 
-#[test]
-fn triggers_equal_the_official_tensors() {
-    let src = sources();
+/// One official tensor: ours, the oracle spec that builds it the official way, and the name of
+/// its reference `.npy` (`trigger_BOX_14_32`, ...).
+struct Official {
+    ours: Tensor,
+    spec: String,
+    reference: String,
+}
+
+/// Every trigger and target of the paper at 32 px (and GLASSES, CAT at 256 px).
+fn officials(src: &SourceImages) -> Vec<Official> {
+    let img = |f: &str| src.dir.join(f).display().to_string();
+    let mut v = Vec::new();
     for trig in Trigger::all().into_iter().filter(|t| *t != Trigger::None) {
-        let ours = trig.build(rgb(32), &src).unwrap();
+        let ours = trig.build(rgb(32), src).unwrap();
+        let spec = match trig {
+            Trigger::Box(n) => format!("box:3:32:{n}"),
+            Trigger::StopSign(n) => format!("stop_sign:{}:3:32:{n}", img(STOP_SIGN_IMAGE.file)),
+            Trigger::Glasses => format!("glasses:{}:3:32", img(GLASSES_IMAGE.file)),
+            Trigger::None => unreachable!(),
+        };
+        let k = v.len();
+        v.push(Official {
+            ours: ours.shallow_clone(),
+            spec,
+            reference: format!("trigger_{trig}_32"),
+        });
+        if matches!(trig, Trigger::Box(_) | Trigger::StopSign(_)) {
+            for (target, name, kind) in [
+                (Target::NoShift, "TRIGGER", "noshift"),
+                (Target::Shift, "SHIFT", "shift"),
+            ] {
+                v.push(Official {
+                    ours: target.build(&ours, src).unwrap(),
+                    spec: format!("{kind}:{k}"),
+                    reference: format!("target_{name}_for_{trig}_32"),
+                });
+            }
+        }
+    }
+    let g32 = Trigger::Box(14).build(rgb(32), src).unwrap();
+    for (target, spec) in [
+        (Target::Corner, "corner:3:32".to_string()),
+        (Target::Hat, format!("target:{}:3:32", img(HAT_IMAGE.file))),
+        (Target::Cat, format!("target:{}:3:32", img(CAT_IMAGE.file))),
+    ] {
+        v.push(Official {
+            ours: target.build(&g32, src).unwrap(),
+            spec,
+            reference: format!("target_{}_32", target.to_string().to_uppercase()),
+        });
+    }
+    let g256 = Trigger::Glasses.build(rgb(256), src).unwrap();
+    v.push(Official {
+        ours: g256.shallow_clone(),
+        spec: format!("glasses:{}:3:256", img(GLASSES_IMAGE.file)),
+        reference: "trigger_GLASSES_256".into(),
+    });
+    v.push(Official {
+        ours: Target::Cat.build(&g256, src).unwrap(),
+        spec: format!("target:{}:3:256", img(CAT_IMAGE.file)),
+        reference: "target_CAT_256".into(),
+    });
+    v
+}
+
+/// Every trigger and target equals the official construction run by the Pillow/torchvision
+/// oracle, and, where this checkout has the reference tensors beside it, those too.
+#[test]
+fn triggers_and_targets_equal_the_official_tensors() {
+    let src = sources();
+    let cases = officials(&src);
+    let argv: Vec<&str> = cases.iter().map(|c| c.spec.as_str()).collect();
+    let out = oracle("backdoor_images", &[], &argv);
+    for (k, c) in cases.iter().enumerate() {
         assert_close(
-            &format!("trigger {trig} at 32 px"),
-            &ours,
-            &npy(&format!("trigger_{trig}_32")),
+            &format!("{} against the oracle", c.reference),
+            &c.ours,
+            &out[&format!("out_{k}")],
             1e-6,
         );
     }
-    let ours = Trigger::Glasses.build(rgb(256), &src).unwrap();
-    assert_close(
-        "trigger GLASSES at 256 px",
-        &ours,
-        &npy("trigger_GLASSES_256"),
-        1e-6,
-    );
+    match reference_tensors() {
+        Some(dir) => {
+            for c in &cases {
+                let p = dir.join(format!("{}.npy", c.reference));
+                let t =
+                    Tensor::read_npy(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+                assert_close(
+                    &format!("{} against {}", c.reference, p.display()),
+                    &c.ours,
+                    &t,
+                    1e-6,
+                );
+            }
+            eprintln!(
+                "compared {} tensors with the oracle and with {}",
+                cases.len(),
+                dir.display()
+            );
+        }
+        None => eprintln!(
+            "compared {} tensors with the oracle; no reference tensors beside this checkout",
+            cases.len()
+        ),
+    }
     let none = Trigger::None
         .build(ImageShape::new(1, 16).unwrap(), &src)
         .unwrap();
     assert_eq!(none.size(), [1, 16, 16]);
     assert!(none.eq(-1.0).all().int64_value(&[]) == 1);
-}
-
-#[test]
-fn targets_equal_the_official_tensors() {
-    let src = sources();
-    for trig in TRIGGER_SIZES
-        .iter()
-        .flat_map(|&n| [Trigger::Box(n), Trigger::StopSign(n)])
-    {
-        let g = trig.build(rgb(32), &src).unwrap();
-        for (target, name) in [(Target::NoShift, "TRIGGER"), (Target::Shift, "SHIFT")] {
-            let ours = target.build(&g, &src).unwrap();
-            assert_close(
-                &format!("{name} for {trig}"),
-                &ours,
-                &npy(&format!("target_{name}_for_{trig}_32")),
-                1e-6,
-            );
-        }
-    }
-    let g32 = Trigger::Box(14).build(rgb(32), &src).unwrap();
-    for (target, name) in [
-        (Target::Corner, "CORNER_32"),
-        (Target::Hat, "HAT_32"),
-        (Target::Cat, "CAT_32"),
-    ] {
-        assert_close(
-            name,
-            &target.build(&g32, &src).unwrap(),
-            &npy(&format!("target_{name}")),
-            1e-6,
-        );
-    }
-    let g256 = Trigger::Glasses.build(rgb(256), &src).unwrap();
-    assert_close(
-        "CAT_256",
-        &Target::Cat.build(&g256, &src).unwrap(),
-        &npy("target_CAT_256"),
-        1e-6,
-    );
 }
 
 /// SHOE is checked against Fashion-MNIST itself: the oracle reads the raw idx file and runs the
@@ -266,7 +307,7 @@ fn unknown_names_list_the_known_ones() {
 #[test]
 fn a_tampered_source_image_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let mut bytes = std::fs::read(shared_assets().join("static").join(HAT_IMAGE.file)).unwrap();
+    let mut bytes = std::fs::read(official_images().join(HAT_IMAGE.file)).unwrap();
     let last = bytes.len() - 20;
     bytes[last] ^= 1;
     std::fs::write(dir.path().join(HAT_IMAGE.file), &bytes).unwrap();

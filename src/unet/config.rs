@@ -194,7 +194,7 @@ impl Default for UNet2DConfig {
 }
 
 impl UNet2DConfig {
-    /// `google/ddpm-cifar10-32` (spec §1.2).
+    /// `google/ddpm-cifar10-32` (its `unet/config.json`).
     pub fn cifar10_32() -> Self {
         UNet2DConfig {
             sample_size: Some(SampleSize::Square(32)),
@@ -210,7 +210,7 @@ impl UNet2DConfig {
         }
     }
 
-    /// `google/ddpm-ema-celebahq-256` (spec §1.2).
+    /// `google/ddpm-ema-celebahq-256` (its `unet/config.json`).
     pub fn celebahq_256() -> Self {
         UNet2DConfig {
             sample_size: Some(SampleSize::Square(256)),
@@ -251,7 +251,7 @@ impl UNet2DConfig {
         }
     }
 
-    /// The settings the original DDPM checkpoints share (spec §1.2).
+    /// The settings the original DDPM checkpoints share (their `unet/config.json`).
     fn ddpm_common() -> Self {
         UNet2DConfig {
             class_name: Some("UNet2DModel".into()),
@@ -434,6 +434,8 @@ fn strip_unet_res(t: &str) -> &str {
     t.strip_prefix("UNetRes").unwrap_or(t)
 }
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,5 @@
 //! The convolution every layer of the UNet uses, with an optional per-output-channel affine
-//! after it: `y = conv(x)·scale + shift`. This is the hook of the ANP defenses (spec §6.1: the
+//! after it: `y = conv(x)·scale + shift`. This is the hook of the ANP defenses (paper §4.6.1; official `anp_model.py`: the
 //! official `PerturbConv2d` is a conv followed by exactly this affine). With no affine set the
 //! output is the plain convolution's, bit for bit, and the weights keep their state-dict names.
 use std::sync::{Arc, Mutex};

@@ -7,12 +7,15 @@
 //! we are faster). Results go to `results/bench/<UTC stamp>.{md,json}` and `latest.{md,json}`.
 //! The report math lives in [`report`] and is unit-tested; this file only runs programs.
 mod kernels;
-mod report;
+pub(crate) mod report;
+mod scaling;
 
 use std::ffi::OsString;
-use std::path::PathBuf;
-use std::process::Command;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -68,11 +71,16 @@ pub struct Args {
     /// Mixed precision (autocast) on both sides; CUDA only.
     #[arg(long)]
     amp: bool,
+    /// Instead of the side-by-side workloads: how the smoke profile should use its cores
+    /// (2 cells x 1 thread vs 1 cell x 2 threads, one sampling pass per model, sampling batch),
+    /// as ratios over --reps rounds; writes results/bench/<stamp>-scaling.{md,json}.
+    #[arg(long, conflicts_with = "kernels")]
+    scaling: bool,
 }
 
-use crate::reproduce::baddiff;
+use crate::binaries::baddiff;
 
-fn python() -> Result<PathBuf> {
+pub(crate) fn python() -> Result<PathBuf> {
     let py = project_root().join(".venv/bin/python");
     anyhow::ensure!(
         py.exists(),
@@ -82,14 +90,37 @@ fn python() -> Result<PathBuf> {
     Ok(py)
 }
 
-/// Runs a measuring process and parses the one JSON object it prints.
-fn measure(cmd: &mut Command, threads: usize, what: &str) -> Result<Value> {
-    let out = cmd
+/// Runs a measuring process and parses the one JSON object it prints. On CUDA, the process's
+/// GPU memory as the driver reports it (`nvidia-smi`, polled while it runs) is added as
+/// `gpu_memory_mib` when the driver lists the process.
+fn measure(cmd: &mut Command, threads: usize, what: &str, cuda: bool) -> Result<Value> {
+    let child = cmd
         .current_dir(project_root())
         .env("OMP_NUM_THREADS", threads.to_string())
         .env("MKL_NUM_THREADS", threads.to_string())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .with_context(|| format!("starting {what}"))?;
+    let pid = child.id();
+    let done = Arc::new(AtomicBool::new(false));
+    let poller = cuda.then(|| {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak: Option<u64> = None;
+            while !done.load(Ordering::Relaxed) {
+                if let Some(mib) = nvidia_smi_apps().and_then(|t| process_memory_mib(&t, pid)) {
+                    peak = Some(peak.map_or(mib, |p| p.max(mib)));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            peak
+        })
+    });
+    let out = child.wait_with_output();
+    done.store(true, Ordering::Relaxed);
+    let peak = poller.and_then(|p| p.join().ok().flatten());
+    let out = out.with_context(|| format!("waiting for {what}"))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = err.lines().rev().take(15).collect();
@@ -105,7 +136,106 @@ fn measure(cmd: &mut Command, threads: usize, what: &str) -> Result<Value> {
         .rev()
         .find(|l| l.trim_start().starts_with('{'))
         .with_context(|| format!("{what} printed no JSON: {text}"))?;
-    serde_json::from_str(line).with_context(|| format!("{what} printed invalid JSON: {line}"))
+    let mut v: Value = serde_json::from_str(line)
+        .with_context(|| format!("{what} printed invalid JSON: {line}"))?;
+    if let Some(mib) = peak {
+        v["gpu_memory_mib"] = json!(mib);
+    }
+    Ok(v)
+}
+
+/// `nvidia-smi`'s list of compute processes (pid, used MiB), or `None` without it.
+fn nvidia_smi_apps() -> Option<String> {
+    let out = Command::new("nvidia-smi")
+        .args([
+            "--query-compute-apps=pid,used_memory",
+            "--format=csv,noheader,nounits",
+        ])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The MiB `pid` holds in `nvidia-smi --query-compute-apps=pid,used_memory` CSV (summed over
+/// GPUs). Inside a container the driver may list host PIDs only: then `None`, "not measured".
+pub(crate) fn process_memory_mib(csv: &str, pid: u32) -> Option<u64> {
+    let mut total = None;
+    for line in csv.lines() {
+        let mut fields = line.split(',').map(str::trim);
+        let (Some(p), Some(m)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if p.parse::<u32>().ok() == Some(pid) {
+            if let Ok(mib) = m.parse::<u64>() {
+                total = Some(total.unwrap_or(0) + mib);
+            }
+        }
+    }
+    total
+}
+
+/// How one workload is compared.
+pub(crate) struct Comparison<'a> {
+    pub rounds: usize,
+    pub threads: usize,
+    pub device: &'a str,
+    pub amp: bool,
+    pub python: &'a Path,
+    /// Where the workload's spec file goes.
+    pub tmp: &'a Path,
+}
+
+/// Ours against the peer on workload `w`, alternating `rounds` times: the report row.
+pub(crate) fn compare(w: &str, c: &Comparison) -> Result<Value> {
+    let spec_out = Command::new(baddiff())
+        .args(["bench", w, "--spec"])
+        .current_dir(project_root())
+        .output()?;
+    anyhow::ensure!(
+        spec_out.status.success(),
+        "baddiff bench {w} --spec failed: {}",
+        String::from_utf8_lossy(&spec_out.stderr)
+    );
+    let spec_path = c.tmp.join(format!("{w}.json"));
+    std::fs::write(&spec_path, &spec_out.stdout)?;
+    let threads_arg = c.threads.to_string();
+    let cuda = c.device.starts_with("cuda");
+    let (mut ours, mut peer) = (Vec::new(), Vec::new());
+    for round in 0..c.rounds {
+        eprintln!("bench {w}: round {}/{}", round + 1, c.rounds);
+        let mut cmd = Command::new(baddiff());
+        cmd.args(["bench", w, "--json", "--threads", threads_arg.as_str()])
+            .args(["--device", c.device]);
+        if c.amp {
+            cmd.arg("--amp");
+        }
+        ours.push(measure(
+            &mut cmd,
+            c.threads,
+            &format!("baddiff bench {w}"),
+            cuda,
+        )?);
+        let mut cmd = Command::new(c.python);
+        cmd.arg(project_root().join("python/bench/peer.py"))
+            .arg(&spec_path)
+            .args(["--threads", threads_arg.as_str(), "--device", c.device])
+            .args(["--reps", peer_reps(&ours[0]).to_string().as_str()]);
+        if c.amp {
+            cmd.arg("--amp");
+        }
+        if round == 0 {
+            cmd.arg("--count-flops");
+        }
+        peer.push(measure(
+            &mut cmd,
+            c.threads,
+            &format!("python/bench/peer.py {w}"),
+            cuda,
+        )?);
+    }
+    report::combine(w, &ours, &peer)
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -134,6 +264,39 @@ pub fn run(a: Args) -> Result<()> {
             threshold: a.threshold,
         });
     }
+    if a.scaling {
+        crate::binaries::build()?;
+        let started = Instant::now();
+        let mut doc = scaling::run(a.reps, 2)?;
+        doc["meta"] = json!({
+            "stamp": crate::reproduce::utc_stamp(),
+            "command": std::env::args().collect::<Vec<_>>().join(" "),
+            "git_commit": git(&["rev-parse", "HEAD"]),
+            "git_dirty": git(&["status", "--porcelain"]).map(|s| !s.is_empty()),
+            "host_cpu": host_cpu(),
+            "host_cores": std::thread::available_parallelism().map(|n| n.get()).ok(),
+            "wall_s": started.elapsed().as_secs_f64(),
+        });
+        let stamp = doc["meta"]["stamp"].as_str().unwrap_or("run").to_string();
+        let md = format!(
+            "# Scaling {stamp}\n\n`{}` at commit {} on {} ({} cores), {} rounds.\n\n{}",
+            doc["meta"]["command"].as_str().unwrap_or(""),
+            doc["meta"]["git_commit"].as_str().unwrap_or("?"),
+            doc["meta"]["host_cpu"].as_str().unwrap_or("?"),
+            doc["meta"]["host_cores"],
+            a.reps,
+            scaling::markdown(&doc)
+        );
+        let dir = project_root().join("results/bench");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join(format!("{stamp}-scaling.json")),
+            serde_json::to_string_pretty(&doc)?,
+        )?;
+        std::fs::write(dir.join(format!("{stamp}-scaling.md")), &md)?;
+        println!("{md}");
+        return Ok(());
+    }
     let base = match &a.compare {
         Some(p) => Some(report::load(p)?),
         None => None,
@@ -143,7 +306,7 @@ pub fn run(a: Args) -> Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let py = python()?;
     // The binaries the reproduction runs are the ones measured.
-    crate::reproduce::build()?;
+    crate::binaries::build()?;
     let started = Instant::now();
     let tmp = std::env::temp_dir().join(format!("baddiff-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
@@ -153,52 +316,16 @@ pub fn run(a: Args) -> Result<()> {
         .filter(|w| a.only.is_empty() || a.only.iter().any(|o| o == w))
         .collect();
     let mut results = Vec::new();
-    let threads_arg = threads.to_string();
+    let comparison = Comparison {
+        rounds: a.reps,
+        threads,
+        device: &a.device,
+        amp: a.amp,
+        python: &py,
+        tmp: &tmp,
+    };
     for &w in &selected {
-        let spec_out = Command::new(baddiff())
-            .args(["bench", w, "--spec"])
-            .current_dir(project_root())
-            .output()?;
-        anyhow::ensure!(
-            spec_out.status.success(),
-            "baddiff bench {w} --spec failed: {}",
-            String::from_utf8_lossy(&spec_out.stderr)
-        );
-        let spec_path = tmp.join(format!("{w}.json"));
-        std::fs::write(&spec_path, &spec_out.stdout)?;
-        let (mut ours, mut peer) = (Vec::new(), Vec::new());
-        for round in 0..a.reps {
-            eprintln!("bench {w}: round {}/{}", round + 1, a.reps);
-            let mut c = Command::new(baddiff());
-            c.args(["bench", w, "--json", "--threads", threads_arg.as_str()])
-                .args(["--device", a.device.as_str()]);
-            if a.amp {
-                c.arg("--amp");
-            }
-            ours.push(measure(&mut c, threads, &format!("baddiff bench {w}"))?);
-            let mut c = Command::new(&py);
-            c.arg(project_root().join("python/bench/peer.py"))
-                .arg(&spec_path)
-                .args([
-                    "--threads",
-                    threads_arg.as_str(),
-                    "--device",
-                    a.device.as_str(),
-                ])
-                .args(["--reps", peer_reps(&ours[0]).to_string().as_str()]);
-            if a.amp {
-                c.arg("--amp");
-            }
-            if round == 0 {
-                c.arg("--count-flops");
-            }
-            peer.push(measure(
-                &mut c,
-                threads,
-                &format!("python/bench/peer.py {w}"),
-            )?);
-        }
-        results.push(report::combine(w, &ours, &peer)?);
+        results.push(compare(w, &comparison)?);
     }
     let _ = std::fs::remove_dir_all(&tmp);
 
@@ -273,11 +400,6 @@ fn end_to_end(a: &Args) -> Result<Value> {
             cache.display()
         );
         let mut args: Vec<OsString> = vec![
-            "run".into(),
-            "--quiet".into(),
-            "--package".into(),
-            "xtask".into(),
-            "--".into(),
             "reproduce".into(),
             "--profile".into(),
             "smoke".into(),
@@ -291,7 +413,8 @@ fn end_to_end(a: &Args) -> Result<Value> {
             args.extend(["--mirror".into(), m.into()]);
         }
         let start = Instant::now();
-        let status = Command::new(env!("CARGO"))
+        // This same xtask, so the run builds exactly what `reproduce` builds.
+        let status = Command::new(std::env::current_exe()?)
             .current_dir(project_root())
             .args(&args)
             .env("BADDIFF_CACHE", &cache)
@@ -314,4 +437,19 @@ fn host_cpu() -> Option<String> {
             .and_then(|l| l.split(':').nth(1))
             .map(|s| s.trim().to_string())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::process_memory_mib;
+
+    #[test]
+    fn a_process_gpu_memory_is_read_from_nvidia_smi_csv() {
+        let csv = "1234, 5120\n999, 100\n1234, 2048\n";
+        // Summed over the GPUs that list it; absent (a container's PID namespace) is None.
+        assert_eq!(process_memory_mib(csv, 1234), Some(7168));
+        assert_eq!(process_memory_mib(csv, 999), Some(100));
+        assert_eq!(process_memory_mib(csv, 42), None);
+        assert_eq!(process_memory_mib("No running processes found", 1), None);
+    }
 }

@@ -159,7 +159,7 @@ pub fn run() -> Result<()> {
 /// machine) and how many GPUs it sees. Runs the built binary; builds nothing.
 fn baddiff_cuda(problems: &mut Vec<(String, String)>) {
     let line = |k: &str, v: &str| println!("{k:<14} {v}");
-    let bin = crate::reproduce::baddiff();
+    let bin = crate::binaries::baddiff();
     let env: Option<serde_json::Value> = std::process::Command::new(&bin)
         .arg("env")
         .output()

@@ -1,9 +1,12 @@
 //! `cargo xtask`: the project's thin orchestrator. It compiles fast (no tch, no polars) and only
 //! prepares environments and starts other programs; the library and `baddiff` do the computing.
 mod artifacts;
+mod bars;
 mod bench;
+mod binaries;
 mod cluster;
 mod doctor;
+mod gpu_check;
 mod pyenv;
 mod reproduce;
 mod slurm;
@@ -63,6 +66,11 @@ enum Command {
     /// Time our implementation against PyTorch eager, diffusers and pytorch-fid (alternating,
     /// same libtorch, shapes and threads); writes results/bench/<stamp>.{md,json}.
     Bench(bench::Args),
+    /// The day a GPU is at hand (under 8 minutes): CUDA-vs-CPU parity, 200 fp16 training steps,
+    /// throughput against the peers, the fastest sampling batch; one table, written to
+    /// results/gpu-check/<stamp>.{md,json}, whose rates the GPU profiles' plan then uses.
+    /// Refuses on a machine without a usable GPU.
+    GpuCheck(gpu_check::Args),
     /// A local one-node Slurm cluster (Debian's packages, on 127.0.0.1) for trying and testing
     /// `reproduce --executor slurm`; prints the SLURM_CONF to use.
     Cluster {
@@ -98,6 +106,10 @@ enum Command {
     },
     /// The README's test command: set up what the tests need, build, and run the whole test suite.
     Test {
+        /// A directory or base URL holding copies of the tests' inputs (the official trigger and
+        /// target images), tried before upstream (repeatable; needed without network).
+        #[arg(long = "mirror", value_name = "DIR|URL")]
+        mirrors: Vec<String>,
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
         #[arg(last = true)]
         cargo_args: Vec<String>,
@@ -114,7 +126,10 @@ fn main() {
         }
         Some(Command::Setup { relock }) => pyenv::setup(relock).map(|_| ()),
         Some(Command::Doctor) => doctor::run(),
-        Some(Command::Test { cargo_args }) => test(&cargo_args),
+        Some(Command::Test {
+            mirrors,
+            cargo_args,
+        }) => test(&mirrors, &cargo_args),
         Some(Command::Fetch {
             names,
             profile,
@@ -151,6 +166,7 @@ fn main() {
         }
         Some(Command::Reproduce(args)) => reproduce::run(args),
         Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::GpuCheck(args)) => gpu_check::run(args),
         Some(Command::Report { run }) => report(run),
         Some(Command::Diff {
             run_a,
@@ -167,17 +183,37 @@ fn main() {
     }
 }
 
+/// The manifest's artifacts the tests read (through the cache, like a run).
+const TEST_INPUTS: &[&str] = &["baddiffusion-static"];
+
 /// Runs the whole suite exactly as CI does: environment first, then `cargo test` over the workspace.
-fn test(extra: &[String]) -> Result<()> {
+fn test(mirrors: &[String], extra: &[String]) -> Result<()> {
     let sh = xshell::Shell::new()?;
     sh.change_dir(project_root());
     pyenv::setup(false)?;
     // Fashion-MNIST (the SHOE target and the CPU profile's data) comes from Debian's package; the
     // report's PNG figures are labelled with DejaVu Sans.
     ensure_debian_packages(&["dataset-fashion-mnist", "fonts-dejavu-core"])?;
+    // The tests' pinned inputs, before the long build, so a missing one fails in seconds.
+    artifacts::fetch(artifacts::FetchArgs {
+        names: TEST_INPUTS.iter().map(|s| s.to_string()).collect(),
+        profile: None,
+        manifest: None,
+        mirrors: mirrors.to_vec(),
+        offline: false,
+        jobs: 4,
+    })
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{e:#}: the tests need {} from artifacts/manifest.toml; without network pass \
+             `--mirror DIR` with a copy of its files",
+            TEST_INPUTS.join(", ")
+        )
+    })?;
+    // --no-fail-fast: one failing test binary must not hide the others' results.
     xshell::cmd!(
         sh,
-        "cargo test --workspace --all-targets --locked -- {extra...}"
+        "cargo test --workspace --all-targets --locked --no-fail-fast -- {extra...}"
     )
     .run()?;
     // Doc tests are not part of --all-targets.
@@ -201,24 +237,6 @@ fn test(extra: &[String]) -> Result<()> {
     .run()?;
     drop(cluster);
     Ok(())
-}
-
-/// `cargo run` of the report crate's binary (polars and plotters stay out of xtask).
-fn report_binary(args: &[std::ffi::OsString]) -> Result<std::process::ExitStatus> {
-    let status = std::process::Command::new(env!("CARGO"))
-        .current_dir(project_root())
-        .args([
-            "run",
-            "--quiet",
-            "-p",
-            "report",
-            "--bin",
-            "baddiff-report",
-            "--",
-        ])
-        .args(args)
-        .status()?;
-    Ok(status)
 }
 
 /// The newest run directory under results/runs/.
@@ -249,7 +267,7 @@ pub fn report(run: Option<std::path::PathBuf>) -> Result<()> {
         Some(r) => std::path::absolute(r)?,
         None => newest_run()?,
     };
-    let status = report_binary(&[
+    let status = binaries::report(&[
         "render".into(),
         run.into_os_string(),
         "--publish".into(),
@@ -285,7 +303,7 @@ fn diff(
     if allow_protocol_change {
         args.push("--allow-protocol-change".into());
     }
-    let status = report_binary(&args)?;
+    let status = binaries::report(&args)?;
     if !status.success() {
         std::process::exit(status.code().unwrap_or(2));
     }

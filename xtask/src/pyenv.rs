@@ -23,13 +23,26 @@ pub fn lock_path() -> PathBuf {
     project_root().join("python/requirements.lock")
 }
 
+/// accelerate 0.11.0 for its one oracle, installed apart from the environment's site-packages
+/// (diffusers would import it and fail).
+const ACCELERATE_LOCK: &str = "python/accelerate-0.11.0.lock";
+const ACCELERATE_DIR: &str = ".venv/accelerate-0.11.0";
+
 pub fn lock_sha256() -> Result<String> {
-    let bytes = std::fs::read(lock_path()).with_context(|| {
+    let mut bytes = std::fs::read(lock_path()).with_context(|| {
         format!(
             "cannot read {}: restore it with `git checkout python/requirements.lock`",
             lock_path().display()
         )
     })?;
+    // The environment is current only if the oracle's separate lock is unchanged too.
+    let extra = project_root().join(ACCELERATE_LOCK);
+    bytes.extend(std::fs::read(&extra).with_context(|| {
+        format!(
+            "cannot read {}: restore it with `git checkout {ACCELERATE_LOCK}`",
+            extra.display()
+        )
+    })?);
     Ok(crate::sha256_hex(&bytes))
 }
 
@@ -166,6 +179,13 @@ fn build_venv(sh: &Shell, python3: &str) -> Result<String> {
     cmd!(sh, "{py} -m pip check --disable-pip-version-check").quiet().run().context(
         "the locked packages are inconsistent: regenerate the lock with `cargo xtask setup --relock`",
     )?;
+    cmd!(
+        sh,
+        "{py} -m pip install --disable-pip-version-check --no-input --no-cache-dir --no-deps --require-hashes --target {ACCELERATE_DIR} -r {ACCELERATE_LOCK}"
+    )
+    .quiet()
+    .run()
+    .with_context(|| format!("pip could not install {ACCELERATE_LOCK} into {ACCELERATE_DIR}"))?;
     link_libtorch(sh)?;
     let torch = torch_version(sh)?;
     let (tch, want) = tch_and_torch()?;

@@ -11,6 +11,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
+use crate::bars::Bars;
+use crate::binaries::{baddiff, build};
 use crate::project_root;
 
 #[derive(clap::Args)]
@@ -56,11 +58,6 @@ pub struct Args {
 pub enum Executor {
     Local,
     Slurm,
-}
-
-/// The compiled `baddiff` (built by `cargo build` first).
-pub(crate) fn baddiff() -> PathBuf {
-    crate::target_dir().join("debug/baddiff")
 }
 
 fn baddiff_cmd() -> Command {
@@ -227,7 +224,7 @@ pub fn run(a: Args) -> Result<()> {
 
     write_manifest(&run_dir, &a, &plan, started.elapsed().as_secs_f64())?;
     let report = |args: &[OsString]| -> Result<()> {
-        let status = Command::new(crate::target_dir().join("debug/baddiff-report"))
+        let status = Command::new(crate::binaries::baddiff_report())
             .current_dir(&root)
             .args(args)
             .status()?;
@@ -266,106 +263,6 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// `cargo build` of the two programs the run needs (the test profile's build, so tests and runs
-/// share one compilation).
-pub(crate) fn build() -> Result<()> {
-    let status = Command::new(env!("CARGO"))
-        .current_dir(project_root())
-        .args([
-            "build",
-            "--locked",
-            "--quiet",
-            "-p",
-            "baddiffusion",
-            "--bin",
-            "baddiff",
-            "-p",
-            "report",
-            "--bin",
-            "baddiff-report",
-        ])
-        .status()?;
-    anyhow::ensure!(
-        status.success(),
-        "building baddiff and baddiff-report failed"
-    );
-    Ok(())
-}
-
-/// The overall bar (cells done of all, ETA) above one line per running cell, where the cell's
-/// own per-stage bar shows (each cell renders it into `logs/<cell>.progress`).
-pub struct Bars {
-    multi: indicatif::MultiProgress,
-    pub overall: indicatif::ProgressBar,
-    cells: Vec<(String, indicatif::ProgressBar)>,
-    logs: PathBuf,
-}
-
-impl Bars {
-    pub fn new(total: usize, logs: &Path) -> Bars {
-        let multi = indicatif::MultiProgress::new();
-        let overall = multi.add(indicatif::ProgressBar::new(total as u64));
-        overall.set_style(
-            indicatif::ProgressStyle::with_template(
-                "cells {bar:30} {pos}/{len} [{elapsed} < {eta}]",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        Bars {
-            multi,
-            overall,
-            cells: Vec::new(),
-            logs: logs.to_path_buf(),
-        }
-    }
-
-    /// The status file a cell's process is told to render its bar into.
-    pub fn status_file(&self, cell: &str) -> PathBuf {
-        self.logs.join(format!("{cell}.progress"))
-    }
-
-    /// Shows exactly the `running` cells, each with its latest stage line.
-    pub fn show(&mut self, running: &[&str]) {
-        self.cells.retain(|(c, bar)| {
-            let keep = running.contains(&c.as_str());
-            if !keep {
-                bar.finish_and_clear();
-            }
-            keep
-        });
-        for cell in running {
-            if !self.cells.iter().any(|(c, _)| c == cell) {
-                let bar = self.multi.add(indicatif::ProgressBar::new_spinner());
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template("  {msg}")
-                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-                );
-                self.cells.push((cell.to_string(), bar));
-            }
-        }
-        for (cell, bar) in &self.cells {
-            let line = std::fs::read_to_string(self.status_file(cell)).unwrap_or_default();
-            bar.set_message(format!(
-                "{cell}: {}",
-                if line.is_empty() {
-                    "starting"
-                } else {
-                    line.trim()
-                }
-            ));
-        }
-    }
-
-    pub fn println(&self, line: String) {
-        let _ = self.multi.println(line);
-    }
-
-    pub fn finish(&mut self) {
-        self.show(&[]);
-        self.overall.finish_and_clear();
-    }
 }
 
 /// Runs the cells `jobs` at a time with the progress bars; returns the failed ones.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::reproduce::Bars;
+use crate::bars::Bars;
 
 mod parse;
 mod script;

@@ -22,11 +22,11 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The official images from the default cache (`cargo xtask test` fetched them), served to each
+/// scene's own empty cache as a mirror.
 fn static_mirror() -> PathBuf {
-    std::env::var_os("BADDIFF_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared"))
-        .join("baddiffusion-assets/static")
+    fetch::path_of("baddiffusion-static")
+        .expect("the official images are not cached: `cargo xtask test` fetches them first")
 }
 
 struct Scene {
@@ -38,8 +38,12 @@ struct Scene {
 impl Scene {
     fn new() -> Scene {
         // Under the project (not /tmp) so a multi-node cluster could share it; one node here.
+        // A space and a quote in the path: the batch script must quote every path it names.
         std::fs::create_dir_all(root().join("target/slurm-tests")).unwrap();
-        let tmp = tempfile::tempdir_in(root().join("target/slurm-tests")).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("run dir's ")
+            .tempdir_in(root().join("target/slurm-tests"))
+            .unwrap();
         let dir = tmp.path().to_path_buf();
         let profile = dir.join("tiny.toml");
         std::fs::write(&profile, PROFILE).unwrap();

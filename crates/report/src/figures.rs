@@ -1,4 +1,4 @@
-//! Which rows feed each figure of the paper (spec §8.1), aggregated over seeds. The same data
+//! Which rows feed each figure of the paper (its main text, Fig. 2–5), aggregated over seeds. The same data
 //! renders as a plot (`plot`) and as the table of numbers behind it (`tables`).
 use std::collections::BTreeSet;
 
@@ -280,7 +280,7 @@ fn trigger_sweep(rows: &[Row], fig: &str, experiments: &[&str], with_clip: bool)
                     continue;
                 }
                 // The two clipping variants stay apart: x̂₀ clamping is what the official code
-                // ran (`--fclip w`), x_t clamping is the paper's §4.6.2 (spec §4.2).
+                // ran (`--fclip w`), x_t clamping is the paper's §4.6.2.
                 for (clip, style, label) in [
                     ("x0", LineStyle::Dotted, "clipped x̂₀ (code)"),
                     ("xt", LineStyle::Dashed, "clipped xₜ (paper)"),

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use report::{diff, report as rep};
 
@@ -151,9 +151,13 @@ fn run() -> Result<ExitCode> {
                 print!("{md}");
             }
             if let Some(out) = out {
-                std::fs::create_dir_all(&out)?;
-                std::fs::write(out.join("diff.md"), &md)?;
-                std::fs::write(out.join("diff.json"), d.json())?;
+                std::fs::create_dir_all(&out)
+                    .with_context(|| format!("creating {}", out.display()))?;
+                for (name, text) in [("diff.md", md), ("diff.json", d.json())] {
+                    let path = out.join(name);
+                    std::fs::write(&path, text)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
             }
             Ok(if d.regressed() {
                 ExitCode::from(1)

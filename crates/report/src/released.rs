@@ -1,4 +1,4 @@
-//! The authors' released numbers (spec §8.3, committed in `paper/released_scores.toml`) side by
+//! The authors' released numbers (their `score.json` files, committed in `paper/released_scores.toml`) side by
 //! side with a `released`-profile run's measurements of the same checkpoints.
 use std::path::Path;
 
@@ -145,7 +145,8 @@ pub fn table(released: &Released, rows: &[Row]) -> Table {
         .collect();
     Table {
         id: "released".into(),
-        caption: "The authors' released scores (single runs, spec §8.3) beside ours".into(),
+        caption: "The authors' released scores (single runs, their `score.json`) beside ours"
+            .into(),
         header: [
             "model",
             "poison rate",

@@ -331,19 +331,46 @@ fn what_it_shows(run_id: &str, info: &claims::RunInfo, n_rows: usize) -> String 
 /// Copies a rendered report (report.md, report.html, figures/, tables/) into `dest`, e.g. `paper/`.
 pub fn publish(rendered_dir: &Path, dest: &Path) -> Result<()> {
     for rel in ["report.md", "report.html"] {
-        std::fs::create_dir_all(dest)?;
+        std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
         std::fs::copy(rendered_dir.join(rel), dest.join(rel))
             .with_context(|| format!("copying {rel} to {}", dest.display()))?;
     }
     for sub in ["figures", "tables"] {
         let to = dest.join(sub);
-        std::fs::create_dir_all(&to)?;
-        for entry in std::fs::read_dir(rendered_dir.join(sub))? {
+        std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
+        let from = rendered_dir.join(sub);
+        let entries =
+            std::fs::read_dir(&from).with_context(|| format!("reading {}", from.display()))?;
+        for entry in entries {
             let p = entry?.path();
             if let Some(name) = p.file_name() {
-                std::fs::copy(&p, to.join(name))?;
+                std::fs::copy(&p, to.join(name))
+                    .with_context(|| format!("copying {} to {}", p.display(), to.display()))?;
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod publish_tests {
+    /// A failed copy or folder creation names the path ("File exists" alone named nothing).
+    #[test]
+    fn publish_errors_name_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let rendered = dir.path().join("rendered");
+        std::fs::create_dir_all(&rendered).unwrap();
+        for f in ["report.md", "report.html"] {
+            std::fs::write(rendered.join(f), "x").unwrap();
+        }
+        // `figures` exists in the destination as a file: creating the folder fails.
+        let dest = dir.path().join("paper");
+        std::fs::create_dir_all(&dest).unwrap();
+        std::fs::write(dest.join("figures"), "not a folder").unwrap();
+        let err = format!("{:#}", super::publish(&rendered, &dest).unwrap_err());
+        assert!(
+            err.contains(&dest.join("figures").display().to_string()),
+            "{err}"
+        );
+    }
 }

@@ -327,7 +327,7 @@ pub fn sampler_table(rows: &[Row]) -> Table {
     }
 }
 
-/// The defenses' effect and cost per model (spec §6): ANP's probe (the lowest MSE of clean-noise
+/// The defenses' effect and cost per model (paper §4.6): ANP's probe (the lowest MSE of clean-noise
 /// samples to the target over its epochs: low means the backdoor was revealed) and ANP pruning
 /// (MSE to the target of trigger and clean samples after pruning), with each run's wall-clock
 /// seconds and optimiser steps. Clipping is in Fig. 5.

@@ -281,3 +281,103 @@ fn a_checkpoint_of_another_key_is_refused_naming_both_keys() {
     );
     assert_eq!(iterations_done(dir.path()).unwrap(), 7);
 }
+
+/// [`Denoise`] whose loss overflows (is multiplied by inf) at the given iterations, as a float16
+/// loss can.
+struct Overflowing {
+    inner: Denoise,
+    at: Vec<u64>,
+    iteration: u64,
+}
+
+impl Objective for Overflowing {
+    fn loss(&mut self, indices: &Tensor, rng: &mut Rng) -> Result<Tensor> {
+        let loss = self.inner.loss(indices, rng)?;
+        let i = self.iteration;
+        self.iteration += 1;
+        Ok(if self.at.contains(&i) {
+            loss * f64::INFINITY
+        } else {
+            loss
+        })
+    }
+}
+
+/// Under loss scaling an overflow skips its optimizer step, halves the scale and the run goes
+/// on; the learning rates, the skipped steps and the final scale equal accelerate 0.11.0's
+/// (the official code's pin) given the same overflows and sync iterations. With gradient
+/// accumulation (2 micro-batches), one overflow lands mid-accumulation and one on a sync step,
+/// and two overflow in a row.
+#[test]
+fn float16_overflows_skip_steps_and_hold_the_schedule_as_accelerate_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vs, inner) = model(1);
+    let at = vec![2, 5, 9, 10, 11];
+    let mut obj = Overflowing {
+        inner,
+        at: at.clone(),
+        iteration: 0,
+    };
+    let mut log = Log(vec![], None);
+    let s = settings(3);
+    let state = train_loop(
+        &vs,
+        &mut obj,
+        20,
+        &s,
+        "overflow-test",
+        dir.path(),
+        &mut log,
+        true,
+    )
+    .unwrap();
+    let recs = &log.0;
+    assert_eq!(state.iterations_done, recs.len() as u64);
+    assert!(state.skipped_steps >= 3, "{state:?}");
+    assert_eq!(
+        state.skipped_steps,
+        recs.iter().filter(|r| r.skipped).count() as u64
+    );
+    for w in weights(&vs) {
+        assert!(
+            w.isfinite().all().int64_value(&[]) == 1,
+            "non-finite weights"
+        );
+    }
+
+    let overflow: Vec<i64> = (0..recs.len() as u64)
+        .map(|i| at.contains(&i) as i64)
+        .collect();
+    let sync: Vec<i64> = recs
+        .iter()
+        .map(|r| (r.grad_norm.is_some() || r.skipped) as i64)
+        .collect();
+    let total = s.total_iterations(7).to_string();
+    let (lr, warmup) = (s.learning_rate.to_string(), s.warmup_steps.to_string());
+    let out = crate::testing::oracle(
+        "accelerate_fp16",
+        &[
+            ("overflow", &Tensor::from_slice(&overflow)),
+            ("sync", &Tensor::from_slice(&sync)),
+        ],
+        &[&lr, &warmup, &total],
+    );
+    let theirs_lr: Vec<f64> = Vec::try_from(&out["lr"]).unwrap();
+    let ours_lr: Vec<f64> = recs.iter().map(|r| r.lr).collect();
+    for (i, (a, b)) in ours_lr.iter().zip(&theirs_lr).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-12,
+            "iteration {i}: lr {a} vs accelerate's {b}"
+        );
+    }
+    let theirs_skipped: Vec<i64> = Vec::try_from(&out["skipped"]).unwrap();
+    for (i, r) in recs.iter().enumerate() {
+        let skipped_here = sync[i] == 1 && theirs_skipped[i] == 1;
+        assert_eq!(r.skipped, skipped_here, "iteration {i}");
+    }
+    let scale = out["scale"].double_value(&[0]);
+    assert_eq!(state.scaler.as_ref().unwrap().scale, scale);
+    assert_eq!(scale, 65_536.0 * 0.5f64.powi(state.skipped_steps as i32));
+    // The schedule stood still exactly while the last step was a skipped one.
+    assert!(state.schedule_held >= state.skipped_steps);
+}

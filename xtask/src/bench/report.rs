@@ -67,6 +67,10 @@ fn times_of(runs: &[Value]) -> Vec<f64> {
         .collect()
 }
 
+fn max_of(runs: &[Value], key: &str) -> Option<f64> {
+    runs.iter().filter_map(|r| r[key].as_f64()).reduce(f64::max)
+}
+
 fn side(runs: &[Value]) -> Result<Value> {
     let first = runs.first().context("no measurement")?;
     let s = summarize(&times_of(runs)).context("no repetition times")?;
@@ -80,6 +84,11 @@ fn side(runs: &[Value]) -> Result<Value> {
         "q1_s": s.q1,
         "q3_s": s.q3,
         "times_s": times_of(runs),
+        // Peak memory over the side's processes, where measured (CUDA only): the tensors'
+        // high-water mark (torch.cuda.max_memory_allocated, the peer only; tch has no binding)
+        // and the process's whole GPU memory as nvidia-smi lists it (context and cache included).
+        "peak_memory_bytes": max_of(runs, "peak_memory_bytes"),
+        "gpu_memory_mib": max_of(runs, "gpu_memory_mib"),
     }))
 }
 
@@ -116,6 +125,7 @@ pub fn combine(workload: &str, ours: &[Value], peer: &[Value]) -> Result<Value> 
         "threads": o["threads"],
         "dtype": o["dtype"],
         "batch": o["batch"],
+        "amp": o["amp"],
         "libtorch": {"ours": o["libtorch"], "peer": p["libtorch"]},
         "ours": os,
         "peer": ps,

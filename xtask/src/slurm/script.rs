@@ -29,6 +29,12 @@ fn q(p: &Path) -> String {
     quote(&p.to_string_lossy())
 }
 
+/// Double-quoted for an `#SBATCH` line, which sbatch splits at spaces and cuts at an unquoted `#`;
+/// inside the quotes a backslash escapes the next character.
+fn sbatch_quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', r"\\").replace('"', r#"\""#))
+}
+
 /// The sbatch script of a job array: resources in `#SBATCH` lines, then the cell of this task.
 pub fn batch_script(s: &ScriptSpec) -> String {
     let mut out = String::from("#!/bin/bash\n");
@@ -38,7 +44,7 @@ pub fn batch_script(s: &ScriptSpec) -> String {
     );
     let last = s.cells.len().saturating_sub(1);
     let mut directives = vec![
-        format!("--job-name={}", s.job_name),
+        format!("--job-name={}", sbatch_quote(&s.job_name)),
         match s.max_parallel {
             Some(k) => format!("--array=0-{last}%{k}"),
             None => format!("--array=0-{last}"),
@@ -50,11 +56,14 @@ pub fn batch_script(s: &ScriptSpec) -> String {
         // its last checkpoint through the stage cache.
         "--requeue".into(),
         "--open-mode=append".into(),
-        format!("--output={}/slurm/%A_%a.out", s.run_dir.display()),
-        format!("--chdir={}", s.root.display()),
+        format!(
+            "--output={}",
+            sbatch_quote(&format!("{}/slurm/%A_%a.out", s.run_dir.display()))
+        ),
+        format!("--chdir={}", sbatch_quote(&s.root.to_string_lossy())),
     ];
     if let Some(p) = &s.partition {
-        directives.push(format!("--partition={p}"));
+        directives.push(format!("--partition={}", sbatch_quote(p)));
     }
     if s.gpus > 0 {
         directives.push(format!("--gpus-per-task={}", s.gpus));
@@ -135,10 +144,11 @@ mod tests {
             "#SBATCH --cpus-per-task=4",
             "#SBATCH --mem=32G",
             "#SBATCH --time=2:10:00",
-            "#SBATCH --partition=gpu",
+            "#SBATCH --partition=\"gpu\"",
             "#SBATCH --gpus-per-task=1",
             "#SBATCH --requeue",
-            "#SBATCH --output=/repo/results/runs/r1/slurm/%A_%a.out",
+            "#SBATCH --output=\"/repo/results/runs/r1/slurm/%A_%a.out\"",
+            "#SBATCH --chdir=\"/repo\"",
             "  'E1.BOX_14.CORNER.p0.50.finetune.s0'",
             r"  'it'\''s'",
             "export BADDIFF_CACHE='/shared/cache'",
