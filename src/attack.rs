@@ -376,7 +376,7 @@ pub fn train(
         progress,
     );
     let state_dir = out.join("state");
-    let resume_from = trainer::iterations_done(&state_dir)?;
+    let resume_from = trainer::iterations_done(&state_dir, &key)?;
     bar.set_position(resume_from);
     let log_path = out.join("train_log.jsonl");
     let log = open_log(&log_path, resume_from)

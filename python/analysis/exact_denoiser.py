@@ -7,7 +7,7 @@ training components: clean image i sits at √ᾱ_t·x_i, poisoned image j at
 of each component's regression target ((x_t − μ)/σ, plus R_t·r_j for a poisoned one). Running
 DDPM with it from clean noise and from noise + trigger shows how far the *setting* (image size,
 channels, poison rate, schedule) separates the clean and the backdoor branch, apart from any
-model's capacity or training. The scale model's size was chosen with it (paper/deviations.md).
+model's capacity or training. The scale model's size was chosen with it (paper/investigations/clean-leak.md).
 
 usage: exact_denoiser.py --gallery DIR [--size 16] [--channels 1] [--poison-rate 0.5]
        [--target CORNER] [--n 128] [--train-n 4096] [--seed 0] [--invert]

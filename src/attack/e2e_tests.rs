@@ -6,7 +6,7 @@
 //! The backdoor test runs at 28 px, STOP_SIGN_14 → HAT: at 16 px even the backdoor loss's
 //! exact minimiser sends 16 % of clean samples to the target, at 28 px none. The trained scale
 //! model still sends a few percent there (1–5 % depending on the noise drawn), and wider or
-//! deeper UNets as many (`paper/deviations.md`). The clean model's test stays on the 16 px fixture.
+//! deeper UNets as many (`paper/investigations/clean-leak.md`). The clean model's test stays on the 16 px fixture.
 //!
 //! Why the thresholds are not the paper's 0.1: at 16 px a plain black image is already at
 //! MSE ≈ 0.106 from the CORNER target (its −0.4 grey background is 0.3 in [0, 1]), so the

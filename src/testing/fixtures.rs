@@ -25,7 +25,7 @@ pub const SHAPE: ImageShape = ImageShape {
 };
 /// Images of the end-to-end fixture: 28 px, Fashion-MNIST's own size. At 16 px even the backdoor
 /// loss's exact minimiser sends 16 % of clean samples to the target; at 28 px it sends none
-/// (`paper/deviations.md`).
+/// (`paper/investigations/clean-leak.md`).
 pub const E2E_SHAPE: ImageShape = ImageShape {
     channels: 1,
     size: 28,
@@ -137,7 +137,7 @@ fn clean_config_at(shape: ImageShape) -> AttackConfig {
 /// also showed the target, so fewer iterations do not give a backdoor a test can rely on. More
 /// do not stop the leak into clean samples either (2,560 iterations: 30 % of clean samples on
 /// the target, 128 samples). At 16 px even the loss's exact minimiser sends 16 % of clean samples
-/// to the target; `paper/deviations.md` has the measurements at other sizes.
+/// to the target; `paper/investigations/clean-leak.md` has the measurements at other sizes.
 pub fn backdoor_config(clean_model: &Path) -> AttackConfig {
     finetune_config(clean_model, SHAPE, "BOX_14", "CORNER", 1280)
 }
@@ -146,7 +146,7 @@ pub fn backdoor_config(clean_model: &Path) -> AttackConfig {
 /// Measured by hand (128 samples each): 99 % of noise + trigger samples on the target, 1 % of
 /// clean samples (1 sample; the end-to-end test's own 64 samples: 98 % and 5 %). With BOX_14 as
 /// the trigger 96 % and 3 %; BOX_14 → CORNER 91 % and 9 %; wider or deeper UNets leak as much
-/// (`paper/deviations.md`).
+/// (`paper/investigations/clean-leak.md`).
 pub fn e2e_backdoor_config(clean_model: &Path) -> AttackConfig {
     finetune_config(clean_model, E2E_SHAPE, "STOP_SIGN_14", "HAT", 2560)
 }

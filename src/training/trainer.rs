@@ -321,10 +321,34 @@ fn read_state(dir: &Path) -> Result<Option<(serde_json::Value, TrainState)>> {
     Ok(Some((json, state)))
 }
 
-/// How many iterations the checkpoint in `state_dir` has done (0 when there is none): where a
-/// resumed run continues.
-pub fn iterations_done(state_dir: &Path) -> Result<u64> {
-    Ok(read_state(state_dir)?.map_or(0, |(_, s)| s.iterations_done))
+/// How many iterations the checkpoint in `state_dir` has done for the run `cell_key` (0 when
+/// there is none): where a resumed run continues. A checkpoint of another cell is an error here,
+/// before the caller touches anything of the other run (its loss log, say).
+pub fn iterations_done(state_dir: &Path, cell_key: &str) -> Result<u64> {
+    match read_state(state_dir)? {
+        Some((_, s)) => {
+            check_key(state_dir, &s, cell_key)?;
+            Ok(s.iterations_done)
+        }
+        None => Ok(0),
+    }
+}
+
+/// Refuses a checkpoint that another cell wrote.
+fn check_key(dir: &Path, state: &TrainState, cell_key: &str) -> Result<()> {
+    if state.cell_key != cell_key {
+        let theirs = match state.cell_key.as_str() {
+            "" => "none recorded",
+            k => k,
+        };
+        bail!(
+            "{} holds a checkpoint of another cell (its key {theirs}, this run's {cell_key}): \
+             choose another --out, or delete {} to start this cell over",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// Writes weights, optimizer moments and counters; the JSON is written last and atomically, so
@@ -367,18 +391,7 @@ fn load_state(
     let path = dir.join(STATE_JSON);
     let (json, state) =
         read_state(dir)?.with_context(|| format!("{} is missing", path.display()))?;
-    if state.cell_key != cell_key {
-        let theirs = match state.cell_key.as_str() {
-            "" => "none recorded",
-            k => k,
-        };
-        bail!(
-            "{} holds a checkpoint of another cell (its key {theirs}, this run's {cell_key}): \
-             choose another --out, or delete {} to start this cell over",
-            dir.display(),
-            dir.display()
-        );
-    }
+    check_key(dir, &state, cell_key)?;
     if &state.settings != settings {
         bail!(
             "{} holds a run with other settings ({:?}); use another output directory or delete it to start over",

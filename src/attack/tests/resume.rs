@@ -97,9 +97,15 @@ fn a_checkpoint_of_another_cell_is_refused_not_continued() {
     arm_failpoint(Some(("checkpoint.pruned", 0)));
     assert!(run(&cfg, &out).is_err());
     arm_failpoint(None);
+    let log = std::fs::read(out.join("train_log.jsonl")).unwrap();
     let mut other = cfg.clone();
     other.backdoor.trigger = "STOP_SIGN_14".into();
     let e = format!("{:#}", run(&other, &out).unwrap_err());
+    assert_eq!(
+        std::fs::read(out.join("train_log.jsonl")).unwrap(),
+        log,
+        "the refused cell touched the other cell's loss log"
+    );
     assert!(
         e.contains("another cell") && e.contains(&out.display().to_string()) && e.contains("--out"),
         "{e}"

@@ -223,7 +223,7 @@ fn a_step_limit_stops_mid_epoch_with_a_final_update_and_checkpoint() {
         spans_10.lr(9),
         "the schedule spans the 10 steps"
     );
-    assert_eq!(iterations_done(dir.path()).unwrap(), 10);
+    assert_eq!(iterations_done(dir.path(), "k").unwrap(), 10);
     // Rerun on the finished checkpoint: nothing more to do.
     let mut again = Log(vec![], None);
     train(&vs, &mut obj, 20, &s, "k", dir.path(), &mut again).unwrap();
@@ -279,7 +279,8 @@ fn a_checkpoint_of_another_key_is_refused_naming_both_keys() {
         other.0.is_empty(),
         "nothing trained on the other cell's checkpoint"
     );
-    assert_eq!(iterations_done(dir.path()).unwrap(), 7);
+    assert_eq!(iterations_done(dir.path(), "cell-a").unwrap(), 7);
+    assert!(iterations_done(dir.path(), "cell-b").is_err());
 }
 
 /// [`Denoise`] whose loss overflows (is multiplied by inf) at the given iterations, as a float16
