@@ -181,13 +181,19 @@ fn secs(v: &Value) -> String {
 }
 
 fn gflops_and_share(side: &Value) -> String {
+    rate_and_share(side, 1e9, "", "–")
+}
+
+/// A side's achieved FLOP/s in units of `per` (suffixed `unit`) with its share of the
+/// ceiling, or `missing` when it was not counted; shared with the GPU check's table.
+pub(crate) fn rate_and_share(side: &Value, per: f64, unit: &str, missing: &str) -> String {
     match (
         side["flops_per_s"].as_f64(),
         side["fraction_of_ceiling"].as_f64(),
     ) {
-        (Some(f), Some(c)) => format!("{:.1} ({:.0} %)", f / 1e9, c * 100.0),
-        (Some(f), None) => format!("{:.1}", f / 1e9),
-        _ => "–".into(),
+        (Some(f), Some(c)) => format!("{:.1}{unit} ({:.0} %)", f / per, c * 100.0),
+        (Some(f), None) => format!("{:.1}{unit}", f / per),
+        _ => missing.into(),
     }
 }
 

@@ -191,14 +191,7 @@ fn memory(side: &Value) -> String {
 }
 
 fn rate(side: &Value) -> String {
-    match (
-        side["flops_per_s"].as_f64(),
-        side["fraction_of_ceiling"].as_f64(),
-    ) {
-        (Some(f), Some(c)) => format!("{:.1} TFLOP/s ({:.0} %)", f / 1e12, c * 100.0),
-        (Some(f), None) => format!("{:.1} TFLOP/s", f / 1e12),
-        _ => "– TFLOP/s".into(),
-    }
+    crate::bench::report::rate_and_share(side, 1e12, " TFLOP/s", "– TFLOP/s")
 }
 
 /// One table for humans, then what its columns mean.
