@@ -268,15 +268,8 @@ pub fn run(a: Args) -> Result<()> {
         crate::binaries::build()?;
         let started = Instant::now();
         let mut doc = scaling::run(a.reps, 2)?;
-        doc["meta"] = json!({
-            "stamp": crate::reproduce::utc_stamp(),
-            "command": std::env::args().collect::<Vec<_>>().join(" "),
-            "git_commit": git(&["rev-parse", "HEAD"]),
-            "git_dirty": git(&["status", "--porcelain"]).map(|s| !s.is_empty()),
-            "host_cpu": host_cpu(),
-            "host_cores": std::thread::available_parallelism().map(|n| n.get()).ok(),
-            "wall_s": started.elapsed().as_secs_f64(),
-        });
+        doc["meta"] = run_meta();
+        doc["meta"]["wall_s"] = json!(started.elapsed().as_secs_f64());
         let stamp = doc["meta"]["stamp"].as_str().unwrap_or("run").to_string();
         let md = format!(
             "# Scaling {stamp}\n\n`{}` at commit {} on {} ({} cores), {} rounds.\n\n{}",
@@ -330,18 +323,15 @@ pub fn run(a: Args) -> Result<()> {
     let _ = std::fs::remove_dir_all(&tmp);
 
     let e2e = if a.e2e { Some(end_to_end(&a)?) } else { None };
-    let meta = json!({
-        "stamp": crate::reproduce::utc_stamp(),
-        "command": std::env::args().collect::<Vec<_>>().join(" "),
-        "git_commit": git(&["rev-parse", "HEAD"]),
-        "git_dirty": git(&["status", "--porcelain"]).map(|s| !s.is_empty()),
-        "host_cpu": host_cpu(),
-        "host_cores": std::thread::available_parallelism().map(|n| n.get()).ok(),
-        "threads": threads,
-        "device": a.device,
-        "rounds": a.reps,
-        "wall_s": started.elapsed().as_secs_f64(),
-    });
+    let mut meta = run_meta();
+    for (k, v) in [
+        ("threads", json!(threads)),
+        ("device", json!(a.device)),
+        ("rounds", json!(a.reps)),
+        ("wall_s", json!(started.elapsed().as_secs_f64())),
+    ] {
+        meta[k] = v;
+    }
     let doc = report::document(meta, results, e2e);
     let md = report::markdown(&doc);
     let dir = project_root().join("results/bench");
@@ -428,6 +418,18 @@ fn end_to_end(a: &Args) -> Result<Value> {
     }
     let _ = std::fs::remove_dir_all(&cache);
     Ok(Value::Object(times))
+}
+
+/// What produced a results file: when, by which command, at which commit, on which machine.
+fn run_meta() -> Value {
+    json!({
+        "stamp": crate::reproduce::utc_stamp(),
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "git_commit": git(&["rev-parse", "HEAD"]),
+        "git_dirty": git(&["status", "--porcelain"]).map(|s| !s.is_empty()),
+        "host_cpu": host_cpu(),
+        "host_cores": std::thread::available_parallelism().map(|n| n.get()).ok(),
+    })
 }
 
 fn host_cpu() -> Option<String> {
