@@ -162,6 +162,12 @@ pub enum Trigger {
     None,
 }
 
+impl Trigger {
+    /// The triggers of the paper's Tab. 1: Grey Box and Stop Sign (CIFAR-10), Eyeglasses
+    /// (CelebA-HQ).
+    pub const PAPER: [Trigger; 3] = [Trigger::Box(14), Trigger::StopSign(14), Trigger::Glasses];
+}
+
 /// Trigger sizes the official code defines.
 pub const TRIGGER_SIZES: [u32; 5] = [4, 8, 11, 14, 18];
 
@@ -180,6 +186,19 @@ pub enum Target {
     Hat,
     /// "Cat" (CelebA-HQ): cat_wo_bg.png.
     Cat,
+}
+
+impl Target {
+    /// The targets of the paper's Tab. 1: NoShift, Shift, Corner, Shoe, Hat (CIFAR-10), Cat
+    /// (CelebA-HQ).
+    pub const PAPER: [Target; 6] = [
+        Target::NoShift,
+        Target::Shift,
+        Target::Corner,
+        Target::Shoe,
+        Target::Hat,
+        Target::Cat,
+    ];
 }
 
 /// Upper-case, with `-` and spaces read as `_`, so "grey-box" and "Grey Box" both parse.

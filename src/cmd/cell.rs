@@ -31,6 +31,9 @@ pub struct Args {
     /// `cargo xtask reproduce` learns, in one process, which cells to submit to a cluster).
     #[arg(long)]
     cached_only: bool,
+    /// Pre-train the clean base model even where the profile ships it (`[base] shipped`).
+    #[arg(long)]
+    retrain_base: bool,
 }
 
 /// Exit status of `--cached-only` when a cell has work left.
@@ -84,6 +87,7 @@ pub fn run(args: Args) -> Result<()> {
                 .unwrap_or_default(),
             run_dir: args.run_dir.clone(),
             progress: args.progress,
+            retrain_base: args.retrain_base,
             profile: match cell {
                 Some(c) => profile.for_experiment(&c.experiment),
                 None => profile.clone(),

@@ -5,7 +5,8 @@ use baddiffusion::matrix::Profile;
 use baddiffusion::sampling::to_png_bytes;
 use baddiffusion::triggers::{ImageShape, Target, Trigger};
 
-/// Tab. 1: every trigger and target of a profile at its image size, as PNGs named after them.
+/// Tab. 1: every trigger and target of the paper, and any other of a profile, at the profile's
+/// image size, as PNGs named after them.
 #[derive(clap::Args)]
 pub struct Args {
     /// Profile name (paper/profiles/NAME.toml) or a TOML path.
@@ -29,20 +30,23 @@ pub fn run(args: Args) -> Result<()> {
     let channels = args.channels.unwrap_or(profile.data.channels);
     let shape = ImageShape::new(channels, size)?;
     let sources = baddiffusion::inputs::source_images(None)?;
-    let mut triggers: Vec<&String> = profile
-        .experiments
-        .iter()
-        .flat_map(|e| &e.triggers)
-        .collect();
-    let mut targets: Vec<&String> = profile
-        .experiments
-        .iter()
-        .flat_map(|e| &e.targets)
-        .collect();
-    triggers.sort();
-    triggers.dedup();
-    targets.sort();
-    targets.dedup();
+    // The paper's Tab. 1 in full (drawing costs no training), then any other the profile uses.
+    let mut triggers: Vec<String> = Trigger::PAPER.iter().map(|t| t.to_string()).collect();
+    let mut targets: Vec<String> = Target::PAPER.iter().map(|t| t.to_string()).collect();
+    for e in &profile.experiments {
+        for t in &e.triggers {
+            let t = t.parse::<Trigger>()?.to_string();
+            if !triggers.contains(&t) {
+                triggers.push(t);
+            }
+        }
+        for t in &e.targets {
+            let t = t.parse::<Target>()?.to_string();
+            if !targets.contains(&t) {
+                targets.push(t);
+            }
+        }
+    }
     let write = |sub: &str, name: &str, t: &tch::Tensor| -> Result<()> {
         let dir = args.out.join(sub);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -57,7 +61,7 @@ pub fn run(args: Args) -> Result<()> {
         write("triggers", name, &baddiffusion::triggers::bg2grey(&g))?;
         first.get_or_insert(g);
     }
-    // Targets that depend on the trigger (NoShift, Shift) are built from the profile's first.
+    // Targets that depend on the trigger (NoShift, Shift) are built from the first (Grey Box).
     if let Some(g) = first {
         for name in &targets {
             write(

@@ -18,6 +18,8 @@ pub struct Plan {
     pub device: Option<String>,
     /// libtorch threads per cell on the CPU, where the profile fixes them.
     pub threads: Option<usize>,
+    /// Cells run at once (the profile's `jobs`, default 1).
+    pub jobs: usize,
     pub cells: Vec<Cell>,
     /// Distinct models trained here (cells sharing one are counted once), a pre-trained base
     /// included; released checkpoints are not.
@@ -190,7 +192,13 @@ pub fn plan_with(
         let p = profile.for_experiment(&c.experiment);
         let base_id = serde_json::to_string(&(&p.base, &p.data))?;
         if bases.insert(base_id.clone()) {
-            if let Base::Pretrain { train, .. } = &p.base {
+            // A shipped base costs nothing (unless `--retrain-base`, which the plan ignores).
+            if let Base::Pretrain {
+                train,
+                shipped: None,
+                ..
+            } = &p.base
+            {
                 trainings += 1;
                 base_iterations += iterations(&p, train);
                 train_iterations += iterations(&p, train);
@@ -285,6 +293,7 @@ pub fn plan_with(
         profile: profile.name.clone(),
         device: profile.device.clone(),
         threads: profile.threads,
+        jobs: profile.jobs.unwrap_or(1),
         cells,
         trainings,
         train_iterations,
@@ -478,7 +487,16 @@ impl Plan {
                     "estimated: {:.1} {on} hours ({:.0} min), before defenses\n",
                     t / 3600.0,
                     t / 60.0
-                )
+                );
+                // The base runs alone first; the cells then share the machine `jobs` at a time.
+                if self.jobs > 1 {
+                    let base = self.base_estimated_seconds.unwrap_or(0.0);
+                    s += &format!(
+                        "  with {} cells at once: about {:.0} min of wall-clock\n",
+                        self.jobs,
+                        (base + (t - base) / self.jobs as f64) / 60.0
+                    );
+                }
             }
             None => s += "estimated: unknown (no measured or assumed throughput)\n",
         }

@@ -31,6 +31,10 @@ pub struct Profile {
     /// same numbers only with the same count (the Slurm executor requests this many cores).
     #[serde(default)]
     pub threads: Option<usize>,
+    /// Cells `cargo xtask reproduce` runs at once (each a process with `threads` threads) on
+    /// the machine the profile is meant for; `--jobs` overrides it. Default 1.
+    #[serde(default)]
+    pub jobs: Option<usize>,
     /// The data every cell trains on (the `[data]` table of a cell config).
     pub data: DataConfig,
     /// Where the clean model comes from.
@@ -58,6 +62,16 @@ pub enum Base {
         unet: String,
         scheduler: serde_json::Value,
         train: TrainSettings,
+        /// The artifact holding this very pre-training's result, shipped with the repository
+        /// (`artifacts/manifest.toml`): a run uses it instead of pre-training, after checking
+        /// that its recorded config is this one; `--retrain-base` pre-trains instead.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shipped: Option<String>,
+        /// libtorch threads of the pre-training on a CPU; default: the profile's `threads`. The
+        /// pre-training runs alone, before every cell, so it may use every core where the
+        /// cells share them (`jobs`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        threads: Option<usize>,
     },
     /// A released diffusers checkpoint from the artifact cache (e.g. google/ddpm-cifar10-32).
     Checkpoint { artifact: String },
@@ -241,6 +255,9 @@ impl Profile {
         if let Some(t) = self.threads {
             at_least_one("threads", t as u64)?;
         }
+        if let Some(j) = self.jobs {
+            at_least_one("jobs", j as u64)?;
+        }
         if let Some(a) = &self.assumed {
             a.validate().context("in [assumed]")?;
         }
@@ -298,9 +315,18 @@ impl Profile {
         self.data
             .validate()
             .with_context(|| format!("{at}in [data]"))?;
-        if let Base::Pretrain { unet, train, .. } = &self.base {
+        if let Base::Pretrain {
+            unet,
+            train,
+            threads,
+            ..
+        } = &self.base
+        {
             crate::attack::unet_config(unet, &self.data)
                 .with_context(|| format!("{at}in [base]"))?;
+            if let Some(t) = threads {
+                at_least_one("threads", *t as u64).with_context(|| format!("{at}in [base]"))?;
+            }
             train
                 .validate()
                 .with_context(|| format!("{at}in [base] train"))?;
@@ -399,8 +425,15 @@ impl Profile {
         let ids = std::iter::once(None).chain(self.experiments.iter().map(|e| Some(&e.id)));
         for id in ids {
             let p = id.map_or_else(|| self.clone(), |id| self.for_experiment(id));
-            if let Base::Checkpoint { artifact } = &p.base {
-                names.insert(artifact.clone());
+            match &p.base {
+                Base::Checkpoint { artifact }
+                | Base::Pretrain {
+                    shipped: Some(artifact),
+                    ..
+                } => {
+                    names.insert(artifact.clone());
+                }
+                Base::Pretrain { shipped: None, .. } => {}
             }
             if p.measure.fid == "inception" {
                 names.insert("pytorch-fid-inception".into());

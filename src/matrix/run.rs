@@ -27,6 +27,8 @@ pub struct Cells {
     pub run_id: String,
     pub run_dir: PathBuf,
     pub progress: bool,
+    /// Pre-train the clean base even where the profile ships its result.
+    pub retrain_base: bool,
 }
 
 /// The clean model every fine-tune starts from and every 0 % cell measures.
@@ -57,32 +59,32 @@ impl Cells {
         ImageShape::new(self.profile.data.channels, self.profile.data.size)
     }
 
-    /// The base stage: pre-train the clean model, or locate the released checkpoint.
+    /// The base stage: pre-train the clean model (or use the shipped result of that very
+    /// pre-training), or locate the released checkpoint.
     pub fn base(&self) -> Result<(BaseModel, StageRecord)> {
         match &self.profile.base {
             super::profile::Base::Pretrain {
                 unet,
                 scheduler,
                 train,
+                shipped,
+                threads,
             } => {
-                // p = 0 poisons nothing: the trigger and target only name the run.
-                let cfg = AttackConfig {
-                    data: self.profile.data.clone(),
-                    backdoor: BackdoorConfig {
-                        trigger: "NONE".into(),
-                        target: "CORNER".into(),
-                        poison_rate: 0.0,
-                        sources: None,
-                    },
-                    model: ModelConfig::Scratch {
-                        unet: unet.clone(),
-                        scheduler: scheduler.clone(),
-                    },
-                    train: train.clone(),
-                };
+                let cfg = pretrain_config(&self.profile.data, unet, scheduler, train);
+                if let (Some(artifact), false) = (shipped, self.retrain_base) {
+                    let dir = crate::inputs::artifact_dir(artifact)?;
+                    check_shipped_base(&dir, artifact, &cfg)?;
+                    return self.checkpoint_base(artifact, dir);
+                }
                 let key = StageKey::new("base", json!({ "config": cfg }));
                 let (summary, rec) = self.store.run(&key, "clean base model", |dir| {
-                    attack::train(&cfg, dir, self.device, self.progress)
+                    let cell_threads = tch::get_num_threads();
+                    if let (Device::Cpu, Some(n)) = (self.device, threads) {
+                        tch::set_num_threads(*n as i32);
+                    }
+                    let trained = attack::train(&cfg, dir, self.device, self.progress);
+                    tch::set_num_threads(cell_threads);
+                    trained
                 })?;
                 Ok((
                     BaseModel {
@@ -93,24 +95,28 @@ impl Cells {
                 ))
             }
             super::profile::Base::Checkpoint { artifact } => {
-                let dir = crate::inputs::artifact_dir(artifact)?;
-                let key = StageKey::new("base", json!({ "artifact": artifact }));
-                self.store.run(&key, artifact, |_| {
-                    let weights = crate::checkpoint::locate(&dir)?;
-                    Ok(BaseModel {
-                        weights_sha256: crate::checkpoint::sha256_file(
-                            &weights.unet_dir.join("diffusion_pytorch_model.safetensors"),
-                        )
-                        .or_else(|_| {
-                            crate::checkpoint::sha256_file(
-                                &weights.unet_dir.join("diffusion_pytorch_model.bin"),
-                            )
-                        })?,
-                        model_dir: dir.clone(),
-                    })
-                })
+                self.checkpoint_base(artifact, crate::inputs::artifact_dir(artifact)?)
             }
         }
+    }
+
+    /// A base model that is a diffusers folder in the artifact cache.
+    fn checkpoint_base(&self, artifact: &str, dir: PathBuf) -> Result<(BaseModel, StageRecord)> {
+        let key = StageKey::new("base", json!({ "artifact": artifact }));
+        self.store.run(&key, artifact, |_| {
+            let weights = crate::checkpoint::locate(&dir)?;
+            Ok(BaseModel {
+                weights_sha256: crate::checkpoint::sha256_file(
+                    &weights.unet_dir.join("diffusion_pytorch_model.safetensors"),
+                )
+                .or_else(|_| {
+                    crate::checkpoint::sha256_file(
+                        &weights.unet_dir.join("diffusion_pytorch_model.bin"),
+                    )
+                })?,
+                model_dir: dir.clone(),
+            })
+        })
     }
 
     /// The cell's model: the base itself (0 %), a fine-tune of it, or a from-scratch run.
@@ -445,4 +451,51 @@ impl Cells {
             _ => None,
         }
     }
+}
+
+/// The training config of a profile's clean pre-training; p = 0 poisons nothing, so the trigger
+/// and target only name the run.
+pub fn pretrain_config(
+    data: &crate::attack::DataConfig,
+    unet: &str,
+    scheduler: &serde_json::Value,
+    train: &crate::training::trainer::TrainSettings,
+) -> AttackConfig {
+    AttackConfig {
+        data: data.clone(),
+        backdoor: BackdoorConfig {
+            trigger: "NONE".into(),
+            target: "CORNER".into(),
+            poison_rate: 0.0,
+            sources: None,
+        },
+        model: ModelConfig::Scratch {
+            unet: unet.into(),
+            scheduler: scheduler.clone(),
+        },
+        train: train.clone(),
+    }
+}
+
+/// The shipped base's `train.json` must record the profile's pre-training config: a profile
+/// edited without retraining would otherwise measure a model of other settings.
+pub fn check_shipped_base(dir: &Path, artifact: &str, cfg: &AttackConfig) -> Result<()> {
+    let path = dir.join("train.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("the shipped base `{artifact}` has no {}", path.display()))?;
+    let record: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let want = serde_json::to_value(cfg)?;
+    anyhow::ensure!(
+        record.get("config") == Some(&want),
+        "the shipped base `{artifact}` ({}) was trained with other settings than the profile's \
+         [base]: recorded {}, profile {}. Pass --retrain-base to pre-train with the profile's \
+         settings, or restore the profile's [base]",
+        dir.display(),
+        record
+            .get("config")
+            .map_or("nothing".into(), |c| c.to_string()),
+        want
+    );
+    Ok(())
 }

@@ -105,7 +105,7 @@ fn bad_profiles_name_the_problem() {
             "\"BOX_14\", \"TRIANGLE\"",
             "TRIANGLE",
         ),
-        ("[0.0, 0.1, 0.5]", "[0.0, 1.5]", "1.5"),
+        ("[0.0, 0.05, 0.5]", "[0.0, 1.5]", "1.5"),
         ("fid = \"proxy-fmnist\"", "fid = \"kid\"", "kid"),
         ("[data]", "[data]\nlimt = 3", "limt"),
         // Defense tables are read when the profile loads, not hours later at the defend stage.
@@ -157,7 +157,7 @@ fn bad_numbers_in_a_profile_are_refused_naming_field_and_range() {
     let cases = [
         ("epochs = 20", "epochs = 0", "[finetune]", "epochs = 0"),
         (
-            "batch = 64\neffective",
+            "batch = 32\neffective",
             "batch = 0\neffective",
             "[finetune]",
             "batch = 0",
@@ -169,14 +169,14 @@ fn bad_numbers_in_a_profile_are_refused_naming_field_and_range() {
             "learning_rate = -0.001",
         ),
         (
-            "train = { epochs = 16,",
+            "train = { epochs = 128,",
             "train = { epochs = 0,",
             "[base]",
             "epochs = 0",
         ),
         (
-            "train = { epochs = 36, batch = 64",
-            "train = { epochs = 36, batch = 0",
+            "train = { epochs = 40, batch = 64",
+            "train = { epochs = 40, batch = 0",
             "[scratch]",
             "batch = 0",
         ),
@@ -205,8 +205,10 @@ fn bad_numbers_in_a_profile_are_refused_naming_field_and_range() {
             "[measure]",
             "reference_n = 0",
         ),
-        ("size = 16", "size = 0", "[data]", "size = 0"),
-        ("threads = 2", "threads = 0", "threads", "threads = 0"),
+        ("size = 28", "size = 0", "[data]", "size = 0"),
+        ("threads = 1\n", "threads = 0\n", "threads", "threads = 0"),
+        ("jobs = 2", "jobs = 0", "jobs", "jobs = 0"),
+        ("threads = 2\n", "threads = 0\n", "[base]", "threads = 0"),
     ];
     // A typo'd UNet name lists the known ones.
     let path = dir.path().join("bad.toml");
@@ -403,11 +405,9 @@ fn plans_say_which_claims_a_profile_can_judge() {
     let all: Vec<String> = file.claims.iter().map(|c| c.id.clone()).collect();
     assert_eq!(can("paper"), all);
     let in_smoke = can("smoke");
-    assert!(
-        !in_smoke.contains(&"C2".to_string()) && !in_smoke.contains(&"C6".to_string()),
-        "{in_smoke:?}"
-    );
-    for id in ["C1", "C3", "C4", "C5", "C7", "C8", "C9"] {
+    // Every claim but CelebA-HQ's (C6): the smoke profile has no 256 px cells.
+    assert!(!in_smoke.contains(&"C6".to_string()), "{in_smoke:?}");
+    for id in ["C1", "C2", "C3", "C4", "C5", "C7", "C8", "C9"] {
         assert!(
             in_smoke.contains(&id.to_string()),
             "smoke cannot judge {id}: {in_smoke:?}"
@@ -487,7 +487,7 @@ fn a_gpu_profiles_assumed_rates_are_labelled_guesses_until_gpu_check_measured_th
     let cells = p.cells(&Filter::default()).unwrap();
     let plan = plan::plan_with(&p, cells, &StageStore::new("/nonexistent"), &here).unwrap();
     let (t, why) = plan.seconds_per_train_iteration.unwrap();
-    assert_eq!(t, 0.10);
+    assert_eq!(t, p.assumed.as_ref().unwrap().seconds_per_train_iteration);
     assert!(why.starts_with("assumed"), "{why}");
 }
 
@@ -520,4 +520,60 @@ fn a_gpu_check_result_without_rates_or_unreadable_is_no_evidence() {
     .unwrap();
     let e = plan::GpuEvidence::load(dir.path(), gpus);
     assert_eq!(kick_plan(&e).seconds_per_train_iteration.unwrap().0, 0.08);
+}
+
+/// The smoke profile's `[base]` and the shipped model's own record of its pre-training.
+fn smoke_shipped_base() -> (crate::attack::AttackConfig, std::path::PathBuf) {
+    let p = smoke();
+    let profile::Base::Pretrain {
+        unet,
+        scheduler,
+        train,
+        shipped: Some(artifact),
+        ..
+    } = &p.base
+    else {
+        panic!("the smoke profile ships its clean base");
+    };
+    let manifest = fetch::Manifest::load(&root().join("artifacts/manifest.toml")).unwrap();
+    let dir = manifest.get(artifact).unwrap().system_paths[0].clone();
+    (run::pretrain_config(&p.data, unet, scheduler, train), dir)
+}
+
+#[test]
+fn the_shipped_base_was_trained_with_the_smoke_profiles_base_settings() {
+    let (cfg, dir) = smoke_shipped_base();
+    run::check_shipped_base(&dir, "smoke-clean-base", &cfg).unwrap();
+    // Any other setting is refused, naming the way out.
+    let mut other = cfg.clone();
+    other.train.learning_rate *= 2.0;
+    let e = format!(
+        "{:#}",
+        run::check_shipped_base(&dir, "smoke-clean-base", &other).unwrap_err()
+    );
+    assert!(
+        e.contains("--retrain-base") && e.contains("smoke-clean-base"),
+        "{e}"
+    );
+}
+
+/// The exact retraining the manifest's `smoke-clean-base` entry names; `cargo xtask test --slow`
+/// runs it (too long for every test run).
+#[test]
+#[ignore = "pre-trains the smoke profile's clean base: about 30 minutes on 2 cores"]
+fn retraining_the_shipped_base_reproduces_its_weights() {
+    let (cfg, dir) = smoke_shipped_base();
+    let p = smoke();
+    let threads = match &p.base {
+        profile::Base::Pretrain {
+            threads: Some(n), ..
+        } => *n,
+        _ => p.threads.expect("the smoke profile fixes its thread count"),
+    };
+    tch::set_num_threads(threads as i32);
+    let out = tempfile::tempdir().unwrap();
+    let summary = crate::attack::train(&cfg, out.path(), tch::Device::Cpu, false).unwrap();
+    let shipped =
+        crate::files::sha256_file(&dir.join("unet/diffusion_pytorch_model.safetensors")).unwrap();
+    assert_eq!(summary.weights_sha256, shipped, "at {threads} threads");
 }

@@ -110,6 +110,10 @@ enum Command {
         /// target images), tried before upstream (repeatable; needed without network).
         #[arg(long = "mirror", value_name = "DIR|URL")]
         mirrors: Vec<String>,
+        /// Also run the slow tier, which CI leaves out for time: retraining the smoke profile's
+        /// shipped clean base to its pinned hash (about 30 minutes on 2 cores).
+        #[arg(long)]
+        slow: bool,
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
         #[arg(last = true)]
         cargo_args: Vec<String>,
@@ -128,8 +132,9 @@ fn main() {
         Some(Command::Doctor) => doctor::run(),
         Some(Command::Test {
             mirrors,
+            slow,
             cargo_args,
-        }) => test(&mirrors, &cargo_args),
+        }) => test(&mirrors, slow, &cargo_args),
         Some(Command::Fetch {
             names,
             profile,
@@ -187,7 +192,7 @@ fn main() {
 const TEST_INPUTS: &[&str] = &["baddiffusion-static"];
 
 /// Runs the whole suite exactly as CI does: environment first, then `cargo test` over the workspace.
-fn test(mirrors: &[String], extra: &[String]) -> Result<()> {
+fn test(mirrors: &[String], slow: bool, extra: &[String]) -> Result<()> {
     let sh = xshell::Shell::new()?;
     sh.change_dir(project_root());
     pyenv::setup(false)?;
@@ -218,6 +223,13 @@ fn test(mirrors: &[String], extra: &[String]) -> Result<()> {
     .run()?;
     // Doc tests are not part of --all-targets.
     xshell::cmd!(sh, "cargo test --workspace --doc --locked").run()?;
+    if slow {
+        xshell::cmd!(
+            sh,
+            "cargo test --locked -p baddiffusion --lib -- --ignored retraining_the_shipped_base"
+        )
+        .run()?;
+    }
     // The Slurm executor against a real one-node cluster, started here and stopped after (by
     // its pid files; one that was already up is left running). Its daemons need root.
     let state = cluster::default_state();

@@ -29,9 +29,10 @@ pub struct Args {
     /// Print the cells, the inputs needed and the estimated time; run nothing.
     #[arg(long)]
     plan: bool,
-    /// Cells run at once (each a process; one per GPU on multi-GPU hosts).
-    #[arg(long, default_value_t = 1)]
-    jobs: usize,
+    /// Cells run at once (each a process; one per GPU on multi-GPU hosts) [default: the
+    /// profile's `jobs`, else 1].
+    #[arg(long)]
+    jobs: Option<usize>,
     /// Copies of the inputs for machines without network access (a directory or URL; repeatable).
     #[arg(long = "mirror", value_name = "DIR|URL")]
     mirrors: Vec<String>,
@@ -52,6 +53,10 @@ pub struct Args {
     /// Leave paper/ alone (the report stays in the run directory).
     #[arg(long)]
     no_publish: bool,
+    /// Pre-train the clean base model even where the profile ships it (`[base] shipped`); the
+    /// run then uses the model it trained.
+    #[arg(long)]
+    retrain_base: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,6 +127,11 @@ pub fn run(a: Args) -> Result<()> {
         bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
     }
     let plan: Value = serde_json::from_slice(&out.stdout).context("reading baddiff plan --json")?;
+    let jobs = a
+        .jobs
+        .or_else(|| plan["jobs"].as_u64().map(|j| j as usize))
+        .unwrap_or(1)
+        .max(1);
     let cells: Vec<String> = plan["cells"]
         .as_array()
         .context("plan has no cells")?
@@ -182,6 +192,9 @@ pub fn run(a: Args) -> Result<()> {
         for c in cells {
             v.extend(["--cell".into(), c.into()]);
         }
+        if a.retrain_base {
+            v.push("--retrain-base".into());
+        }
         if let Some(d) = &a.device {
             v.extend(["--device".into(), d.into()]);
         } else if gpus > 1 {
@@ -197,7 +210,7 @@ pub fn run(a: Args) -> Result<()> {
                 .arg("--progress")
                 .status()?;
             anyhow::ensure!(status.success(), "the clean base model failed");
-            run_cells(&cells, a.jobs.max(1), &run_dir, &cell_args)?
+            run_cells(&cells, jobs, &run_dir, &cell_args)?
         }
         Executor::Slurm => {
             let job = crate::slurm::Job {
@@ -410,7 +423,7 @@ fn write_manifest(run_dir: &Path, a: &Args, plan: &Value, wall_s: f64) -> Result
         "host_cpu": cpu,
         "host_cores": std::thread::available_parallelism().map(|n| n.get()).ok(),
         "host_memory": mem,
-        "jobs": a.jobs,
+        "jobs": a.jobs.or_else(|| plan["jobs"].as_u64().map(|j| j as usize)).unwrap_or(1),
         "executor": format!("{:?}", a.executor).to_lowercase(),
         // sacct's accounting of every Slurm task (elapsed, max RSS, node, exit code).
         "slurm": std::fs::read_to_string(run_dir.join("slurm/accounting.json"))

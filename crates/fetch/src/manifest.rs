@@ -94,7 +94,8 @@ pub struct Artifact {
     pub revision: Option<String>,
     pub profiles: Vec<String>,
     pub note: Option<String>,
-    /// Directories holding system copies (e.g. a distribution package); used when the hash matches.
+    /// Directories holding system copies (e.g. a distribution package), or, relative, folders
+    /// beside the manifest holding a copy this repository ships; used when the hash matches.
     pub system_paths: Vec<PathBuf>,
     pub files: Vec<FileSpec>,
     pub extract: Option<Extract>,
@@ -205,6 +206,16 @@ impl Manifest {
         })?;
         let mut m = Manifest::parse(&text)?;
         m.lock_path = Some(path.with_extension("lock"));
+        // A relative system path names a folder beside the manifest (a small input this
+        // repository ships, such as the smoke profile's clean base model).
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for a in &mut m.artifacts {
+            for sp in &mut a.system_paths {
+                if sp.is_relative() {
+                    *sp = dir.join(&*sp);
+                }
+            }
+        }
         Ok(m)
     }
 

@@ -4,6 +4,7 @@
 //! without the heavy binary.
 pub mod calibrate;
 pub mod claims;
+pub mod regime;
 pub mod row;
 
 pub use row::{ColumnData, Kind, Row, COLUMNS};

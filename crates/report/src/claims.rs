@@ -303,6 +303,44 @@ pub fn calibration_table(rows: &[Row]) -> Table {
     }
 }
 
+/// The scale model's regime (paper/miniature.md, criteria 1 and 2): per trigger–target pair
+/// and seed at the sweep's highest fine-tuned rate, the shares of trigger and clean samples on
+/// the target.
+pub fn regime_table(rows: &[Row]) -> Table {
+    use frame::regime::{self, HIT_MSE, MAX_CLEAN_HITS, MIN_TRIGGER_HITS};
+    let pairs = regime::check(rows);
+    let pct = |x: f64| format!("{:.1} %", x * 100.0);
+    Table {
+        id: "regime".into(),
+        caption: format!(
+            "The scale model's regime: trigger and clean samples within per-image MSE {HIT_MSE} of the target at the highest poison rate (in the regime: ≥ {:.0} % and ≤ {:.0} %)",
+            MIN_TRIGGER_HITS * 100.0,
+            MAX_CLEAN_HITS * 100.0
+        ),
+        header: ["pair", "poison rate", "seed", "trigger samples", "clean samples", "samples per set", "in the regime"]
+            .map(String::from)
+            .to_vec(),
+        align: vec!['l', 'r', 'r', 'r', 'r', 'r', 'l'],
+        note: pairs
+            .is_empty()
+            .then(|| "not run: no fine-tuned E1 cell with per-image MSE records".to_string()),
+        rows: pairs
+            .iter()
+            .map(|p| {
+                vec![
+                    format!("{} → {}", p.trigger, p.target),
+                    pct(p.poison_rate),
+                    p.seed.to_string(),
+                    pct(p.trigger_hits),
+                    pct(p.clean_hits),
+                    p.n.to_string(),
+                    if p.holds() { "yes" } else { "no" }.into(),
+                ]
+            })
+            .collect(),
+    }
+}
+
 /// Counts per verdict, in a fixed order, for the report's summary line.
 pub fn summary(verdicts: &[ClaimVerdict]) -> String {
     Verdict::ALL

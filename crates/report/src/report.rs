@@ -186,6 +186,19 @@ pub fn render_rows(
     w.table(&cal)?;
     blocks.push(heading(3, "Calibrated thresholds", Some("calibration")));
     blocks.push(Block::Table(cal));
+    if info
+        .scale
+        .as_ref()
+        .is_some_and(|s| s.fidelity == claims::Fidelity::Miniature)
+    {
+        let regime = claims::regime_table(rows);
+        w.table(&regime)?;
+        blocks.push(heading(3, "The scale model's regime", Some("regime")));
+        blocks.push(Block::Para(
+            "A scale model's verdicts mean something only where its backdoor takes and its clean samples stay clean, as on the paper's models ([criteria](miniature.md)); every verdict of a run outside the regime says so.".into(),
+        ));
+        blocks.push(Block::Table(regime));
+    }
 
     blocks.push(heading(2, "Figures and tables", Some("figures")));
     let gallery_dir = opts

@@ -100,3 +100,22 @@ fn schema_and_top_level_are_checked() {
     assert!(err_of(&format!("extra = 1\n{GOOD}")).contains("unknown top-level key `extra`"));
     assert!(err_of("schema = 1\n[[artifact]]\nkind = \"dataset\"\n").contains("#1 (no name)"));
 }
+
+#[test]
+fn relative_system_paths_are_beside_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = GOOD.replace(
+        "profiles = [\"smoke\"]",
+        "profiles = [\"smoke\"]\nsystem_paths = [\"models/demo\", \"/usr/share/demo\"]",
+    );
+    let path = dir.path().join("manifest.toml");
+    std::fs::write(&path, text).unwrap();
+    let m = Manifest::load(&path).unwrap();
+    assert_eq!(
+        m.get("demo").unwrap().system_paths,
+        vec![
+            dir.path().join("models/demo"),
+            PathBuf::from("/usr/share/demo")
+        ]
+    );
+}

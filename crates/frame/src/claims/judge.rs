@@ -407,9 +407,15 @@ impl ClaimsFile {
     /// `MSE_calibrated_rate` rows (the frame collection adds them).
     pub fn judge(&self, rows: &[Row], run: &RunInfo) -> Vec<ClaimVerdict> {
         let cals = calibrate::calibrations(rows);
+        // A scale model outside its regime labels every verdict so (paper/miniature.md).
+        let outside = run
+            .scale
+            .as_ref()
+            .filter(|s| s.fidelity == Fidelity::Miniature)
+            .and_then(|_| crate::regime::outside(&crate::regime::check(rows)));
         self.claims
             .iter()
-            .map(|c| c.judge(&self.success, rows, &cals, run))
+            .map(|c| c.judge(&self.success, rows, &cals, run, outside.as_deref()))
             .collect()
     }
 }
@@ -421,6 +427,7 @@ impl Claim {
         rows: &[Row],
         cals: &[calibrate::Calibration],
         run: &RunInfo,
+        outside_regime: Option<&str>,
     ) -> ClaimVerdict {
         let mut used = Used::default();
         let checks: Vec<CheckResult> = self
@@ -447,12 +454,15 @@ impl Claim {
         let mut label_parts = vec![fidelity
             .map_or("verdict of an unlabelled run", |f| f.verdict_label())
             .to_string()];
+        if outside_regime.is_some() {
+            label_parts.push("outside the scale model's regime".into());
+        }
         if single_run {
             label_parts.push("single run".into());
         } else if used.seeds.len() > 1 {
             label_parts.push(format!("{} seeds, min–max", used.seeds.len()));
         }
-        let mut limits = Vec::new();
+        let mut limits: Vec<String> = outside_regime.map(String::from).into_iter().collect();
         if let Some(s) = run
             .scale
             .as_ref()

@@ -341,3 +341,48 @@ fn the_committed_claims_file_is_valid() {
         }
     }
 }
+
+#[test]
+fn a_scale_model_outside_its_regime_labels_every_verdict_so() {
+    let mut rows = pairs(5);
+    for (samples, value) in [("backdoor", 0.97), ("clean", 0.039)] {
+        let mut r = row(
+            "bd.top",
+            samples,
+            &crate::calibrate::cdf_metric(0.01),
+            value,
+        );
+        r.poison_rate = 0.5;
+        rows.push(r);
+    }
+    let miniature = RunInfo {
+        profile: "smoke".into(),
+        scale: Some(Scale {
+            fidelity: Fidelity::Miniature,
+            dataset: "fashion-mnist".into(),
+            image_size: 28,
+            channels: 1,
+            timesteps: Some(100),
+            unet_parameters: None,
+            n: 256,
+            seeds: vec![0],
+            quality: "proxy".into(),
+        }),
+    };
+    let claims = file(&format!("{MOST}{}", history("> 0.5", None)));
+    let v = claims.judge(&rows, &miniature).remove(0);
+    assert!(
+        v.limits[0].starts_with("outside the scale model's regime")
+            && v.limits[0].contains("3.9 % of clean"),
+        "{:?}",
+        v.limits
+    );
+    // In the regime, or at the paper's scale, nothing is added.
+    rows.last_mut().unwrap().value = 0.0;
+    let v = claims.judge(&rows, &miniature).remove(0);
+    assert!(
+        v.limits.iter().all(|l| !l.contains("regime")),
+        "{:?}",
+        v.limits
+    );
+}
