@@ -188,19 +188,6 @@ pub enum Target {
     Cat,
 }
 
-impl Target {
-    /// The targets of the paper's Tab. 1: NoShift, Shift, Corner, Shoe, Hat (CIFAR-10), Cat
-    /// (CelebA-HQ).
-    pub const PAPER: [Target; 6] = [
-        Target::NoShift,
-        Target::Shift,
-        Target::Corner,
-        Target::Shoe,
-        Target::Hat,
-        Target::Cat,
-    ];
-}
-
 /// Upper-case, with `-` and spaces read as `_`, so "grey-box" and "Grey Box" both parse.
 fn canonical(name: &str) -> String {
     name.trim().to_ascii_uppercase().replace(['-', ' '], "_")

@@ -32,7 +32,7 @@ pub fn run(args: Args) -> Result<()> {
     let sources = baddiffusion::inputs::source_images(None)?;
     // The paper's Tab. 1 in full (drawing costs no training), then any other the profile uses.
     let mut triggers: Vec<String> = Trigger::PAPER.iter().map(|t| t.to_string()).collect();
-    let mut targets: Vec<String> = Target::PAPER.iter().map(|t| t.to_string()).collect();
+    let mut targets: Vec<String> = Target::all().iter().map(|t| t.to_string()).collect();
     for e in &profile.experiments {
         for t in &e.triggers {
             let t = t.parse::<Trigger>()?.to_string();
