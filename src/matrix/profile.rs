@@ -249,6 +249,16 @@ impl Profile {
         Ok(profile)
     }
 
+    /// libtorch threads of the clean pre-training on a CPU: `[base] threads`, else the profile's.
+    pub fn base_threads(&self) -> Option<usize> {
+        match &self.base {
+            Base::Pretrain {
+                threads: Some(n), ..
+            } => Some(*n),
+            _ => self.threads,
+        }
+    }
+
     /// Catches what would otherwise fail hours into a run: unknown names, rates outside [0, 1],
     /// numbers out of range.
     fn check(&self) -> Result<()> {

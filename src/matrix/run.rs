@@ -68,7 +68,7 @@ impl Cells {
                 scheduler,
                 train,
                 shipped,
-                threads,
+                ..
             } => {
                 let cfg = pretrain_config(&self.profile.data, unet, scheduler, train);
                 if let (Some(artifact), false) = (shipped, self.retrain_base) {
@@ -79,8 +79,8 @@ impl Cells {
                 let key = StageKey::new("base", json!({ "config": cfg }));
                 let (summary, rec) = self.store.run(&key, "clean base model", |dir| {
                     let cell_threads = tch::get_num_threads();
-                    if let (Device::Cpu, Some(n)) = (self.device, threads) {
-                        tch::set_num_threads(*n as i32);
+                    if let (Device::Cpu, Some(n)) = (self.device, self.profile.base_threads()) {
+                        tch::set_num_threads(n as i32);
                     }
                     let trained = attack::train(&cfg, dir, self.device, self.progress);
                     tch::set_num_threads(cell_threads);

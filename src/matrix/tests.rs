@@ -523,7 +523,7 @@ fn a_gpu_check_result_without_rates_or_unreadable_is_no_evidence() {
 }
 
 /// The smoke profile's `[base]` and the shipped model's own record of its pre-training.
-fn smoke_shipped_base() -> (crate::attack::AttackConfig, std::path::PathBuf) {
+fn smoke_shipped_base() -> (crate::attack::AttackConfig, std::path::PathBuf, String) {
     let p = smoke();
     let profile::Base::Pretrain {
         unet,
@@ -537,13 +537,17 @@ fn smoke_shipped_base() -> (crate::attack::AttackConfig, std::path::PathBuf) {
     };
     let manifest = fetch::Manifest::load(&root().join("artifacts/manifest.toml")).unwrap();
     let dir = manifest.get(artifact).unwrap().system_paths[0].clone();
-    (run::pretrain_config(&p.data, unet, scheduler, train), dir)
+    (
+        run::pretrain_config(&p.data, unet, scheduler, train),
+        dir,
+        artifact.clone(),
+    )
 }
 
 #[test]
 fn the_shipped_base_was_trained_with_the_smoke_profiles_base_settings() {
-    let (cfg, dir) = smoke_shipped_base();
-    run::check_shipped_base(&dir, "smoke-clean-base", &cfg).unwrap();
+    let (cfg, dir, artifact) = smoke_shipped_base();
+    run::check_shipped_base(&dir, &artifact, &cfg).unwrap();
     // Any other setting is refused, naming the way out.
     let mut other = cfg.clone();
     other.train.learning_rate *= 2.0;
@@ -562,14 +566,10 @@ fn the_shipped_base_was_trained_with_the_smoke_profiles_base_settings() {
 #[test]
 #[ignore = "pre-trains the smoke profile's clean base: about 30 minutes on 2 cores"]
 fn retraining_the_shipped_base_reproduces_its_weights() {
-    let (cfg, dir) = smoke_shipped_base();
-    let p = smoke();
-    let threads = match &p.base {
-        profile::Base::Pretrain {
-            threads: Some(n), ..
-        } => *n,
-        _ => p.threads.expect("the smoke profile fixes its thread count"),
-    };
+    let (cfg, dir, _) = smoke_shipped_base();
+    let threads = smoke()
+        .base_threads()
+        .expect("the smoke profile fixes its thread count");
     tch::set_num_threads(threads as i32);
     let out = tempfile::tempdir().unwrap();
     let summary = crate::attack::train(&cfg, out.path(), tch::Device::Cpu, false).unwrap();

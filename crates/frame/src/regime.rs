@@ -35,15 +35,23 @@ impl PairCheck {
 
     /// E.g. "BOX_14 → HAT at 50 %, seed 0: 96.9 % of trigger samples and 3.9 % of clean samples
     /// on the target".
+    /// A set the run did not measure (NaN) fails the check and reads "not measured".
     pub fn describe(&self) -> String {
+        let pct = |x: f64| {
+            if x.is_nan() {
+                "not measured".to_string()
+            } else {
+                format!("{:.1} %", x * 100.0)
+            }
+        };
         format!(
-            "{} → {} at {:.0} %, seed {}: {:.1} % of trigger samples and {:.1} % of clean samples on the target",
+            "{} → {} at {:.0} %, seed {}: {} of trigger samples and {} of clean samples on the target",
             self.trigger,
             self.target,
             self.poison_rate * 100.0,
             self.seed,
-            self.trigger_hits * 100.0,
-            self.clean_hits * 100.0
+            pct(self.trigger_hits),
+            pct(self.clean_hits)
         )
     }
 }
@@ -147,6 +155,11 @@ mod tests {
         ])[0]
             .holds());
         assert_eq!(outside(&pairs[1..]), None);
+        // A pair whose clean samples were not measured is not in the regime, and says why.
+        let only_trigger = check(&[row("BOX_14", 0.5, "backdoor", 0.99)]);
+        assert!(outside(&only_trigger)
+            .unwrap()
+            .contains("not measured of clean"));
         assert_eq!(check(&[]), vec![]);
     }
 }
