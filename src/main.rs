@@ -33,6 +33,9 @@ enum Command {
     Cell(cmd::cell::Args),
     /// Time one benchmark workload (ours; `cargo xtask bench` runs it against its Python peer).
     Bench(cmd::bench::Args),
+    /// Write a profile shrunk for a dress rehearsal: every code path at the real shapes, a few
+    /// steps and samples each (`cargo xtask reproduce --shrink`).
+    Shrink(cmd::shrink::Args),
     /// Write Tab. 1's trigger and target images of a profile.
     Gallery(cmd::gallery::Args),
     /// One part of `cargo xtask gpu-check` (CUDA against CPU parity, float16 training, the
@@ -59,6 +62,7 @@ fn main() {
         Command::Plan(args) => cmd::plan::run(args),
         Command::Cell(args) => cmd::cell::run(args),
         Command::Gallery(args) => cmd::gallery::run(args),
+        Command::Shrink(args) => cmd::shrink::run(args),
         Command::Defend(args) => cmd::defend::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::GpuCheck(args) => cmd::gpu_check::run(args),

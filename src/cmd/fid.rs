@@ -40,7 +40,8 @@ pub struct Args {
     #[arg(long)]
     reference_data: Option<PathBuf>,
     /// pytorch-fid's FID Inception weights as safetensors (convert the .pth with
-    /// python/convert_pth.py); defaults to $BADDIFF_INCEPTION_WEIGHTS.
+    /// python/convert_pth.py); defaults to $BADDIFF_INCEPTION_WEIGHTS, else the fetched
+    /// pytorch-fid-inception artifact (converted once).
     #[arg(long)]
     inception_weights: Option<PathBuf>,
     /// Measure with a proxy network instead of Inception (the number is not FID and is named so).
@@ -149,16 +150,15 @@ pub fn run(args: Args) -> Result<()> {
             Box::new(trained.net)
         }
         None => {
-            let weights = args
-                .inception_weights
-                .clone()
-                .or_else(|| std::env::var_os("BADDIFF_INCEPTION_WEIGHTS").map(PathBuf::from))
-                .context(
+            let weights = match &args.inception_weights {
+                Some(w) => w.clone(),
+                None => baddiffusion::metrics::inception::default_weights().context(
                     "no Inception weights: pass --inception-weights PATH (pytorch-fid's \
                      pt_inception-2015-12-05-6726825d.pth converted with `python/convert_pth.py IN.pth \
-                     OUT.safetensors`) or set BADDIFF_INCEPTION_WEIGHTS; offline, `--proxy fmnist` measures \
-                     a clearly named proxy instead",
-                )?;
+                     OUT.safetensors`), set BADDIFF_INCEPTION_WEIGHTS, or fetch pytorch-fid-inception; \
+                     offline, `--proxy fmnist` measures a clearly named proxy instead",
+                )?,
+            };
             Box::new(FidInceptionV3::from_safetensors(&weights, device)?)
         }
     };

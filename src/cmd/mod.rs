@@ -9,4 +9,5 @@ pub mod gpu_check;
 pub mod measure;
 pub mod plan;
 pub mod sample;
+pub mod shrink;
 pub mod train;

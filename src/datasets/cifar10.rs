@@ -1,7 +1,9 @@
 //! CIFAR-10, binary version (`cifar-10-batches-bin/`: data_batch_1..5.bin, test_batch.bin).
 //!
-//! Each file holds 10,000 records of one label byte and 3,072 pixel bytes (the red plane, then
-//! green, then blue, each 32×32 row-major), i.e. exactly 30,730,000 bytes. The official code trains
+//! Each file holds records of one label byte and 3,072 pixel bytes (the red plane, then green,
+//! then blue, each 32×32 row-major): 10,000 of them (30,730,000 bytes) in the real release, whose
+//! bytes the fetch pins; the loader takes any whole number of records, so the dress rehearsal's
+//! stand-in of a few hundred records loads the same way. The official code trains
 //! on train+test (60,000 images, train first, as `load_dataset("cifar10", split="train+test")`
 //! orders them); the paper's FID reference set is the 50,000 training images ([`Split::Train`]).
 use std::path::{Path, PathBuf};
@@ -48,15 +50,16 @@ pub fn read_batch_file(path: &Path) -> Result<(Tensor, Tensor)> {
 /// [`read_batch_file`] of bytes already read (`path` only names them in errors).
 pub(crate) fn parse_batch(path: &Path, bytes: &[u8]) -> Result<(Tensor, Tensor)> {
     ensure!(
-        bytes.len() == FILE_BYTES,
-        "{}: {} bytes, expected {FILE_BYTES} ({RECORDS_PER_FILE} records of 1 label byte + {IMAGE_BYTES} pixel bytes): \
-         the file is {}",
+        !bytes.is_empty() && bytes.len() % RECORD_BYTES == 0,
+        "{}: {} bytes, not a whole number of records of 1 label byte + {IMAGE_BYTES} pixel bytes \
+         (the real file has {RECORDS_PER_FILE}, {FILE_BYTES} bytes): the file is truncated or not a \
+         CIFAR-10 binary batch (CIFAR-100 has 2 label bytes); delete it and fetch cifar10-binary again",
         path.display(),
         bytes.len(),
-        if bytes.len() < FILE_BYTES { "truncated" } else { "not a CIFAR-10 binary batch (CIFAR-100 has 2 label bytes)" }
     );
-    let mut labels = Vec::with_capacity(RECORDS_PER_FILE);
-    let mut pixels = Vec::with_capacity(RECORDS_PER_FILE * IMAGE_BYTES);
+    let records = bytes.len() / RECORD_BYTES;
+    let mut labels = Vec::with_capacity(records);
+    let mut pixels = Vec::with_capacity(records * IMAGE_BYTES);
     for (i, rec) in bytes.chunks_exact(RECORD_BYTES).enumerate() {
         ensure!(
             rec[0] <= 9,
@@ -68,7 +71,7 @@ pub(crate) fn parse_batch(path: &Path, bytes: &[u8]) -> Result<(Tensor, Tensor)>
         pixels.extend_from_slice(&rec[1..]);
     }
     Ok((
-        Tensor::from_slice(&pixels).reshape([RECORDS_PER_FILE as i64, 3, 32, 32]),
+        Tensor::from_slice(&pixels).reshape([records as i64, 3, 32, 32]),
         Tensor::from_slice(&labels),
     ))
 }
@@ -156,5 +159,24 @@ mod tests {
 
         let err = format!("{:#}", load(dir.path(), Split::Train).unwrap_err());
         assert!(err.contains("data_batch_1.bin"), "{err}");
+    }
+
+    /// A stand-in of a few records loads like the real file; one byte short, it is refused.
+    #[test]
+    fn a_file_of_fewer_records_loads_and_a_short_record_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = synthetic_batch(0);
+        b.truncate(64 * RECORD_BYTES);
+        std::fs::write(dir.path().join(TEST_FILE), &b).unwrap();
+        let test = load(dir.path(), Split::Test).unwrap();
+        assert_eq!(test.images.size(), [64, 3, 32, 32]);
+        assert_eq!(test.labels.int64_value(&[13]), 3);
+        b.pop();
+        std::fs::write(dir.path().join(TEST_FILE), &b).unwrap();
+        let err = format!("{:#}", load(dir.path(), Split::Test).unwrap_err());
+        assert!(
+            err.contains("196671 bytes") && err.contains("truncated"),
+            "{err}"
+        );
     }
 }

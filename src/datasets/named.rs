@@ -9,6 +9,9 @@ use anyhow::{bail, ensure, Context, Result};
 
 use super::{Dataset, Split};
 
+/// The folder of the user's CelebA-HQ 256 images (no pinned download exists to fetch).
+pub const CELEBA_HQ_ENV: &str = "BADDIFF_CELEBA_HQ";
+
 /// The paper's datasets, by the names profiles, cells and references use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DatasetName {
@@ -66,7 +69,8 @@ impl DatasetName {
     }
 
     /// Where the dataset's files are: the fetch cache (and, for Fashion-MNIST, Debian's
-    /// `dataset-fashion-mnist` install); CelebA-HQ has no pinned download and needs its folder.
+    /// `dataset-fashion-mnist` install); CelebA-HQ has no pinned download: the user names its
+    /// folder in [`CELEBA_HQ_ENV`].
     pub fn locate(self) -> Result<PathBuf> {
         let cached = |name: &str| fetch::path_of(name).ok();
         match self {
@@ -90,10 +94,18 @@ impl DatasetName {
                 "MNIST is not in the cache: run `cargo xtask fetch mnist`, or pass its idx folder \
                  (`--reference-data DIR` for FID, `dir` in a cell's [data])",
             ),
-            DatasetName::CelebaHq => bail!(
-                "CelebA-HQ has no pinned download: pass the folder of its 30,000 PNG images of 256 px \
-                 (`--reference-data DIR` for FID, `dir` in a cell's [data]); see datasets/README.md"
-            ),
+            DatasetName::CelebaHq => match std::env::var_os(CELEBA_HQ_ENV).filter(|d| !d.is_empty()) {
+                Some(d) => {
+                    let d = PathBuf::from(d);
+                    ensure!(d.is_dir(), "{CELEBA_HQ_ENV}={} is not a folder", d.display());
+                    Ok(d)
+                }
+                None => bail!(
+                    "CelebA-HQ has no pinned download: set {CELEBA_HQ_ENV} to the folder of its 30,000 \
+                     PNG images of 256 px (or pass `--reference-data DIR` for FID, `dir` in a cell's \
+                     [data]); see datasets/README.md"
+                ),
+            },
         }
     }
 }

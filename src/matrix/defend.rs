@@ -64,9 +64,10 @@ impl DefenseSpec {
         let kind = spec.get("kind").and_then(Value::as_str).unwrap_or("");
         let batch = count(spec, "batch")?.map(|b| b as usize);
         count(spec, "n")?;
+        count(spec, "steps")?;
         let parsed = match kind {
             "anp" => {
-                check_fields(spec, &["kind", "lr", "budget", "epochs", "steps_per_epoch", "batch", "n"])?;
+                check_fields(spec, &["kind", "lr", "budget", "epochs", "steps_per_epoch", "batch", "n", "steps"])?;
                 let d = AnpConfig::default();
                 let cfg = AnpConfig {
                     lr: num(spec, "lr")?.unwrap_or(d.lr),
@@ -82,7 +83,7 @@ impl DefenseSpec {
             "anp-prune" => {
                 check_fields(
                     spec,
-                    &["kind", "iterations", "fraction", "threshold", "batch", "n", "eps", "alpha"],
+                    &["kind", "iterations", "fraction", "threshold", "batch", "n", "eps", "alpha", "steps"],
                 )?;
                 let d = PruneConfig::default();
                 let by = match (num(spec, "fraction")?, num(spec, "threshold")?) {
@@ -141,6 +142,8 @@ impl Cells {
         let defense = DefenseSpec::parse(spec)?;
         let m = &self.profile.measure;
         let n = count(spec, "n")?.map_or(m.n.min(128), |v| v as usize);
+        // Sampling steps of the defense's measurements; default every training step (DDPM).
+        let steps = count(spec, "steps")?.map(|v| v as usize);
         let key = StageKey::new(
             "defend",
             json!({
@@ -152,7 +155,7 @@ impl Cells {
         let (rows, rec): (Vec<DefenseRow>, _) = self.store.run(&key, &label, |dir| {
             let opts = PipelineOptions {
                 sampler: "ddpm".parse()?,
-                steps: None,
+                steps,
                 clip: None,
                 override_scheduler: true,
                 n,
@@ -168,7 +171,7 @@ impl Cells {
                 n,
                 seed: m.seed + cell.seed,
                 batch: m.batch,
-                steps: None,
+                steps,
                 device: self.device,
             };
             match &defense {
@@ -193,7 +196,7 @@ impl Cells {
         // The rows say how the defense sampled.
         let eval = Eval {
             sampler: "ddpm".into(),
-            steps: None,
+            steps,
             clip: defense.sample_clip().name().into(),
         };
         let rows = rows

@@ -8,6 +8,7 @@ pub mod plan;
 pub mod profile;
 pub mod run;
 pub mod scale;
+pub mod shrink;
 pub mod stage;
 
 use anyhow::{bail, Result};

@@ -282,12 +282,9 @@ impl Cells {
                 Box::new(trained.net)
             }
             _ => {
-                let weights = std::env::var_os("BADDIFF_INCEPTION_WEIGHTS").context(
-                    "measure.fid = inception needs BADDIFF_INCEPTION_WEIGHTS: pytorch-fid's weights converted \
-                     with `python/convert_pth.py` (artifact pytorch-fid-inception)",
-                )?;
+                let weights = crate::metrics::inception::default_weights()?;
                 Box::new(crate::metrics::inception::FidInceptionV3::from_safetensors(
-                    Path::new(&weights),
+                    &weights,
                     self.device,
                 )?)
             }

@@ -153,5 +153,6 @@ pub fn fidelity_text(f: Fidelity) -> &'static str {
     match f {
         Fidelity::Miniature => "a scale model: its verdicts are scale-model verdicts",
         Fidelity::Paper => "the paper's data and models",
+        Fidelity::Rehearsal => "a dress rehearsal, shrunk: its numbers are not results",
     }
 }

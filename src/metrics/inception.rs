@@ -591,5 +591,8 @@ impl FidInceptionV3 {
     }
 }
 
+mod weights;
+pub use weights::{converted as converted_weights, default_weights, ARTIFACT};
+
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,7 @@ mod cluster;
 mod doctor;
 mod gpu_check;
 mod pyenv;
+mod rehearse;
 mod reproduce;
 mod slurm;
 
@@ -63,6 +64,10 @@ enum Command {
     },
     /// The main job: run a profile's experiment matrix, judge the paper's claims, write the frame and the report.
     Reproduce(reproduce::Args),
+    /// The GPU profiles' dress rehearsal on this CPU, without network: stand-ins of their inputs
+    /// served from 127.0.0.1 through the real fetch path, then each profile shrunk
+    /// (`reproduce --shrink --device cpu`) end to end through the report.
+    Rehearse(rehearse::Args),
     /// Time our implementation against PyTorch eager, diffusers and pytorch-fid (alternating,
     /// same libtorch, shapes and threads); writes results/bench/<stamp>.{md,json}.
     Bench(bench::Args),
@@ -170,6 +175,7 @@ fn main() {
             }
         }
         Some(Command::Reproduce(args)) => reproduce::run(args),
+        Some(Command::Rehearse(args)) => rehearse::run(args),
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::GpuCheck(args)) => gpu_check::run(args),
         Some(Command::Report { run }) => report(run),

@@ -57,6 +57,15 @@ pub struct Args {
     /// run then uses the model it trained.
     #[arg(long)]
     retrain_base: bool,
+    /// Dress rehearsal: run the profile shrunk to a few training steps and samples per cell, its
+    /// first trigger, target and seed at its lowest and highest rate (`baddiff shrink`), to check
+    /// that every stage runs at the real shapes. Its numbers are not results; nothing is published.
+    #[arg(long)]
+    shrink: bool,
+    /// The artifact manifest [default: artifacts/manifest.toml]; `cargo xtask rehearse` passes its
+    /// stand-ins' manifest.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,13 +74,33 @@ pub enum Executor {
     Slurm,
 }
 
+/// Writes the shrunk profile (`baddiff shrink`) under target/shrunk/ and returns its path.
+fn shrink(profile: &str, cpu: bool) -> Result<String> {
+    let stem = Path::new(profile)
+        .file_stem()
+        .map_or(profile.into(), |s| s.to_string_lossy().into_owned());
+    let out = crate::target_dir().join(format!("shrunk/{stem}.toml"));
+    let mut cmd = baddiff_cmd();
+    cmd.args(["shrink", "--profile", profile, "--out"])
+        .arg(&out);
+    if cpu {
+        cmd.arg("--cpu");
+    }
+    let status = cmd.status()?;
+    anyhow::ensure!(
+        status.success(),
+        "baddiff shrink --profile {profile} failed"
+    );
+    Ok(out.to_string_lossy().into_owned())
+}
+
 fn baddiff_cmd() -> Command {
     let mut c = Command::new(baddiff());
     c.current_dir(project_root());
     c
 }
 
-pub fn run(a: Args) -> Result<()> {
+pub fn run(mut a: Args) -> Result<()> {
     let started = Instant::now();
     let root = project_root();
     if a.executor == Executor::Slurm {
@@ -80,6 +109,10 @@ pub fn run(a: Args) -> Result<()> {
     crate::pyenv::setup(false)?;
     crate::ensure_debian_packages(&["dataset-fashion-mnist", "fonts-dejavu-core"])?;
     build()?;
+    if a.shrink {
+        a.profile = shrink(&a.profile, a.device.as_deref() == Some("cpu"))?;
+        a.no_publish = true;
+    }
 
     let mut plan_args: Vec<OsString> = vec!["plan".into(), "--profile".into(), (&a.profile).into()];
     for c in &a.claim {
@@ -95,7 +128,7 @@ pub fn run(a: Args) -> Result<()> {
         return crate::artifacts::fetch(crate::artifacts::FetchArgs {
             names: vec![],
             profile: Some(a.profile.clone()),
-            manifest: None,
+            manifest: a.manifest.clone(),
             mirrors: a.mirrors.clone(),
             offline: true,
             jobs: 1,
@@ -155,7 +188,7 @@ pub fn run(a: Args) -> Result<()> {
     crate::artifacts::fetch(crate::artifacts::FetchArgs {
         names,
         profile: (!is_file).then(|| a.profile.clone()),
-        manifest: None,
+        manifest: a.manifest.clone(),
         mirrors: a.mirrors.clone(),
         offline: false,
         jobs: 4,

@@ -328,6 +328,11 @@ fn what_it_shows(run_id: &str, info: &claims::RunInfo, n_rows: usize) -> String 
             "**These are verdicts on the paper's data and models**, at the sample counts and \
              seeds below; each claim lists where this profile departs from the paper."
         }
+        claims::Fidelity::Rehearsal => {
+            "**This is a dress rehearsal, not a result.** The profile was shrunk (`--shrink`) to \
+             a few training steps and samples to check that every stage runs at the real shapes; \
+             its numbers and verdicts mean nothing about the paper."
+        }
     };
     let seeds = if scale.seeds.len() == 1 {
         " One seed: every verdict is a single run, without a spread."

@@ -65,6 +65,9 @@ pub enum Fidelity {
     Miniature,
     /// The paper's datasets and models (on fewer cells, samples or seeds where the profile says).
     Paper,
+    /// A dress rehearsal (`--shrink`): a profile shrunk to exercise its code paths, often on
+    /// stand-in inputs; its numbers are not results and its verdicts are not verdicts.
+    Rehearsal,
 }
 
 impl Fidelity {
@@ -72,6 +75,7 @@ impl Fidelity {
         match self {
             Fidelity::Miniature => "scale-model verdict",
             Fidelity::Paper => "paper-scale verdict",
+            Fidelity::Rehearsal => "dress rehearsal, not a verdict",
         }
     }
 }
