@@ -131,7 +131,7 @@ INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 
 # --- CelebA-HQ image folder ------------------------------------------------------------------
 
-CELEBAHQ_IMAGES = 8
+CELEBAHQ_IMAGES = 64
 CELEBAHQ_SIZE = 256
 
 # One numpy stream per artifact, so that changing one artifact leaves the others' bytes alone.

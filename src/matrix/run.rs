@@ -139,9 +139,13 @@ impl Cells {
                     .context("the profile has no [scratch] table")?;
                 let scheduler = match &s.scheduler {
                     Some(v) => v.clone(),
-                    None => crate::checkpoint::load(&base.model_dir, Device::Cpu)?
-                        .scheduler_config
-                        .context("the base model has no scheduler config")?,
+                    // The cell's config is written as TOML, which has no null: a checkpoint's
+                    // `"trained_betas": null` goes, as diffusers reads a missing field as null.
+                    None => without_nulls(
+                        crate::checkpoint::load(&base.model_dir, Device::Cpu)?
+                            .scheduler_config
+                            .context("the base model has no scheduler config")?,
+                    ),
                 };
                 let model = ModelConfig::Scratch {
                     unet: s.unet.clone(),
@@ -495,4 +499,17 @@ pub fn check_shipped_base(dir: &Path, artifact: &str, cfg: &AttackConfig) -> Res
         want
     );
     Ok(())
+}
+
+/// `v` without the object entries whose value is null (at any depth).
+fn without_nulls(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => m
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k, without_nulls(v)))
+            .collect(),
+        serde_json::Value::Array(a) => a.into_iter().map(without_nulls).collect(),
+        other => other,
+    }
 }

@@ -25,9 +25,10 @@ pub struct Shrink {
     pub reference_n: usize,
     /// Inference steps of every sampler, DDPM included (strided as diffusers' `set_timesteps`).
     pub sampling_steps: usize,
-    /// Defense settings that count work, and the value each shrinks to where a defense sets it
-    /// (its sampling `steps` are always set, to `sampling_steps`).
-    pub defense: &'static [(&'static str, u64)],
+    /// Per defense kind, the settings that count its work and the value each is set to (set
+    /// whether or not the profile gives them: its defaults are the paper's full amounts). Every
+    /// defense also samples with `sampling_steps`.
+    pub defense: &'static [(&'static str, &'static [(&'static str, u64)])],
     /// Float32 everywhere: fp16 autocast runs only on CUDA, so a CPU rehearsal drops it.
     pub no_mixed_precision: bool,
 }
@@ -42,11 +43,11 @@ impl Shrink {
         reference_n: 16,
         sampling_steps: 2,
         defense: &[
-            ("epochs", 1),
-            ("steps_per_epoch", 2),
-            ("iterations", 2),
-            ("batch", 2),
-            ("n", 4),
+            (
+                "anp",
+                &[("epochs", 1), ("steps_per_epoch", 2), ("batch", 2), ("n", 4)],
+            ),
+            ("anp-prune", &[("iterations", 2), ("batch", 2), ("n", 4)]),
         ],
         no_mixed_precision: false,
     };
@@ -137,10 +138,10 @@ fn shrink_experiment(e: &Experiment, s: &Shrink) -> Experiment {
     }
     let mut defenses = e.defenses.clone();
     for d in defenses.iter_mut().filter_map(|d| d.as_object_mut()) {
-        for (key, value) in s.defense {
-            if let Some(v) = d.get_mut(*key) {
-                *v = (*value).into();
-            }
+        let kind = d.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+        let settings = s.defense.iter().find(|(k, _)| *k == kind);
+        for (key, value) in settings.map_or(&[][..], |(_, v)| v) {
+            d.insert(key.to_string(), (*value).into());
         }
         d.insert("steps".into(), s.sampling_steps.into());
     }

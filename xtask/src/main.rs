@@ -229,6 +229,12 @@ fn test(mirrors: &[String], slow: bool, extra: &[String]) -> Result<()> {
     .run()?;
     // Doc tests are not part of --all-targets.
     xshell::cmd!(sh, "cargo test --workspace --doc --locked").run()?;
+    // The GPU profiles' dress rehearsal: stand-in inputs through the real fetch path, each
+    // profile shrunk end to end on this CPU.
+    rehearse::run(rehearse::Args {
+        mirrors: mirrors.to_vec(),
+        ..Default::default()
+    })?;
     if slow {
         xshell::cmd!(
             sh,

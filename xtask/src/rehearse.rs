@@ -24,14 +24,18 @@ const SEED: u64 = 0;
 /// conversion path (the released models have no safetensors at all).
 const BIN_ONLY: &[&str] = &["google-ddpm-ema-celebahq-256"];
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Default)]
 pub struct Args {
     /// Only these profiles (repeatable) [default: kick-the-tires, released, paper].
     #[arg(long)]
-    profile: Vec<String>,
+    pub profile: Vec<String>,
     /// Where stand-ins, manifest, cache and runs go [default: target/rehearsal].
     #[arg(long)]
-    dir: Option<PathBuf>,
+    pub dir: Option<PathBuf>,
+    /// A directory or base URL holding copies of the official trigger and target images (the
+    /// one real input), tried before upstream (repeatable; needed without network).
+    #[arg(long = "mirror", value_name = "DIR|URL")]
+    pub mirrors: Vec<String>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -44,7 +48,7 @@ pub fn run(a: Args) -> Result<()> {
         names: vec!["baddiffusion-static".into()],
         profile: None,
         manifest: None,
-        mirrors: vec![],
+        mirrors: a.mirrors.clone(),
         offline: false,
         jobs: 4,
     })?;
@@ -64,12 +68,14 @@ pub fn run(a: Args) -> Result<()> {
     if cache.exists() {
         std::fs::remove_dir_all(&cache)?;
     }
-    std::env::set_var("BADDIFF_CACHE", &cache);
-    std::env::set_var(
-        "BADDIFF_CELEBA_HQ",
-        standins.join("celeba-hq-256").as_os_str(),
-    );
-    std::env::remove_var("BADDIFF_INCEPTION_WEIGHTS");
+    let _env = EnvGuard::set(&[
+        ("BADDIFF_CACHE", Some(cache.clone().into_os_string())),
+        (
+            "BADDIFF_CELEBA_HQ",
+            Some(standins.join("celeba-hq-256").into_os_string()),
+        ),
+        ("BADDIFF_INCEPTION_WEIGHTS", None),
+    ]);
 
     let profiles: Vec<String> = if a.profile.is_empty() {
         PROFILES.iter().map(|s| s.to_string()).collect()
@@ -107,7 +113,38 @@ pub fn run(a: Args) -> Result<()> {
             run_dir.display()
         );
     }
+    // Its trained models and checkpoints are gigabytes that nothing reuses (the next rehearsal
+    // starts from an empty cache): only the stand-ins and the runs' reports stay.
+    std::fs::remove_dir_all(&cache)?;
     Ok(())
+}
+
+/// Environment variables set for the rehearsal's processes, restored when dropped (so the test
+/// command's later steps see the user's cache again).
+struct EnvGuard(Vec<(&'static str, Option<std::ffi::OsString>)>);
+
+impl EnvGuard {
+    fn set(vars: &[(&'static str, Option<std::ffi::OsString>)]) -> EnvGuard {
+        let saved = vars.iter().map(|(k, _)| (*k, std::env::var_os(k))).collect();
+        for (k, v) in vars {
+            match v {
+                Some(v) => std::env::set_var(k, v),
+                None => std::env::remove_var(k),
+            }
+        }
+        EnvGuard(saved)
+    }
+}
+
+impl Drop for EnvGuard {
+    fn drop(&mut self) {
+        for (k, v) in &self.0 {
+            match v {
+                Some(v) => std::env::set_var(k, v),
+                None => std::env::remove_var(k),
+            }
+        }
+    }
 }
 
 #[derive(Parser)]

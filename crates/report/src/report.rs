@@ -171,10 +171,10 @@ pub fn render_rows(
             .scale
             .as_ref()
             .map_or("verdicts of an unlabelled run", |s| {
-                s.fidelity.verdict_label()
+                s.fidelity.verdicts_label()
             });
         blocks.push(Block::Para(format!(
-            "Verdicts ({label}s): {}. ✓ holds, ◐ partly, ? inconclusive (an interval over seeds straddles a bound), ✗ fails, – not judged, ∅ not run. Each claim's reading, the settings behind it and what limits it follow the table.",
+            "Verdicts ({label}): {}. ✓ holds, ◐ partly, ? inconclusive (an interval over seeds straddles a bound), ✗ fails, – not judged, ∅ not run. Each claim's reading, the settings behind it and what limits it follow the table.",
             claims::summary(verdicts)
         )));
     }

@@ -78,6 +78,15 @@ impl Fidelity {
             Fidelity::Rehearsal => "dress rehearsal, not a verdict",
         }
     }
+
+    /// The same, for the verdicts of a whole run.
+    pub fn verdicts_label(self) -> &'static str {
+        match self {
+            Fidelity::Miniature => "scale-model verdicts",
+            Fidelity::Paper => "paper-scale verdicts",
+            Fidelity::Rehearsal => "a dress rehearsal: not verdicts",
+        }
+    }
 }
 
 /// What a profile's runs are: written by `baddiff plan` into the plan and the run manifest.
