@@ -21,7 +21,6 @@ import gzip
 import hashlib
 import io
 import json
-import math
 import pickle
 import re
 import shutil
@@ -34,9 +33,11 @@ import numpy as np
 import torch
 from diffusers import UNet2DModel
 from PIL import Image
-from pytorch_fid import inception as fid
 from safetensors.torch import save_file
 from torch import serialization
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "oracles"))
+from fid_inception_net import random_fid_inception  # noqa: E402
 
 # --- CIFAR-10 -------------------------------------------------------------------------------
 
@@ -285,47 +286,16 @@ def released_model(out: Path, torch_seed: int, trigger: str, target: str, score_
     write_bytes(out / "score.json", json.dumps(random_scores(rng, score_keys), indent=2, sort_keys=True).encode())
 
 
-def fid_inception_network() -> torch.nn.Module:
-    """pytorch_fid.inception.fid_inception_v3() without its download: torchvision's Inception3
-    (1008 classes, no aux head, init_weights=False) with the FIDInception* blocks swapped in."""
-    net = fid._inception_v3(num_classes=1008, aux_logits=False, weights=None)
-    net.Mixed_5b = fid.FIDInceptionA(192, pool_features=32)
-    net.Mixed_5c = fid.FIDInceptionA(256, pool_features=64)
-    net.Mixed_5d = fid.FIDInceptionA(288, pool_features=64)
-    net.Mixed_6b = fid.FIDInceptionC(768, channels_7x7=128)
-    net.Mixed_6c = fid.FIDInceptionC(768, channels_7x7=160)
-    net.Mixed_6d = fid.FIDInceptionC(768, channels_7x7=160)
-    net.Mixed_6e = fid.FIDInceptionC(768, channels_7x7=192)
-    net.Mixed_7b = fid.FIDInceptionE_1(1280)
-    net.Mixed_7c = fid.FIDInceptionE_2(2048)
-    return net
-
-
 def pytorch_fid_inception(out: Path, torch_seed: int):
     """pt_inception-*.pth: the state dict of the FID Inception, seeded random weights.
 
     torch's default init (with init_weights=False, BatchNorm left at identity) shrinks the pool3
     features to ~1e-8 over the network's ~90 layers, which would make every FID a rounding error.
-    So the weights are filled at a trained network's scale instead, as python/oracles/
-    fid_inception_net.py does: He-scaled convolutions and non-trivial BatchNorm statistics.
+    So the weights are filled at a trained network's scale instead, by the parity oracles' own
+    python/oracles/fid_inception_net.py: He-scaled convolutions, non-trivial BatchNorm statistics.
     Saved in torch's legacy (pre-1.6, non-zip) format, as the 2019 file was [inferred from its date].
     """
-    net = fid_inception_network()
-    g = torch.Generator().manual_seed(torch_seed)
-    state = net.state_dict()
-    with torch.no_grad():
-        for name in sorted(state):
-            t = state[name]
-            if name.endswith("num_batches_tracked"):
-                continue
-            if name.endswith("conv.weight"):
-                t.copy_(torch.randn(t.shape, generator=g) * math.sqrt(2.0 / t[0].numel()))
-            elif name.endswith("bn.weight") or name.endswith("running_var"):
-                t.copy_(0.5 + torch.rand(t.shape, generator=g))
-            elif name.endswith("bn.bias") or name.endswith("running_mean"):
-                t.copy_(0.1 * torch.randn(t.shape, generator=g))
-            else:  # fc.weight, fc.bias
-                t.copy_(0.01 * torch.randn(t.shape, generator=g))
+    state = random_fid_inception(torch_seed).state_dict()
     out.mkdir(parents=True, exist_ok=True)
     save_legacy(state, out / INCEPTION_FILE)
 

@@ -45,7 +45,12 @@ impl Shrink {
         defense: &[
             (
                 "anp",
-                &[("epochs", 1), ("steps_per_epoch", 2), ("batch", 2), ("n", 4)],
+                &[
+                    ("epochs", 1),
+                    ("steps_per_epoch", 2),
+                    ("batch", 2),
+                    ("n", 4),
+                ],
             ),
             ("anp-prune", &[("iterations", 2), ("batch", 2), ("n", 4)]),
         ],

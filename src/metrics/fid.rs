@@ -209,15 +209,15 @@ impl FeatureCache {
             .join(format!("{}.safetensors", set.set_hash()));
         if path.exists() {
             if let Ok(stats) = Statistics::load(&path) {
-                return Ok(stats);
+                if stats.is_complete() {
+                    return Ok(stats);
+                }
             }
         }
         let stats = Statistics::from_features(&self.features(net, set, batch)?)?;
-        let n = Tensor::from_slice(&[stats.n]);
-        write_atomic(
-            &path,
-            &[("mu", &stats.mu), ("sigma", &stats.sigma), ("n", &n)],
-        )?;
+        let tensors = stats.tensors();
+        let named: Vec<(&str, &Tensor)> = tensors.iter().map(|(k, t)| (*k, t)).collect();
+        write_atomic(&path, &named)?;
         Ok(stats)
     }
 }

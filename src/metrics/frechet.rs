@@ -72,10 +72,9 @@ impl Statistics {
         })
     }
 
-    /// Writes `mu`, `sigma` (float64) and `n` to a safetensors file.
+    /// Writes `mu`, `sigma` (float64), `n` and the factor where kept to a safetensors file.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let n = Tensor::from_slice(&[self.n]);
-        Tensor::write_safetensors(&[("mu", &self.mu), ("sigma", &self.sigma), ("n", &n)], path)
+        Tensor::write_safetensors(&self.tensors(), path)
             .with_context(|| format!("writing statistics {}", path.display()))
     }
 
@@ -100,6 +99,7 @@ impl Statistics {
         };
         let (mu, sigma) = (get("mu")?, get("sigma")?);
         let n = get("n").map(|t| t.int64_value(&[0])).unwrap_or(0);
+        let factor = get("factor").ok();
         let d = mu.size();
         ensure!(
             d.len() == 1 && sigma.size() == [d[0], d[0]],
@@ -112,8 +112,28 @@ impl Statistics {
             mu,
             sigma,
             n,
-            factor: None,
+            factor,
         })
+    }
+
+    /// The tensors a cache file holds: `mu`, `sigma`, `n` and, when kept, `factor`.
+    pub fn tensors(&self) -> Vec<(&'static str, Tensor)> {
+        let mut v = vec![
+            ("mu", self.mu.shallow_clone()),
+            ("sigma", self.sigma.shallow_clone()),
+            ("n", Tensor::from_slice(&[self.n])),
+        ];
+        if let Some(f) = &self.factor {
+            v.push(("factor", f.shallow_clone()));
+        }
+        v
+    }
+
+    /// Whether these statistics give the distance its features would: a file from before the
+    /// factor was kept lacks it where N − 1 < D, and the distance would then take another route
+    /// (equal to about 1e-9, not bit for bit).
+    pub fn is_complete(&self) -> bool {
+        self.factor.is_some() || self.n == 0 || self.n - 1 >= self.dim()
     }
 }
 
@@ -266,6 +286,16 @@ mod tests {
         }
         let many = rng.randn(&[60, 48]).to_kind(Kind::Double);
         assert!(Statistics::from_features(&many).unwrap().factor.is_none());
+        // A cached copy keeps the factor, so a resumed run's distance is the same bit for bit.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.safetensors");
+        a.save(&path).unwrap();
+        let loaded = Statistics::load(&path).unwrap();
+        assert!(loaded.is_complete() && !plain(&a).is_complete());
+        assert_eq!(
+            frechet_distance(&loaded, &b).unwrap(),
+            frechet_distance(&a, &b).unwrap()
+        );
     }
 
     #[test]

@@ -125,7 +125,10 @@ struct EnvGuard(Vec<(&'static str, Option<std::ffi::OsString>)>);
 
 impl EnvGuard {
     fn set(vars: &[(&'static str, Option<std::ffi::OsString>)]) -> EnvGuard {
-        let saved = vars.iter().map(|(k, _)| (*k, std::env::var_os(k))).collect();
+        let saved = vars
+            .iter()
+            .map(|(k, _)| (*k, std::env::var_os(k)))
+            .collect();
         for (k, v) in vars {
             match v {
                 Some(v) => std::env::set_var(k, v),
