@@ -106,7 +106,11 @@ UNET_DEFAULTS_0_16 = {
     "num_class_embeds": None,
     "resnet_time_scale_shift": "default",
 }
+# The official code's vendored diffusers (IBM/BadDiffusion diffusers/src/diffusers/schedulers/
+# scheduling_ddpm.py:137-138) registers two more fields, which save_pretrained writes too.
 SCHEDULER_DEFAULTS_0_16 = {
+    "clip_defense": False,
+    "clip_defense_range": 1.0,
     "clip_sample_range": 1.0,
     "dynamic_thresholding_ratio": 0.995,
     "prediction_type": "epsilon",

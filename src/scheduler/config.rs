@@ -139,8 +139,11 @@ const METADATA: &[&str] = &[
     "tensor_format",
 ];
 
-/// Fields that only matter for a feature we refuse elsewhere (thresholding, flow sigmas).
+/// Fields that only matter for a feature we refuse elsewhere (thresholding, flow sigmas, the
+/// official code's `clip_defense`, whose range its vendored diffusers saves in every scheduler
+/// config: `scheduling_ddpm.py:137-138` of IBM/BadDiffusion).
 const INERT: &[&str] = &[
+    "clip_defense_range",
     "dynamic_thresholding_ratio",
     "sample_max_value",
     "flow_shift",

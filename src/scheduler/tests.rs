@@ -235,6 +235,25 @@ fn bad_settings_are_refused_by_name() {
     .contains("thresholding"));
 }
 
+/// The released models' scheduler configs carry the official code's vendored `clip_defense`
+/// fields (IBM/BadDiffusion `scheduling_ddpm.py:137-138`): off, they read as the plain config;
+/// on, the paper's clamp is refused by name.
+#[test]
+fn the_official_codes_clip_defense_fields_are_read() {
+    let with = CIFAR10.replacen(
+        '{',
+        r#"{"clip_defense": false, "clip_defense_range": 1.0, "#,
+        1,
+    );
+    assert_eq!(
+        SchedulerConfig::from_json_str(&with).unwrap(),
+        SchedulerConfig::from_json_str(CIFAR10).unwrap()
+    );
+    let on = CIFAR10.replacen('{', r#"{"clip_defense": true, "#, 1);
+    let e = format!("{:#}", SchedulerConfig::from_json_str(&on).unwrap_err());
+    assert!(e.contains("clip_defense"), "{e}");
+}
+
 #[test]
 fn inference_step_counts_are_checked() {
     let config = SchedulerConfig::from_json_str(CIFAR10).unwrap();

@@ -495,6 +495,20 @@ impl Claim {
                 limits.push(format!("{}: {note}", c.name));
             }
         }
+        // A rehearsal runs every check to exercise the engine, and withholds what they conclude.
+        let verdict = match (fidelity, verdict) {
+            (
+                Some(Fidelity::Rehearsal),
+                Verdict::Holds | Verdict::Partly | Verdict::Fails | Verdict::Inconclusive,
+            ) => {
+                limits.push(
+                    "a dress rehearsal (`--shrink`): its checks ran, their verdict is withheld"
+                        .into(),
+                );
+                Verdict::NotJudged
+            }
+            (_, v) => v,
+        };
         ClaimVerdict {
             id: self.id.clone(),
             quote: self.quote.clone(),

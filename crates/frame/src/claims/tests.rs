@@ -386,3 +386,34 @@ fn a_scale_model_outside_its_regime_labels_every_verdict_so() {
         v.limits
     );
 }
+
+/// A dress rehearsal's checks run, but no claim holds or fails on its numbers.
+#[test]
+fn a_rehearsal_withholds_every_verdict() {
+    let rows = pairs(5);
+    let claims = file(&format!("{MOST}{}", history("> 0.5", None)));
+    let plain = claims.judge(&rows, &RunInfo::default()).remove(0);
+    assert_eq!(plain.verdict, Verdict::Holds);
+    let rehearsal = RunInfo {
+        profile: "kick-the-tires-shrunk".into(),
+        scale: Some(Scale {
+            fidelity: Fidelity::Rehearsal,
+            dataset: "cifar10".into(),
+            image_size: 32,
+            channels: 3,
+            timesteps: Some(1000),
+            unet_parameters: None,
+            n: 4,
+            seeds: vec![0],
+            quality: "FID".into(),
+        }),
+    };
+    let v = claims.judge(&rows, &rehearsal).remove(0);
+    assert_eq!(v.verdict, Verdict::NotJudged);
+    assert_eq!(v.checks, plain.checks, "the checks still ran");
+    assert!(
+        v.limits.iter().any(|l| l.contains("dress rehearsal")),
+        "{:?}",
+        v.limits
+    );
+}
