@@ -133,7 +133,7 @@ impl Statistics {
     /// factor was kept lacks it where N − 1 < D, and the distance would then take another route
     /// (equal to about 1e-9, not bit for bit).
     pub fn is_complete(&self) -> bool {
-        self.factor.is_some() || self.n == 0 || self.n - 1 >= self.dim()
+        self.factor.is_some() || self.n == 0 || self.n > self.dim()
     }
 }
 

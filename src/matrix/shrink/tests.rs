@@ -2,7 +2,7 @@ use super::*;
 use crate::matrix::Filter;
 
 fn paper() -> Profile {
-    Profile::load(&crate::python::project_root(), "paper").unwrap()
+    Profile::load(crate::python::project_root(), "paper").unwrap()
 }
 
 /// The paper profile shrinks to one cell pair per experiment at its real shapes, labelled a
@@ -68,7 +68,7 @@ fn a_shrunk_profile_keeps_the_shapes_and_cuts_the_work() {
 /// fp16 trains only on CUDA: a CPU rehearsal trains in float32; otherwise the setting stays.
 #[test]
 fn a_cpu_rehearsal_drops_mixed_precision_only() {
-    let full = Profile::load(&crate::python::project_root(), "kick-the-tires").unwrap();
+    let full = Profile::load(crate::python::project_root(), "kick-the-tires").unwrap();
     assert!(full.finetune.as_ref().unwrap().mixed_precision.is_some());
     let gpu = full.shrunk(&Shrink::REHEARSAL);
     assert_eq!(
