@@ -592,7 +592,7 @@ impl FidInceptionV3 {
 }
 
 mod weights;
-pub use weights::{converted as converted_weights, default_weights, ARTIFACT};
+pub use weights::default_weights;
 
 #[cfg(test)]
 mod tests;

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use crate::files::{sha256_file, write_atomic};
 
 /// The manifest's artifact holding pytorch-fid's weights.
-pub const ARTIFACT: &str = "pytorch-fid-inception";
+const ARTIFACT: &str = "pytorch-fid-inception";
 /// The converted file's name, beside the `.pth`; `convert_pth.py` writes its record as `<name>.json`.
 const CONVERTED: &str = "pt_inception.safetensors";
 
@@ -28,7 +28,7 @@ pub fn default_weights() -> Result<PathBuf> {
 
 /// The safetensors copy of the one `.pth` in `dir`, converted unless a record says it was made
 /// from these very bytes.
-pub fn converted(dir: &Path) -> Result<PathBuf> {
+fn converted(dir: &Path) -> Result<PathBuf> {
     let pth = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
