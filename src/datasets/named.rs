@@ -97,7 +97,12 @@ impl DatasetName {
             DatasetName::CelebaHq => match std::env::var_os(CELEBA_HQ_ENV).filter(|d| !d.is_empty()) {
                 Some(d) => {
                     let d = PathBuf::from(d);
-                    ensure!(d.is_dir(), "{CELEBA_HQ_ENV}={} is not a folder", d.display());
+                    ensure!(
+                        d.is_dir(),
+                        "{CELEBA_HQ_ENV}={} is not a folder: set it to the folder of CelebA-HQ's \
+                         256 px PNG images (datasets/README.md)",
+                        d.display()
+                    );
                     Ok(d)
                 }
                 None => bail!(

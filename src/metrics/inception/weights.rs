@@ -4,6 +4,7 @@
 //! checkpoint's `.bin` is. The GPU profiles fetch the `.pth`; without this step their first FID
 //! would stop the run asking for a file nobody had made.
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
 
@@ -15,15 +16,21 @@ const ARTIFACT: &str = "pytorch-fid-inception";
 const CONVERTED: &str = "pt_inception.safetensors";
 
 /// The Inception weights to use: the environment's, else the cached artifact's (converted once).
+/// Resolved once per process: a cell measures many sets, and checking the conversion hashes
+/// both files (about 190 MB).
 pub fn default_weights() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("BADDIFF_INCEPTION_WEIGHTS").filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(p));
+    static RESOLVED: OnceLock<PathBuf> = OnceLock::new();
+    if let Some(p) = RESOLVED.get() {
+        return Ok(p.clone());
     }
-    let dir = crate::inputs::artifact_dir(ARTIFACT).context(
-        "FID with Inception needs pytorch-fid's weights: fetch them, or set BADDIFF_INCEPTION_WEIGHTS \
-         to a safetensors copy (python/convert_pth.py IN.pth OUT.safetensors)",
-    )?;
-    converted(&dir)
+    let path = match std::env::var_os("BADDIFF_INCEPTION_WEIGHTS").filter(|p| !p.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => converted(&crate::inputs::artifact_dir(ARTIFACT).context(
+            "FID with Inception needs pytorch-fid's weights: fetch them, or set BADDIFF_INCEPTION_WEIGHTS \
+             to a safetensors copy (python/convert_pth.py IN.pth OUT.safetensors)",
+        )?)?,
+    };
+    Ok(RESOLVED.get_or_init(|| path).clone())
 }
 
 /// The safetensors copy of the one `.pth` in `dir`, converted unless a record says it was made
@@ -33,7 +40,13 @@ fn converted(dir: &Path) -> Result<PathBuf> {
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|e| e == "pth"))
-        .with_context(|| format!("{}: no .pth file of pytorch-fid's weights", dir.display()))?;
+        .with_context(|| {
+            format!(
+                "{}: no .pth file of pytorch-fid's weights; fetch them again \
+                 (`cargo xtask fetch {ARTIFACT}`)",
+                dir.display()
+            )
+        })?;
     let out = dir.join(CONVERTED);
     let record_path = dir.join(format!("{CONVERTED}.json"));
     let source_sha = sha256_file(&pth)?;
