@@ -294,9 +294,10 @@ fn open_log(path: &Path, from: u64) -> Result<std::io::BufWriter<std::fs::File>>
     Ok(std::io::BufWriter::new(file))
 }
 
-/// Runs one cell into `out`: `out/model` (diffusers pipeline), `out/state` (resume state),
-/// `out/train_log.jsonl` (loss per iteration), `out/train.json` (summary). Rerunning on the same
-/// `out` resumes from the last checkpoint; a finished run returns its summary at once.
+/// Runs one cell into `out`: `out/model` (diffusers pipeline), `out/state` (resume state, removed
+/// once the run is finished), `out/train_log.jsonl` (loss per iteration), `out/train.json`
+/// (summary). Rerunning on the same `out` resumes from the last checkpoint; a finished run
+/// returns its summary at once.
 ///
 /// The write order makes the finished model a function of the final state: the state is saved,
 /// then the model is exported from it (as a whole), then `train.json` is written. A rerun after
@@ -316,8 +317,8 @@ pub fn train(
     let sources = crate::inputs::source_images(cfg.backdoor.sources.as_deref())?;
     let g = trigger.build(shape, &sources)?;
     let y = target.build(&g, &sources)?;
-    let trigger_sha256 = crate::pipeline::tensor_sha256(&g);
-    let target_sha256 = crate::pipeline::tensor_sha256(&y);
+    let trigger_sha256 = crate::tensor_io::tensor_sha256(&g);
+    let target_sha256 = crate::tensor_io::tensor_sha256(&y);
 
     // Model and its noise schedule.
     let (vs, model, unet_config, scheduler_json, init_sha256) = match &cfg.model {
@@ -433,6 +434,20 @@ pub fn train(
         &out.join("train.json"),
         serde_json::to_string_pretty(&summary)?.as_bytes(),
     )?;
+    // The resume state (weights and Adam's two moments: three times the model) serves only an
+    // unfinished run; a matrix keeps hundreds of finished ones. A finished model found damaged
+    // later is trained again from the start. Renamed first, so no half-deleted state is read.
+    let doomed = out.join("state.finished");
+    if state_dir.exists() || doomed.exists() {
+        let removed = match state_dir.exists() {
+            true => std::fs::rename(&state_dir, &doomed),
+            false => Ok(()),
+        }
+        .and_then(|()| std::fs::remove_dir_all(&doomed));
+        if let Err(e) = removed {
+            eprintln!("warning: could not remove {}: {e}", state_dir.display());
+        }
+    }
     Ok(summary)
 }
 

@@ -14,9 +14,6 @@ use tch::{Kind, Tensor};
 
 use crate::poison::PoisonBatch;
 
-/// A denoiser ε_θ(x_t, t) (the UNet in training; any closure in tests).
-pub type Denoiser<'a> = &'a dyn Fn(&Tensor, &Tensor) -> Tensor;
-
 /// The noise schedule's per-timestep α_t and ᾱ_t (float32), from which the loss takes its
 /// coefficients.
 #[derive(Debug)]
@@ -126,7 +123,8 @@ pub fn q_sample_backdoor(
 /// over all elements. The batch, timesteps and noise must be on the denoiser's device.
 pub fn backdoor_loss(
     sched: &BackdoorSchedule,
-    denoiser: Denoiser,
+    // ε_θ(x_t, t): the UNet in training, any closure in tests.
+    denoiser: &dyn Fn(&Tensor, &Tensor) -> Tensor,
     batch: &PoisonBatch,
     timesteps: &Tensor,
     noise: &Tensor,

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 
 use crate::matrix::profile::{Base, Profile};
+use crate::stats::median;
 use crate::unet::UNet2DConfig;
 
 /// What one benchmark repetition does.
@@ -346,21 +347,6 @@ pub struct Measurement {
     #[serde(default)]
     pub channels_last: bool,
     pub spec: WorkloadSpec,
-}
-
-/// Median of `times` (mean of the middle two for an even count); `None` when empty.
-pub fn median(times: &[f64]) -> Option<f64> {
-    let mut v: Vec<f64> = times.iter().copied().filter(|t| t.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let m = v.len() / 2;
-    Some(if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    })
 }
 
 /// `cpu` / `cuda:N`, the spelling both sides use.

@@ -374,7 +374,7 @@ fn fp16_run(
         losses,
         skipped,
         runner.scaler().map(|s| s.scale),
-        bench::median(&times).unwrap_or(f64::NAN),
+        crate::stats::median(&times).unwrap_or(f64::NAN),
     ))
 }
 

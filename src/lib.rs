@@ -21,6 +21,7 @@ pub mod progress;
 pub mod python;
 pub mod rng;
 pub mod sampling;
+pub mod stats;
 pub mod scheduler;
 pub mod tensor_io;
 #[cfg(test)]

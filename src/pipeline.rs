@@ -31,8 +31,9 @@ pub struct PipelineOptions {
     pub progress: bool,
 }
 
-/// The trigger added to the initial noise for backdoor sampling.
-pub struct Trigger {
+/// A trigger built for a model's image shape, added to the initial noise for backdoor sampling
+/// ([`crate::triggers::Trigger`] names the paper's triggers).
+pub struct TriggerTensor {
     pub name: String,
     pub tensor: Tensor,
 }
@@ -97,11 +98,10 @@ impl Pipeline {
     }
 
     fn options(&self, opts: &PipelineOptions, offset: Option<Tensor>) -> Result<SampleOptions> {
-        let steps = opts.steps.unwrap_or(match opts.sampler {
-            SamplerKind::Ddpm => self.sampler.config().num_train_timesteps as usize,
-            SamplerKind::Ddim { .. } => 50,
-            SamplerKind::DpmSolver => 20,
-        });
+        let steps = opts.steps.unwrap_or(
+            opts.sampler
+                .default_steps(self.sampler.config().num_train_timesteps as usize),
+        );
         Ok(SampleOptions {
             n: opts.n,
             image_shape: self.image_shape()?,
@@ -118,7 +118,7 @@ impl Pipeline {
     pub fn sample(
         &mut self,
         opts: &PipelineOptions,
-        trigger: Option<&Trigger>,
+        trigger: Option<&TriggerTensor>,
     ) -> Result<sampling::Samples> {
         let sample_opts = self.options(opts, trigger.map(|t| t.tensor.shallow_clone()))?;
         let model = &self.checkpoint.model;
@@ -133,7 +133,7 @@ impl Pipeline {
     pub fn sample_to_dir(
         &mut self,
         opts: &PipelineOptions,
-        trigger: Option<&Trigger>,
+        trigger: Option<&TriggerTensor>,
         out: &Path,
     ) -> Result<SampleRun> {
         let _lock = crate::files::OutputLock::acquire(out)?;
@@ -162,7 +162,7 @@ impl Pipeline {
     fn sample_into(
         &mut self,
         opts: &PipelineOptions,
-        trigger: Option<&Trigger>,
+        trigger: Option<&TriggerTensor>,
         partial: &Path,
         out: &Path,
     ) -> Result<SampleRun> {
@@ -192,7 +192,7 @@ impl Pipeline {
                 "clean"
             },
             trigger: trigger.map(|t| t.name.clone()),
-            trigger_sha256: trigger.map(|t| tensor_sha256(&t.tensor)),
+            trigger_sha256: trigger.map(|t| crate::tensor_io::tensor_sha256(&t.tensor)),
             sampling: record,
             png_files: written,
             seconds: started.elapsed().as_secs_f64(),
@@ -210,18 +210,6 @@ impl Pipeline {
             .with_context(|| format!("moving {} into place", partial.display()))?;
         Ok(run)
     }
-}
-
-/// sha256 of a tensor's float32 little-endian bytes (a stable name for a trigger or target tensor).
-pub fn tensor_sha256(t: &Tensor) -> String {
-    let t = t
-        .to_kind(tch::Kind::Float)
-        .to_device(Device::Cpu)
-        .contiguous();
-    let v = Vec::<f32>::try_from(t.flatten(0, -1))
-        .expect("a contiguous float32 CPU tensor converts to Vec<f32>");
-    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-    crate::metrics::sha256_hex(&bytes)
 }
 
 #[cfg(test)]

@@ -116,6 +116,18 @@ fn from_data(data: &[u8], shape: &[usize], kind: Kind, dtype: &str) -> Result<Te
     Ok(Tensor::f_from_data_size(data, &dims, kind)?)
 }
 
+/// sha256 of a tensor's float32 little-endian bytes (a stable name for a trigger or target tensor).
+pub fn tensor_sha256(t: &Tensor) -> String {
+    let t = t
+        .to_kind(tch::Kind::Float)
+        .to_device(tch::Device::Cpu)
+        .contiguous();
+    let v = Vec::<f32>::try_from(t.flatten(0, -1))
+        .expect("a contiguous float32 CPU tensor converts to Vec<f32>");
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    crate::files::sha256_hex(&bytes)
+}
+
 #[cfg(test)]
 mod props;
 #[cfg(test)]

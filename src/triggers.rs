@@ -32,8 +32,6 @@ pub const GREY_BG_RATIO: f64 = 0.3;
 pub const WHITE_THRESHOLD: f64 = 0.999;
 /// Image size at which the official pixel lengths are defined (see the module doc).
 pub const REFERENCE_SIZE: usize = 32;
-/// Where Debian's `dataset-fashion-mnist` package installs the idx files.
-pub const DEBIAN_FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
 /// One of the official source images (`IBM/BadDiffusion@717b321:static/`), pinned by sha256.
 #[derive(Clone, Copy, Debug)]
@@ -72,7 +70,7 @@ impl SourceImages {
     pub fn new(dir: impl Into<PathBuf>) -> SourceImages {
         SourceImages {
             dir: dir.into(),
-            fashion_mnist_dir: PathBuf::from(DEBIAN_FASHION_MNIST_DIR),
+            fashion_mnist_dir: PathBuf::from(crate::datasets::idx::DEBIAN_FASHION_MNIST_DIR),
         }
     }
 

@@ -15,7 +15,7 @@
 use tch::{Device, Kind, Tensor};
 
 use crate::metrics::mse;
-use crate::pipeline::{Pipeline, PipelineOptions, Trigger as NoiseOffset};
+use crate::pipeline::{Pipeline, PipelineOptions, TriggerTensor as NoiseOffset};
 use crate::scheduler::SamplerKind;
 use crate::testing::fixtures::{backdoored_scale_model, e2e_backdoored_model};
 

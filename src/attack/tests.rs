@@ -55,6 +55,8 @@ fn a_short_cell_trains_saves_a_diffusers_model_and_is_not_redone() {
     assert_eq!(ck.weights.safetensors.sha256, s.weights_sha256);
     let log = std::fs::read_to_string(out.join("train_log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 4);
+    // Only an unfinished run needs its resume state.
+    assert!(!out.join("state").exists());
     // A finished cell is returned as it is, without training again.
     let again = train(&cfg, &out, Device::Cpu, false).unwrap();
     assert_eq!(again.weights_sha256, s.weights_sha256);

@@ -1,15 +1,6 @@
 use super::*;
 
 #[test]
-fn median_of_odd_even_and_empty() {
-    assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-    assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
-    assert_eq!(median(&[]), None);
-    // Non-finite times (a failed clock read) are ignored rather than sorted anywhere.
-    assert_eq!(median(&[f64::NAN, 5.0]), Some(5.0));
-}
-
-#[test]
 fn workload_names_round_trip_and_unknown_names_list_the_choices() {
     for w in Workload::ALL {
         assert_eq!(w.name().parse::<Workload>().unwrap(), w);

@@ -61,33 +61,33 @@ pub struct Args {
     #[arg(long)]
     limit: Option<usize>,
     /// ANP: Adam learning rate on (γ, β).
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = AnpConfig::default().lr)]
     lr: f64,
     /// ANP: γ, β are clamped to [−budget, budget].
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = AnpConfig::default().budget)]
     budget: f64,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = AnpConfig::default().epochs)]
     epochs: u64,
     /// Cap each ANP epoch at this many steps (scale models).
     #[arg(long)]
     steps_per_epoch: Option<u64>,
-    /// Training batch of anp and anp-prune.
-    #[arg(long, default_value_t = 128)]
-    batch: usize,
+    /// Training batch of anp and anp-prune [default: 128].
+    #[arg(long)]
+    batch: Option<usize>,
     /// Clipping while sampling the ANP measurements (official: x0).
-    #[arg(long, default_value = "x0")]
+    #[arg(long, default_value_t = AnpConfig::default().sample_clip)]
     sample_clip: Clip,
     /// anp-prune: perturbation bound ε.
-    #[arg(long, default_value_t = 0.4)]
+    #[arg(long, default_value_t = PruneConfig::default().eps)]
     eps: f64,
     /// anp-prune: weight of the natural loss.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = PruneConfig::default().alpha)]
     alpha: f64,
     /// anp-prune: SGD learning rate of the masks.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = PruneConfig::default().mask_lr)]
     mask_lr: f64,
     /// anp-prune: mask updates.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = PruneConfig::default().iterations)]
     iterations: u64,
     /// anp-prune: prune channels whose mask is below this (default 0.2 unless --prune-fraction).
     #[arg(long, conflicts_with = "prune_fraction")]
@@ -145,7 +145,7 @@ pub fn run(a: Args) -> Result<()> {
         budget: a.budget,
         epochs: a.epochs,
         steps_per_epoch: a.steps_per_epoch,
-        batch: a.batch,
+        batch: a.batch.unwrap_or(AnpConfig::default().batch),
         sample_clip: a.sample_clip,
         seed: a.seed,
         ..AnpConfig::default()
@@ -155,11 +155,11 @@ pub fn run(a: Args) -> Result<()> {
         alpha: a.alpha,
         mask_lr: a.mask_lr,
         iterations: a.iterations,
-        batch: a.batch,
+        batch: a.batch.unwrap_or(PruneConfig::default().batch),
         by: match (a.prune_threshold, a.prune_fraction) {
             (_, Some(f)) => PruneBy::Fraction(f),
             (Some(t), None) => PruneBy::Threshold(t),
-            (None, None) => PruneBy::Threshold(0.2),
+            (None, None) => PruneConfig::default().by,
         },
         seed: a.seed,
         ..PruneConfig::default()

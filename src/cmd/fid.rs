@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 use baddiffusion::metrics::fid::{self, FeatureCache, FeatureNet, FidInput, FidOptions};
-use baddiffusion::metrics::image_folder;
+use baddiffusion::metrics::image_set;
 use baddiffusion::metrics::inception::FidInceptionV3;
 use baddiffusion::metrics::proxy::fmnist::{self, FmnistTraining};
 use baddiffusion::rng::Rng;
@@ -76,7 +76,7 @@ pub struct Args {
 
 /// (channels, side) of the first PNG of a folder.
 fn generated_shape(dir: &Path) -> Result<(usize, usize)> {
-    let first = image_folder::list_pngs(dir)?.remove(0);
+    let first = image_set::list_pngs(dir)?.remove(0);
     let img =
         image::open(&first).with_context(|| format!("cannot read image {}", first.display()))?;
     ensure!(

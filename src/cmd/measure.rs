@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use baddiffusion::metrics::image_folder::{Channels, ImageSet};
+use baddiffusion::metrics::image_set::{Channels, ImageSet};
 use baddiffusion::metrics::ssim::{SsimBorder, SsimConfig};
 use baddiffusion::metrics::{self, mse::MSE_THRESHOLD};
 

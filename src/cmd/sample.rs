@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use baddiffusion::pipeline::{Pipeline, PipelineOptions, Trigger};
+use baddiffusion::pipeline::{Pipeline, PipelineOptions, TriggerTensor};
 use baddiffusion::scheduler::{Clip, SamplerKind};
 use baddiffusion::triggers::ImageShape;
 
@@ -67,7 +67,7 @@ pub fn run(a: Args) -> Result<()> {
             let tensor = name
                 .parse::<baddiffusion::triggers::Trigger>()?
                 .build(shape, &sources)?;
-            Some(Trigger {
+            Some(TriggerTensor {
                 name: name.clone(),
                 tensor,
             })

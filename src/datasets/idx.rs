@@ -12,6 +12,9 @@ use tch::Tensor;
 
 use super::{Dataset, Split};
 
+/// Where Debian's `dataset-fashion-mnist` package installs the idx files.
+pub const DEBIAN_FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
 const MAGIC_IMAGES: u32 = 0x0000_0803;
 const MAGIC_LABELS: u32 = 0x0000_0801;
 
@@ -169,7 +172,7 @@ pub fn load(dir: &Path, name: &str, split: Split) -> Result<Dataset> {
 }
 
 /// Fashion-MNIST (Debian's `dataset-fashion-mnist` puts it in
-/// [`crate::triggers::DEBIAN_FASHION_MNIST_DIR`]).
+/// [`DEBIAN_FASHION_MNIST_DIR`]).
 pub fn fashion_mnist(dir: &Path, split: Split) -> Result<Dataset> {
     load(dir, "fashion-mnist", split)
 }
@@ -326,7 +329,7 @@ mod tests {
 
     #[test]
     fn debian_fashion_mnist() {
-        let dir = Path::new(crate::triggers::DEBIAN_FASHION_MNIST_DIR);
+        let dir = Path::new(crate::datasets::idx::DEBIAN_FASHION_MNIST_DIR);
         let ds = fashion_mnist(dir, Split::TrainTest)
             .expect("Debian's dataset-fashion-mnist (cargo xtask test installs it)");
         assert_eq!(ds.images.size(), [70_000, 1, 28, 28]);

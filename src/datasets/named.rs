@@ -83,7 +83,7 @@ impl DatasetName {
             DatasetName::FashionMnist => cached("fashion-mnist")
                 .or_else(|| cached("fashion-mnist-debian"))
                 .or_else(|| {
-                    let debian = PathBuf::from(crate::triggers::DEBIAN_FASHION_MNIST_DIR);
+                    let debian = PathBuf::from(crate::datasets::idx::DEBIAN_FASHION_MNIST_DIR);
                     debian.is_dir().then_some(debian)
                 })
                 .context(

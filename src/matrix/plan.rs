@@ -8,8 +8,8 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::profile::{Base, Profile};
-use super::{Cell, StageStore};
-use crate::bench::median;
+use super::{Cell, StageKind, StageStore};
+use crate::stats::median;
 
 #[derive(Debug, Serialize)]
 pub struct Plan {
@@ -239,11 +239,7 @@ pub fn plan_with(
             let steps = e
                 .steps
                 .map(|s| s as u64)
-                .unwrap_or(match e.sampler.as_str() {
-                    "ddim" => 50,
-                    "dpm-solver" => 20,
-                    _ => timesteps,
-                });
+                .unwrap_or(e.sampler.default_steps(timesteps as usize) as u64);
             sampling_steps += sets * batches * steps;
             own_steps += 2 * batches * steps;
         }
@@ -326,8 +322,8 @@ struct Measured {
     sample: Vec<(f64, u64, Option<u64>)>,
 }
 
-fn records(store: &StageStore, kind: &str) -> Vec<super::StageRecord> {
-    let Ok(dir) = std::fs::read_dir(store.root.join(kind)) else {
+fn records(store: &StageStore, kind: StageKind) -> Vec<super::StageRecord> {
+    let Ok(dir) = std::fs::read_dir(store.root.join(kind.name())) else {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok())
@@ -342,9 +338,9 @@ impl Measured {
         let batch = profile.finetune.as_ref().map(|f| f.batch);
         let mut train = Vec::new();
         let mut models = BTreeSet::new();
-        for rec in records(store, "base")
+        for rec in records(store, StageKind::Base)
             .into_iter()
-            .chain(records(store, "train"))
+            .chain(records(store, StageKind::Train))
         {
             let out = &rec.output;
             if out["config"]["data"] != data {
@@ -361,7 +357,7 @@ impl Measured {
             }
         }
         let m = &profile.measure;
-        let sample = records(store, "sample")
+        let sample = records(store, StageKind::Sample)
             .into_iter()
             .filter(|r| {
                 r.inputs["model"]

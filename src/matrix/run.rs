@@ -9,11 +9,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tch::{Device, Tensor};
 
-use super::stage::{StageKey, StageRecord, StageStore};
+use super::stage::{StageKey, StageKind, StageRecord, StageStore};
+use super::profile::FidNetwork;
 use super::{Cell, Eval, FrameRow, Profile, Training};
 use crate::attack::{self, AttackConfig, BackdoorConfig, ModelConfig, TrainSummary};
 use crate::metrics::fid::{self, FeatureCache, FeatureNet, FidInput, FidOptions};
-use crate::metrics::image_folder::{Channels, ImageSet};
+use crate::metrics::image_set::{Channels, ImageSet};
 use crate::metrics::protocol::MetricRow;
 use crate::metrics::ssim::SsimConfig;
 use crate::pipeline::{self, Pipeline, PipelineOptions};
@@ -76,7 +77,7 @@ impl Cells {
                     check_shipped_base(&dir, artifact, &cfg)?;
                     return self.checkpoint_base(artifact, dir);
                 }
-                let key = StageKey::new("base", json!({ "config": cfg }));
+                let key = StageKey::new(StageKind::Base, json!({ "config": cfg }));
                 let (summary, rec) = self.store.run(&key, "clean base model", |dir| {
                     let cell_threads = tch::get_num_threads();
                     if let (Device::Cpu, Some(n)) = (self.device, self.profile.base_threads()) {
@@ -102,16 +103,16 @@ impl Cells {
 
     /// A base model that is a diffusers folder in the artifact cache.
     fn checkpoint_base(&self, artifact: &str, dir: PathBuf) -> Result<(BaseModel, StageRecord)> {
-        let key = StageKey::new("base", json!({ "artifact": artifact }));
+        let key = StageKey::new(StageKind::Base, json!({ "artifact": artifact }));
         self.store.run(&key, artifact, |_| {
             let weights = crate::checkpoint::locate(&dir)?;
             Ok(BaseModel {
                 weights_sha256: crate::checkpoint::sha256_file(
-                    &weights.unet_dir.join("diffusion_pytorch_model.safetensors"),
+                    &weights.unet_dir.join(crate::checkpoint::WEIGHTS_SAFETENSORS),
                 )
                 .or_else(|_| {
                     crate::checkpoint::sha256_file(
-                        &weights.unet_dir.join("diffusion_pytorch_model.bin"),
+                        &weights.unet_dir.join(crate::checkpoint::WEIGHTS_BIN),
                     )
                 })?,
                 model_dir: dir.clone(),
@@ -167,7 +168,7 @@ impl Cells {
             train,
         };
         let key = StageKey::new(
-            "train",
+            StageKind::Train,
             json!({ "data": cfg.data, "backdoor": cfg.backdoor, "model": inputs, "train": cfg.train }),
         );
         let (summary, rec): (TrainSummary, _) = self.store.run(&key, &cell.id, |dir| {
@@ -192,21 +193,21 @@ impl Cells {
     ) -> Result<(SampleOutput, StageKey, StageRecord)> {
         let m = &self.profile.measure;
         let key = StageKey::new(
-            "sample",
+            StageKind::Sample,
             json!({
                 "model": model.weights_sha256,
                 "eval": eval,
                 "n": m.n,
                 "batch": m.batch,
                 "seed": seed,
-                "trigger": trigger.map(|(name, t)| json!([name, pipeline::tensor_sha256(t)])),
+                "trigger": trigger.map(|(name, t)| json!([name, crate::tensor_io::tensor_sha256(t)])),
             }),
         );
         let (out, rec) = self.store.run(&key, label, |dir| {
             let opts = PipelineOptions {
-                sampler: eval.sampler.parse()?,
+                sampler: eval.sampler,
                 steps: eval.steps,
-                clip: Some(eval.clip.parse()?),
+                clip: Some(eval.clip),
                 override_scheduler: true,
                 n: m.n,
                 seed,
@@ -215,7 +216,7 @@ impl Cells {
                 progress: self.progress,
             };
             let mut pipe = Pipeline::load(&model.model_dir, &opts)?;
-            let trig = trigger.map(|(name, t)| pipeline::Trigger {
+            let trig = trigger.map(|(name, t)| pipeline::TriggerTensor {
                 name: name.into(),
                 tensor: t.shallow_clone(),
             });
@@ -241,9 +242,9 @@ impl Cells {
         label: &str,
     ) -> Result<(Vec<MetricRow>, StageRecord)> {
         let m = &self.profile.measure;
-        let target_sha = pipeline::tensor_sha256(target);
+        let target_sha = crate::tensor_io::tensor_sha256(target);
         let key = StageKey::new(
-            "measure",
+            StageKind::Measure,
             json!({
                 "samples": sample_key.key,
                 "target": target_sha,
@@ -270,8 +271,8 @@ impl Cells {
     fn fid(&self, dir: &Path) -> Result<MetricRow> {
         let m = &self.profile.measure;
         let cache_dir = fid::default_cache_dir();
-        let net: Box<dyn FeatureNet> = match m.fid.as_str() {
-            "proxy-fmnist" => {
+        let net: Box<dyn FeatureNet> = match m.fid {
+            FidNetwork::ProxyFmnist => {
                 let training = crate::metrics::proxy::fmnist::FmnistTraining::default();
                 let mut rng = crate::rng::Rng::seeded(training.seed);
                 let trained = crate::metrics::proxy::fmnist::train_or_load(
@@ -285,7 +286,7 @@ impl Cells {
                 )?;
                 Box::new(trained.net)
             }
-            _ => {
+            FidNetwork::Inception => {
                 let weights = crate::metrics::inception::default_weights()?;
                 Box::new(crate::metrics::inception::FidInceptionV3::from_safetensors(
                     &weights,
@@ -382,7 +383,7 @@ impl Cells {
     fn keep_samples(&self, cell: &Cell, kind: &str, from: &Path) -> Result<()> {
         let to = self.run_dir.join("samples").join(&cell.id).join(kind);
         std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
-        let files = crate::metrics::image_folder::list_pngs(from)?;
+        let files = crate::metrics::image_set::list_pngs(from)?;
         for f in files.iter().take(self.profile.measure.keep_samples) {
             if let Some(name) = f.file_name() {
                 std::fs::copy(f, to.join(name))
@@ -405,7 +406,13 @@ impl Cells {
         let (defense, defense_param, defense_epoch) = defense.unwrap_or(("none", "", None));
         let steps = eval
             .steps
-            .map_or_else(|| self.default_steps(eval), |s| s as i64);
+            .map_or_else(
+                || {
+                    let t = self.train_timesteps().unwrap_or(1000) as usize;
+                    eval.sampler.default_steps(t) as i64
+                },
+                |s| s as i64,
+            );
         Ok(FrameRow {
             run_id: self.run_id.clone(),
             cell: cell.id.clone(),
@@ -423,9 +430,9 @@ impl Cells {
             defense: defense.into(),
             defense_param: defense_param.into(),
             defense_epoch,
-            sampler: eval.sampler.clone(),
+            sampler: eval.sampler.name().into(),
             steps,
-            clip: eval.clip.clone(),
+            clip: eval.clip.name().into(),
             samples: samples.into(),
             metric: m.metric,
             value: m.value,
@@ -433,15 +440,6 @@ impl Cells {
             n_reference: m.protocol.n_reference,
             protocol: serde_json::to_string(&m.protocol)?,
         })
-    }
-
-    /// Inference steps a sampler takes by default (the pipelines' defaults; DDPM: every step).
-    fn default_steps(&self, eval: &Eval) -> i64 {
-        match eval.sampler.as_str() {
-            "ddim" => 50,
-            "dpm-solver" => 20,
-            _ => self.train_timesteps().unwrap_or(1000),
-        }
     }
 
     fn train_timesteps(&self) -> Option<i64> {

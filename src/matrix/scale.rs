@@ -39,16 +39,8 @@ pub fn scale(p: &Profile) -> Result<Scale> {
         unet_parameters,
         n: p.measure.n,
         seeds,
-        quality: quality_metric(p).into(),
+        quality: p.measure.fid.metric(),
     })
-}
-
-/// The clean-quality metric a profile's measure stage writes.
-fn quality_metric(p: &Profile) -> &'static str {
-    match p.measure.fid.as_str() {
-        "inception" => "FID",
-        _ => "proxy_FD[fmnist-cnn]",
-    }
 }
 
 fn unet_parameters(p: &Profile, unet: &str) -> Result<u64> {
@@ -60,7 +52,7 @@ fn unet_parameters(p: &Profile, unet: &str) -> Result<u64> {
 
 /// The rows `cells` will produce, with placeholder values.
 pub fn predicted_rows(p: &Profile, cells: &[Cell]) -> Result<Vec<Row>> {
-    let quality = quality_metric(p);
+    let quality = p.measure.fid.metric();
     let mut rows = Vec::new();
     for c in cells {
         let target = c.target.parse::<Target>()?.paper_name().to_string();
@@ -97,15 +89,15 @@ pub fn predicted_rows(p: &Profile, cells: &[Cell]) -> Result<Vec<Row>> {
                     .to_vec();
                 metrics.push(frame::calibrate::CALIBRATED_RATE.into());
                 if samples == "clean" {
-                    metrics.push(quality.into());
+                    metrics.push(quality.clone());
                 }
                 for m in metrics {
-                    rows.push(row(&e.sampler, &e.clip, samples, m));
+                    rows.push(row(e.sampler.name(), e.clip.name(), samples, m));
                 }
             }
         }
         for spec in &c.defenses {
-            let parsed = super::defend::DefenseSpec::parse(spec)?;
+            let parsed = crate::defenses::spec::DefenseSpec::parse(spec)?;
             let (kind, param, epochs) = parsed.describe();
             for epoch in epochs {
                 for samples in ["clean", "backdoor"] {

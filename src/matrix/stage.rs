@@ -16,43 +16,72 @@ use serde_json::{json, Value};
 /// Bumped when the key layout itself changes; every cached stage is then recomputed.
 pub const KEY_SCHEMA: u32 = 1;
 
-/// Per stage kind, bumped when the code that produces its output changes its numbers. Keys do
-/// not include the git commit: editing docs must not retrain a matrix.
-pub fn code_version(kind: &str) -> u32 {
-    match kind {
-        "base" | "train" => 1,
-        "sample" => 1,
-        // 2: the proxy's protocol names its card relative to the cache.
-        // 3: each set also records its per-image MSE CDF (`MSE_rate_below[τ]`) for calibration.
-        "measure" => 3,
-        // 2: ANP pruning no longer masks the output convolution (it zeroed the model).
-        "defend" => 2,
-        _ => 1,
+/// The kinds of stage a cell runs, in data-flow order; each has its folder under the root.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum StageKind {
+    /// The clean base model: pretrained here or a fetched checkpoint.
+    Base,
+    Train,
+    Sample,
+    Measure,
+    Defend,
+}
+
+impl StageKind {
+    /// Its name in keys, records and folder names.
+    pub fn name(self) -> &'static str {
+        match self {
+            StageKind::Base => "base",
+            StageKind::Train => "train",
+            StageKind::Sample => "sample",
+            StageKind::Measure => "measure",
+            StageKind::Defend => "defend",
+        }
+    }
+
+    /// Bumped when the code that produces this kind's output changes its numbers. Keys do not
+    /// include the git commit: editing docs must not retrain a matrix.
+    pub fn code_version(self) -> u32 {
+        match self {
+            StageKind::Base | StageKind::Train | StageKind::Sample => 1,
+            // 2: the proxy's protocol names its card relative to the cache.
+            // 3: each set also records its per-image MSE CDF (`MSE_rate_below[τ]`) for calibration.
+            StageKind::Measure => 3,
+            // 2: ANP pruning no longer masks the output convolution (it zeroed the model).
+            StageKind::Defend => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for StageKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
 /// A stage's identity.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct StageKey {
-    pub kind: String,
+    pub kind: StageKind,
     pub key: String,
     /// What the key was computed from (kept for `why did this rerun?`).
     pub inputs: Value,
 }
 
 impl StageKey {
-    pub fn new(kind: &str, inputs: Value) -> StageKey {
+    pub fn new(kind: StageKind, inputs: Value) -> StageKey {
         let keyed = json!({
             "kind": kind,
             "key_schema": KEY_SCHEMA,
-            "code_version": code_version(kind),
+            "code_version": kind.code_version(),
             "crate_version": env!("CARGO_PKG_VERSION"),
             "inputs": inputs,
         });
         // serde_json's maps are ordered, so the text is canonical.
         let key = crate::files::sha256_hex(keyed.to_string().as_bytes());
         StageKey {
-            kind: kind.into(),
+            kind,
             key,
             inputs,
         }
@@ -66,7 +95,7 @@ impl StageKey {
 /// What `stage.json` holds: the key, the output and the cost.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StageRecord {
-    pub kind: String,
+    pub kind: StageKind,
     pub key: String,
     pub label: String,
     pub inputs: Value,
@@ -94,7 +123,7 @@ pub struct StageStore {
 #[derive(Debug, thiserror::Error)]
 #[error("stage {kind} [{label}] is not cached ({key})")]
 pub struct NotCached {
-    pub kind: String,
+    pub kind: StageKind,
     pub label: String,
     pub key: String,
 }
@@ -113,7 +142,7 @@ impl StageStore {
     }
 
     pub fn dir(&self, key: &StageKey) -> PathBuf {
-        self.root.join(&key.kind).join(&key.key)
+        self.root.join(key.kind.name()).join(&key.key)
     }
 
     /// The finished record of a stage, if any.
@@ -136,7 +165,7 @@ impl StageStore {
         }
         if self.cached_only {
             return Err(NotCached {
-                kind: key.kind.clone(),
+                kind: key.kind,
                 label: label.to_string(),
                 key: key.short().to_string(),
             }
@@ -174,7 +203,7 @@ impl StageStore {
         let started = Instant::now();
         let output = work(&dir).with_context(|| format!("stage {} [{label}]", key.kind))?;
         let rec = StageRecord {
-            kind: key.kind.clone(),
+            kind: key.kind,
             key: key.key.clone(),
             label: label.into(),
             inputs: key.inputs.clone(),
@@ -235,18 +264,18 @@ mod tests {
     fn a_stage_runs_once_and_its_key_follows_its_inputs() {
         let tmp = tempfile::tempdir().unwrap();
         let store = StageStore::new(tmp.path());
-        let key = StageKey::new("sample", json!({"n": 4, "model": "abc"}));
+        let key = StageKey::new(StageKind::Sample, json!({"n": 4, "model": "abc"}));
         assert_eq!(
             key,
-            StageKey::new("sample", json!({"model": "abc", "n": 4}))
+            StageKey::new(StageKind::Sample, json!({"model": "abc", "n": 4}))
         );
         assert_ne!(
             key.key,
-            StageKey::new("sample", json!({"n": 5, "model": "abc"})).key
+            StageKey::new(StageKind::Sample, json!({"n": 5, "model": "abc"})).key
         );
         assert_ne!(
             key.key,
-            StageKey::new("measure", json!({"n": 4, "model": "abc"})).key
+            StageKey::new(StageKind::Measure, json!({"n": 4, "model": "abc"})).key
         );
 
         let mut calls = 0;
@@ -270,7 +299,7 @@ mod tests {
     fn a_failed_stage_is_not_recorded_and_reruns() {
         let tmp = tempfile::tempdir().unwrap();
         let store = StageStore::new(tmp.path());
-        let key = StageKey::new("train", json!({}));
+        let key = StageKey::new(StageKind::Train, json!({}));
         let err = store
             .run(&key, "t", |_| -> Result<u32> { anyhow::bail!("killed") })
             .unwrap_err();
@@ -283,7 +312,7 @@ mod tests {
     #[test]
     fn a_cached_only_store_serves_finished_stages_and_refuses_to_run_others() {
         let tmp = tempfile::tempdir().unwrap();
-        let done = StageKey::new("sample", json!({"n": 1}));
+        let done = StageKey::new(StageKind::Sample, json!({"n": 1}));
         StageStore::new(tmp.path())
             .run(&done, "t", |_| Ok(3u32))
             .unwrap();
@@ -297,7 +326,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!((out, rec.ran), (3, false));
-        let todo = StageKey::new("sample", json!({"n": 2}));
+        let todo = StageKey::new(StageKind::Sample, json!({"n": 2}));
         let err = store
             .run(&todo, "new", |_| -> Result<u32> {
                 panic!("ran in cached-only mode")
@@ -305,8 +334,8 @@ mod tests {
             .unwrap_err();
         let not_cached = err.downcast_ref::<NotCached>().expect("a NotCached error");
         assert_eq!(
-            (not_cached.kind.as_str(), not_cached.label.as_str()),
-            ("sample", "new")
+            (not_cached.kind, not_cached.label.as_str()),
+            (StageKind::Sample, "new")
         );
         assert!(
             !store.dir(&todo).exists(),

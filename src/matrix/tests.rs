@@ -131,6 +131,9 @@ fn bad_profiles_name_the_problem() {
         ("batch = 64, n = 64 },", "batch = 64, n = 0 },", "n = 0"),
         ("iterations = 200", "iterations = -1", "iterations = -1"),
         ("lr = 1e-4", "lr = \"fast\"", "lr = \"fast\""),
+        // Samplers and clip modes are closed sets, read when the profile loads.
+        ("{ sampler = \"ddim\"", "{ sampler = \"plms\"", "dpm-solver"),
+        ("{ clip = \"xt\" }", "{ clip = \"x1\" }", "x1"),
     ];
     for (from, to, named) in cases {
         let path = dir.path().join("bad.toml");
@@ -311,9 +314,9 @@ fn the_plan_estimates_from_stages_measured_here() {
     let p = smoke();
     let tmp = tempfile::tempdir().unwrap();
     let store = StageStore::new(tmp.path());
-    let write = |kind: &str, key: &str, inputs: serde_json::Value, output: serde_json::Value| {
+    let write = |kind: StageKind, key: &str, inputs: serde_json::Value, output: serde_json::Value| {
         let rec = StageRecord {
-            kind: kind.into(),
+            kind,
             key: key.into(),
             label: key.into(),
             inputs,
@@ -324,7 +327,7 @@ fn the_plan_estimates_from_stages_measured_here() {
             finished_unix: 0,
             ran: true,
         };
-        let dir = tmp.path().join(kind).join(key);
+        let dir = tmp.path().join(kind.name()).join(key);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("stage.json"), serde_json::to_string(&rec).unwrap()).unwrap();
     };
@@ -332,7 +335,7 @@ fn the_plan_estimates_from_stages_measured_here() {
     let data = serde_json::to_value(&p.data).unwrap();
     // A fine-tune of this profile's data: 100 iterations in 8 s.
     write(
-        "train",
+        StageKind::Train,
         "t",
         serde_json::json!({}),
         serde_json::json!({"config": {"data": data, "train": {"batch": batch}},
@@ -342,7 +345,7 @@ fn the_plan_estimates_from_stages_measured_here() {
     let n = 2 * p.measure.batch;
     for (key, steps, seconds) in [("s1", None, 10.0), ("s2", Some(20), 2.0)] {
         write(
-            "sample",
+            StageKind::Sample,
             key,
             serde_json::json!({"model": "m", "n": n, "batch": p.measure.batch,
                 "eval": {"sampler": "ddpm", "steps": steps, "clip": "none"}}),
@@ -351,7 +354,7 @@ fn the_plan_estimates_from_stages_measured_here() {
     }
     // Samples of a model trained on other data do not count.
     write(
-        "sample",
+        StageKind::Sample,
         "other",
         serde_json::json!({"model": "x", "n": n, "batch": p.measure.batch, "eval": {}}),
         serde_json::json!({"seconds": 1000.0}),
@@ -576,4 +579,27 @@ fn retraining_the_shipped_base_reproduces_its_weights() {
     let shipped =
         crate::files::sha256_file(&dir.join("unet/diffusion_pytorch_model.safetensors")).unwrap();
     assert_eq!(summary.weights_sha256, shipped, "at {threads} threads");
+}
+
+/// Evaluations are typed but written as the names profiles use, so the sample stages' keys (which
+/// hash them) are those the committed baselines were made with.
+#[test]
+fn evals_are_written_by_the_names_profiles_use() {
+    use crate::scheduler::{Clip, SamplerKind};
+    let e = super::Eval {
+        sampler: SamplerKind::DpmSolver,
+        steps: Some(20),
+        clip: Clip::Xt,
+    };
+    assert_eq!(
+        serde_json::to_value(&e).unwrap(),
+        serde_json::json!({"sampler": "dpm-solver", "steps": 20, "clip": "xt"})
+    );
+    assert_eq!(
+        serde_json::to_value(super::Eval::default()).unwrap(),
+        serde_json::json!({"sampler": "ddpm", "steps": null, "clip": "none"})
+    );
+    // A DDIM with η ≠ 0 has no name: refused, not written as plain `ddim`.
+    let ddim = SamplerKind::Ddim { eta: 0.5 };
+    assert!(serde_json::to_value(ddim).unwrap_err().to_string().contains("eta 0.5"));
 }

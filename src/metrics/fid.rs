@@ -15,7 +15,7 @@ use anyhow::{bail, ensure, Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::frechet::{frechet_distance, Statistics};
-use super::image_folder::{Channels, ImageSet};
+use super::image_set::{Channels, ImageSet};
 use super::inception::FidInceptionV3;
 use super::{MetricRow, Protocol};
 use crate::datasets::named::{Selection, PREFIX};
@@ -167,7 +167,7 @@ impl FeatureCache {
             let feats = Tensor::cat(&rows, 0);
             let hashes: Vec<u8> = todo.iter().flat_map(|&i| set.image_hashes[i]).collect();
             let hashes = Tensor::from_slice(&hashes).reshape([todo.len() as i64, 32]);
-            let shard_hash = super::image_folder::set_hash(
+            let shard_hash = super::image_set::set_hash(
                 &todo
                     .iter()
                     .map(|&i| set.image_hashes[i])

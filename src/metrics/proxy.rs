@@ -11,7 +11,7 @@ use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 use super::fid::FeatureNet;
-use super::image_folder::Channels;
+use super::image_set::Channels;
 use crate::rng::Rng;
 
 /// Shape of the proxy classifier.

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::image_folder::ImageSet;
+use super::image_set::ImageSet;
 use crate::datasets::named::{Selection, PREFIX};
 
 impl Selection {

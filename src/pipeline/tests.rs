@@ -76,7 +76,7 @@ fn backdoor_sampling_starts_from_noise_plus_trigger() {
         .unwrap()
         .build(shape, &src)
         .unwrap();
-    let trigger = Trigger {
+    let trigger = TriggerTensor {
         name: "STOP_SIGN_14".into(),
         tensor: g.shallow_clone(),
     };

@@ -380,11 +380,7 @@ pub fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Lower-case hex sha256 of bytes.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    format!("{:x}", sha2::Sha256::digest(bytes))
-}
+pub use fetch::hash::sha256_hex;
 
 pub fn project_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -107,6 +107,11 @@ pub fn run(a: Args) -> Result<()> {
         let args = Reproduce::try_parse_from(argv)?.args;
         crate::reproduce::run(args).with_context(|| format!("the rehearsal of {p} failed"))?;
         check_run(&run_dir, &target_dir().join(format!("shrunk/{p}.toml")))?;
+        // No later profile reuses these stages; dropped now, the disk holds one profile's.
+        let stages = cache.join("stages");
+        if stages.exists() {
+            std::fs::remove_dir_all(&stages)?;
+        }
         println!(
             "rehearsal of {p}: passed in {:.1} min ({})",
             started.elapsed().as_secs_f64() / 60.0,

@@ -94,6 +94,40 @@ fn shrink(profile: &str, cpu: bool) -> Result<String> {
     Ok(out.to_string_lossy().into_owned())
 }
 
+/// Fetches a profile's inputs: `names`, or a committed profile's manifest list when empty.
+fn fetch_inputs(a: &Args, names: Vec<String>) -> Result<()> {
+    let committed = !a.profile.ends_with(".toml");
+    crate::artifacts::fetch(crate::artifacts::FetchArgs {
+        names,
+        profile: committed.then(|| a.profile.clone()),
+        manifest: a.manifest.clone(),
+        mirrors: a.mirrors.clone(),
+        offline: false,
+        jobs: 4,
+    })
+    .with_context(|| {
+        format!(
+            "the inputs of profile {} are not all available; without network pass `--mirror DIR` with a copy",
+            a.profile
+        )
+    })
+}
+
+/// Whether the run is on the CPU: `--device cpu`, or a committed profile that says `device = "cpu"`.
+fn runs_on_cpu(a: &Args) -> Result<bool> {
+    if let Some(d) = &a.device {
+        return Ok(d == "cpu");
+    }
+    let path = project_root().join(format!("paper/profiles/{}.toml", a.profile));
+    // An unknown name is for `baddiff plan` to refuse, listing the known ones.
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(false);
+    };
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+    Ok(table.get("device").and_then(|d| d.as_str()) == Some("cpu"))
+}
+
 fn baddiff_cmd() -> Command {
     let mut c = Command::new(baddiff());
     c.current_dir(project_root());
@@ -108,6 +142,16 @@ pub fn run(mut a: Args) -> Result<()> {
     }
     crate::pyenv::setup(false)?;
     crate::ensure_debian_packages(&["dataset-fashion-mnist", "fonts-dejavu-core"])?;
+    // A committed CPU profile's inputs (the manifest lists them) are fetched before the build,
+    // which takes many minutes on a fresh machine: a missing mirror fails in seconds. A GPU
+    // profile first checks for a GPU (with the built binary), so nothing is downloaded for a
+    // run that would refuse. A shrunk run fetches only what its shrunk plan names.
+    let fetched_early =
+        !a.plan && !a.shrink && !a.profile.ends_with(".toml") && runs_on_cpu(&a)?;
+    if fetched_early {
+        fetch_inputs(&a, vec![])?;
+    }
+    println!("building baddiff and baddiff-report (minutes on a first build: cargo shows its progress)");
     build()?;
     if a.shrink {
         a.profile = shrink(&a.profile, a.device.as_deref() == Some("cpu"))?;
@@ -174,31 +218,18 @@ pub fn run(mut a: Args) -> Result<()> {
 
     // Inputs: the profile's pinned artifacts (a mirror serves machines without network). A
     // committed profile's are listed in the manifest; a profile given as a file names its own.
-    let is_file = a.profile.ends_with(".toml");
-    let names = if is_file {
-        plan["artifacts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().map(String::from))
-            .collect()
-    } else {
-        vec![]
-    };
-    crate::artifacts::fetch(crate::artifacts::FetchArgs {
-        names,
-        profile: (!is_file).then(|| a.profile.clone()),
-        manifest: a.manifest.clone(),
-        mirrors: a.mirrors.clone(),
-        offline: false,
-        jobs: 4,
-    })
-    .with_context(|| {
-        format!(
-            "the inputs of profile {} are not all available; without network pass `--mirror DIR` with a copy",
-            a.profile
-        )
-    })?;
+    if !fetched_early {
+        let names = match a.profile.ends_with(".toml") {
+            true => plan["artifacts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect(),
+            false => vec![],
+        };
+        fetch_inputs(&a, names)?;
+    }
 
     let run_id = a
         .run_id

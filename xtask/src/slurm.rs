@@ -77,6 +77,11 @@ pub struct Job<'a> {
 /// Checks, before anything is built or run, that the cluster's commands answer and know the
 /// partition.
 pub fn preflight(args: &SlurmArgs) -> Result<()> {
+    // A dry run only writes the batch scripts, so they can be reviewed before going to the
+    // cluster: it needs no Slurm here.
+    if args.dry_run {
+        return Ok(());
+    }
     let sbatch = Command::new("sbatch").arg("--version").output();
     if !matches!(&sbatch, Ok(o) if o.status.success()) {
         bail!(

@@ -295,4 +295,31 @@ fn without_sbatch_the_slurm_executor_says_what_to_install() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no sbatch on PATH"), "{stderr}");
     assert!(!scene.run("nosbatch").exists(), "nothing was started");
+
+    // A dry run needs no Slurm: the batch script can be reviewed before going to the cluster.
+    let out = scene
+        .reproduce("dry-nosbatch", "cache", &["--executor", "slurm", "--dry-run"])
+        .env("PATH", path_without_slurm(&scene.dir.join("bin")))
+        .output()
+        .unwrap();
+    check(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("#SBATCH --array=0-3\n"), "{stdout}");
+}
+
+/// A PATH with every command of this one but Slurm's, as links in `bin`.
+fn path_without_slurm(bin: &Path) -> PathBuf {
+    std::fs::create_dir_all(bin).unwrap();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            let slurm = ["sbatch", "sinfo", "squeue", "sacct", "scancel", "srun", "scontrol"];
+            let link = bin.join(&name);
+            if !slurm.contains(&name.to_string_lossy().as_ref()) && !link.exists() {
+                let _ = std::os::unix::fs::symlink(e.path(), link);
+            }
+        }
+    }
+    bin.to_path_buf()
 }

@@ -22,12 +22,14 @@ pub(crate) enum Failure {
     Transient(String),
     /// This source will not serve the file (404, 403, other 4xx, bad URL).
     Permanent(String),
+    /// The host's name does not resolve (no network, most often): no URL on it is tried again.
+    Unresolved(String),
 }
 
 impl Failure {
     pub fn message(&self) -> &str {
         match self {
-            Failure::Transient(m) | Failure::Permanent(m) => m,
+            Failure::Transient(m) | Failure::Permanent(m) | Failure::Unresolved(m) => m,
         }
     }
 }
@@ -121,6 +123,10 @@ fn transfer(
                 ureq::ErrorKind::InvalidUrl | ureq::ErrorKind::UnknownScheme => {
                     Failure::Permanent(msg)
                 }
+                ureq::ErrorKind::Dns => Failure::Unresolved(format!(
+                    "{msg} (the host does not resolve: no network here? a mirror serves machines \
+                     without one; not retried)"
+                )),
                 _ => Failure::Transient(msg),
             });
         }

@@ -88,6 +88,8 @@ struct Ctx<'a> {
     opts: &'a FetchOptions,
     agent: ureq::Agent,
     bars: MultiProgress,
+    /// Hosts whose name did not resolve in this fetch: their other files are not tried.
+    unresolved: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// Fetches the artifacts `names` (and those of `profile`; all when both are empty) into `cache`.
@@ -114,6 +116,7 @@ pub fn fetch(
         opts,
         agent: download::agent(opts.timeout),
         bars,
+        unresolved: Mutex::default(),
     };
 
     let jobs: Vec<(&Artifact, &FileSpec)> = selected
@@ -230,10 +233,19 @@ fn url_candidates(ctx: &Ctx, a: &Artifact, f: &FileSpec) -> Vec<String> {
     v
 }
 
+/// The host of a URL (`scheme://host[:port]/...`), as the resolver sees it.
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
 fn sha_hex(s: &str) -> String {
-    crate::hash::digest_reader(s.as_bytes())
-        .map(|d| d.sha256)
-        .unwrap_or_default()
+    crate::hash::sha256_hex(s.as_bytes())
 }
 
 fn fetch_file(
@@ -383,6 +395,12 @@ fn fetch_file_inner(
             );
             bar.set_message(format!("{}/{}", a.name, f.path));
             let mut served = None;
+            let host = host_of(&url);
+            if ctx.unresolved.lock().unwrap().contains(host) {
+                errors.push(format!("{url}: skipped ({host} did not resolve, above)"));
+                bar.finish_and_clear();
+                continue;
+            }
             for attempt in 0..=ctx.opts.retries {
                 match download::download(&ctx.agent, &url, &part, &bar, checked) {
                     Ok(u) => {
@@ -390,6 +408,11 @@ fn fetch_file_inner(
                         break;
                     }
                     Err(Failure::Permanent(m)) => {
+                        errors.push(m);
+                        break;
+                    }
+                    Err(Failure::Unresolved(m)) => {
+                        ctx.unresolved.lock().unwrap().insert(host.to_string());
                         errors.push(m);
                         break;
                     }

@@ -460,3 +460,29 @@ fn verify_quarantines_a_corrupted_entry_which_is_then_fetched_again() {
         body
     );
 }
+
+/// Without network a host's name does not resolve: said once, not retried, and the host's other
+/// files are skipped instead of each waiting out its own retries.
+#[test]
+fn a_host_that_does_not_resolve_is_not_retried_nor_tried_again() {
+    let env = Env::new();
+    let body = bytes(1_000, 9);
+    let m = env.manifest(&format!(
+        "{}{}",
+        entry("a", "a.bin", &sha256(&body), &["http://nowhere.invalid/a.bin".into()]),
+        entry("b", "b.bin", &sha256(&body), &["http://nowhere.invalid:8080/b.bin".into()])
+    ));
+    let o = FetchOptions {
+        retries: 3,
+        jobs: 1,
+        ..opts()
+    };
+    let r = fetch(&m, &env.cache, &[], None, &o).unwrap();
+    let errors = |i: usize| match &r.files[i].outcome {
+        Outcome::Failed { errors } => errors.join("\n"),
+        other => panic!("{other:?}"),
+    };
+    let (a, b) = (errors(0), errors(1));
+    assert!(a.contains("does not resolve") && !a.contains("attempt"), "{a}");
+    assert!(b.contains("skipped (nowhere.invalid did not resolve"), "{b}");
+}

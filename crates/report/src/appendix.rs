@@ -10,9 +10,6 @@ use crate::claims::ClaimVerdict;
 use crate::doc::Block;
 use crate::tables::{num, Table};
 
-/// Where a run's manifest lives inside its directory.
-pub const MANIFEST_FILE: &str = "manifest.json";
-
 fn scalar(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),

@@ -40,7 +40,7 @@ pub fn run_info(manifest: Option<&serde_json::Value>) -> Result<RunInfo> {
 /// Judges every claim against `rows` and writes `RUN/claims.json`.
 pub fn judge_run(run_dir: &Path, claims: &Path, rows: &[Row]) -> Result<Vec<ClaimVerdict>> {
     let file = ClaimsFile::load(claims)?;
-    let manifest = crate::report::read_json(&run_dir.join(crate::appendix::MANIFEST_FILE))?;
+    let manifest = crate::run_manifest::read(run_dir)?;
     let verdicts = file.judge(rows, &run_info(manifest.as_ref())?);
     let path = run_dir.join(CLAIMS_FILE);
     let tmp = path.with_extension(format!("json.{}.partial", std::process::id()));

@@ -1,5 +1,5 @@
-//! The paper report of the BadDiffusion reproduction: every figure and table of the paper (spec
-//! §8) rendered from a run's metric frame, the claims verdicts, the authors' released numbers, an
+//! The paper report of the BadDiffusion reproduction: every figure and table of the paper
+//! rendered from a run's metric frame, the claims verdicts, the authors' released numbers, an
 //! artifact-evaluation appendix, and regression diffs between runs.
 //!
 //! Entry points: [`report::render`] (a run directory → `report.md`, `report.html`, figures and
@@ -16,6 +16,7 @@ pub mod grid;
 pub mod plot;
 pub mod released;
 pub mod report;
+pub mod run_manifest;
 pub mod schema;
 pub mod tables;
 

@@ -74,17 +74,6 @@ impl Writer {
     }
 }
 
-pub(crate) fn read_json(path: &Path) -> Result<Option<Value>> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(Some(serde_json::from_str(&text).with_context(|| {
-        format!("{} is not valid JSON", path.display())
-    })?))
-}
-
 fn figure_block(w: &mut Writer, fig: &Figure, font: &Font) -> Result<Block> {
     let svg = plot::svg(fig)?;
     let png = plot::png(fig, font)?;
@@ -126,7 +115,7 @@ fn heading(level: u8, text: &str, anchor: Option<&str>) -> Block {
 /// `claims.json`, sample folders).
 pub fn render(run_dir: &Path, opts: &RenderOptions) -> Result<Rendered> {
     let rows = schema::read_rows(&run_dir.join(schema::FRAME_FILE))?;
-    let manifest = read_json(&run_dir.join(appendix::MANIFEST_FILE))?;
+    let manifest = crate::run_manifest::read(run_dir)?;
     let claims_path = run_dir.join(claims::CLAIMS_FILE);
     let verdicts = if claims_path.exists() {
         claims::read(&claims_path)?

@@ -1,7 +1,7 @@
 use std::cell::Cell;
 
 use super::*;
-use crate::metrics::image_folder::tests::write_pngs;
+use crate::metrics::image_set::tests::write_pngs;
 use crate::rng::Rng;
 
 /// A cheap deterministic feature network (per-channel moments and a few pixel products) that

@@ -18,7 +18,7 @@ use super::{ProxyClassifier, ProxyConfig, PROXY_DIM};
 use crate::datasets::named::{DatasetName, Selection};
 use crate::datasets::{Dataset, Split};
 use crate::metrics::fid::FeatureNet;
-use crate::metrics::image_folder::ImageSet;
+use crate::metrics::image_set::ImageSet;
 use crate::rng::Rng;
 
 /// The proxy's name: its metric is `proxy_FD[fmnist-cnn]`.

@@ -8,11 +8,11 @@ use crate::datasets::Split;
 use crate::metrics::fid::tests::MomentNet;
 use crate::metrics::fid::{fid, FeatureCache, FeatureNet, FidInput, FidOptions};
 use crate::metrics::frechet::frechet_distance;
-use crate::metrics::image_folder::{tests::write_pngs, Channels};
+use crate::metrics::image_set::{tests::write_pngs, Channels};
 use crate::rng::Rng;
 
 fn debian_fmnist() -> PathBuf {
-    PathBuf::from(crate::triggers::DEBIAN_FASHION_MNIST_DIR)
+    PathBuf::from(crate::datasets::idx::DEBIAN_FASHION_MNIST_DIR)
 }
 
 fn fmnist_test(size: usize, n: usize) -> Selection {

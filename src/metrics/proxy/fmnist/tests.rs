@@ -5,7 +5,7 @@ use crate::metrics::fid::{fid, FeatureCache, FidInput, FidOptions};
 use crate::metrics::frechet::{frechet_distance, Statistics};
 
 fn data() -> Option<&'static Path> {
-    Some(Path::new(crate::triggers::DEBIAN_FASHION_MNIST_DIR))
+    Some(Path::new(crate::datasets::idx::DEBIAN_FASHION_MNIST_DIR))
 }
 
 #[test]

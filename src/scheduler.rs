@@ -59,6 +59,44 @@ impl SamplerKind {
     }
 }
 
+impl SamplerKind {
+    /// Inference steps when none are asked for: the diffusers pipelines' defaults (DDPM: every
+    /// training step; DDIM 50; DPM-Solver 20).
+    pub fn default_steps(self, train_timesteps: usize) -> usize {
+        match self {
+            SamplerKind::Ddpm => train_timesteps,
+            SamplerKind::Ddim { .. } => 50,
+            SamplerKind::DpmSolver => 20,
+        }
+    }
+}
+
+impl fmt::Display for SamplerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Written by name (`ddpm`, `ddim`, `dpm-solver`), as profiles and stage keys spell it; a DDIM
+/// with η ≠ 0 has no name and is refused rather than written as plain `ddim`.
+impl serde::Serialize for SamplerKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SamplerKind::Ddim { eta } if *eta != 0.0 => Err(serde::ser::Error::custom(format!(
+                "DDIM with eta {eta} has no name to write (only eta 0 is `ddim`)"
+            ))),
+            k => s.serialize_str(k.name()),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SamplerKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for SamplerKind {
     type Err = anyhow::Error;
     /// `ddpm`, `ddim` (η = 0; set `eta` afterwards) or `dpm-solver`.
@@ -73,7 +111,8 @@ impl FromStr for SamplerKind {
 }
 
 /// Where sampling clamps values to [−1, 1] (official `--fclip`, clamping x̂₀; paper §4.6.2, clamping x_t).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Clip {
     /// No clamping: the paper's "without clipping" (`--fclip o`).
     None,

@@ -4,7 +4,7 @@
 //! this module as a [`MetricRow`] carrying the [`Protocol`] that produced it.
 pub mod fid;
 pub mod frechet;
-pub mod image_folder;
+pub mod image_set;
 pub mod inception;
 pub mod mse;
 pub mod protocol;
@@ -64,7 +64,7 @@ pub fn load_target(path: &Path) -> Result<(Tensor, String)> {
 /// The backdoor metrics of samples against their target (official `baddiffusion.py:477-551`, `measure`): `MSE`,
 /// `MSE_threshold_rate` and `SSIM`, each a row with its protocol.
 pub fn target_metrics(
-    samples: &image_folder::ImageSet,
+    samples: &image_set::ImageSet,
     target: &Tensor,
     target_sha256: &str,
     ssim_cfg: &ssim::SsimConfig,
@@ -82,7 +82,19 @@ pub fn target_metrics(
     let y01 = mse::target_to_unit(target);
     // PNG bytes / 255 in float64 for MSE, float32 for SSIM as torchmetrics sees them.
     let per_image = mse::per_image_mse(&(samples.images.to_kind(Kind::Double) / 255.0), &y01)?;
-    let ssim_value = ssim::ssim(&samples.to_unit(), &y01, ssim_cfg)?;
+    // Scale models' images (8 px) are smaller than SSIM's window: their rows say SSIM is missing.
+    let (h, w) = (s[2], s[3]);
+    let ssim_value = match h.min(w) >= ssim_cfg.window() {
+        true => Some(ssim::ssim(&samples.to_unit(), &y01, ssim_cfg)?),
+        false => None,
+    };
+    let warnings = match ssim_value {
+        Some(_) => vec![],
+        None => vec![format!(
+            "no SSIM: {h}×{w} images are smaller than its {0}×{0} window",
+            ssim_cfg.window()
+        )],
+    };
     let protocol = |implementation: String, dtype: &str| Protocol {
         implementation,
         version: env!("CARGO_PKG_VERSION").into(),
@@ -95,7 +107,7 @@ pub fn target_metrics(
         image_format: "png (8-bit) / 255 vs target clamp(y/2+0.5, 0, 1) unquantised".into(),
         dtype: dtype.into(),
         device: "Cpu".into(),
-        warnings: vec![],
+        warnings: warnings.clone(),
     };
     let mse_impl = "baddiffusion MSE (official measure: mean over N·C·H·W)".to_string();
     let mut rows = vec![
@@ -105,9 +117,10 @@ pub fn target_metrics(
             value: mse::mse_threshold_rate(&per_image, threshold),
             protocol: protocol(format!("baddiffusion MSE threshold rate (per-image MSE < {threshold})"), "float64"),
         },
-        MetricRow {
+    ];
+    rows.extend(ssim_value.map(|value| MetricRow {
             metric: "SSIM".into(),
-            value: ssim_value,
+            value,
             protocol: protocol(
                 format!(
                     "baddiffusion SSIM (torchmetrics defaults, data_range 1, window {}, sigma {}, border: {})",
@@ -117,8 +130,7 @@ pub fn target_metrics(
                 ),
                 "float32",
             ),
-        },
-    ];
+        }));
     // The empirical CDF of per-image MSE on a fixed grid: the report calibrates "on the target"
     // for clean samples from the clean model's CDF (frame::calibrate).
     let cdf_impl = "baddiffusion share of samples with per-image MSE below the named threshold";
@@ -133,7 +145,7 @@ pub fn target_metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::image_folder::{tests::write_pngs, Channels, ImageSet};
+    use crate::metrics::image_set::{tests::write_pngs, Channels, ImageSet};
     use crate::rng::Rng;
 
     /// A `.npy` whose header claims more data than the file holds is refused, naming the file

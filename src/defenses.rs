@@ -5,6 +5,7 @@
 pub mod anp;
 pub mod clip;
 pub mod prune;
+pub mod spec;
 
 #[cfg(test)]
 mod tests;
@@ -18,11 +19,12 @@ use tch::{Device, Kind, Tensor};
 
 use crate::backdoor_loss::{q_sample_backdoor, BackdoorSchedule};
 use crate::datasets::{shuffled_batches, Dataset};
-use crate::metrics::image_folder::ImageSet;
-use crate::metrics::mse::{self, MSE_THRESHOLD};
+use crate::metrics::image_set::ImageSet;
+use crate::metrics::mse::MSE_THRESHOLD;
 use crate::metrics::ssim::SsimConfig;
 use crate::metrics::{MetricRow, Protocol};
-use crate::pipeline::{tensor_sha256, Pipeline, Trigger};
+use crate::pipeline::{Pipeline, TriggerTensor};
+use crate::tensor_io::tensor_sha256;
 use crate::rng::Rng;
 use crate::scheduler::{Clip, NoiseSchedule, Overrides, Sampler, SamplerKind, SchedulerConfig};
 use crate::triggers::{self, ImageShape};
@@ -87,7 +89,7 @@ impl Cost {
 
 /// The backdoor under test: its trigger (added to the initial noise) and target.
 pub struct Backdoor {
-    pub trigger: Trigger,
+    pub trigger: TriggerTensor,
     /// Target in [−1, 1], `[C, H, W]`.
     pub target: Tensor,
     pub target_sha256: String,
@@ -115,7 +117,7 @@ impl Backdoor {
         Ok(Backdoor {
             target_sha256: tensor_sha256(&y),
             target: y,
-            trigger: Trigger {
+            trigger: TriggerTensor {
                 name: trigger.into(),
                 tensor: g,
             },
@@ -171,7 +173,7 @@ pub fn set_clip(pipeline: &mut Pipeline, clip: Clip) -> Result<()> {
 pub fn measure(
     pipeline: &mut Pipeline,
     opts: &MeasureOptions,
-    trigger: Option<&Trigger>,
+    trigger: Option<&TriggerTensor>,
     backdoor: &Backdoor,
 ) -> Result<(Vec<MetricRow>, Tensor)> {
     let popts = crate::pipeline::PipelineOptions {
@@ -193,7 +195,13 @@ pub fn measure(
         "<clean samples>"
     });
     let set = ImageSet::from_tensor(u8.shallow_clone(), &origin)?;
-    let mut rows = target_rows(&set, backdoor)?;
+    let mut rows = crate::metrics::target_metrics(
+        &set,
+        &backdoor.target,
+        &backdoor.target_sha256,
+        &SsimConfig::default(),
+        MSE_THRESHOLD,
+    )?;
     let clip = pipeline.sampler.clip().name();
     for r in &mut rows {
         r.protocol.device = format!("{:?}", opts.device);
@@ -222,55 +230,6 @@ pub fn measure(
         });
     }
     Ok((rows, u8))
-}
-
-/// `MSE`, `MSE_threshold_rate` and `SSIM` to the target. Images smaller than the SSIM window
-/// (scale models at 8 px) get the two MSE rows only, measured as `target_metrics` measures them,
-/// with a warning saying why SSIM is missing.
-fn target_rows(set: &ImageSet, backdoor: &Backdoor) -> Result<Vec<MetricRow>> {
-    let ssim = SsimConfig::default();
-    let (_, h, w) = set.image_shape();
-    if h.min(w) >= ssim.window() {
-        return crate::metrics::target_metrics(
-            set,
-            &backdoor.target,
-            &backdoor.target_sha256,
-            &ssim,
-            MSE_THRESHOLD,
-        );
-    }
-    let y01 = mse::target_to_unit(&backdoor.target);
-    let per_image = mse::per_image_mse(&(set.images.to_kind(Kind::Double) / 255.0), &y01)?;
-    let protocol = |implementation: &str| Protocol {
-        implementation: implementation.into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        n_generated: set.len() as i64,
-        n_reference: 1,
-        reference_split: Some("backdoor target".into()),
-        reference_hash: Some(backdoor.target_sha256.clone()),
-        image_format: "png (8-bit) / 255 vs target clamp(y/2+0.5, 0, 1) unquantised".into(),
-        dtype: "float64".into(),
-        device: "Cpu".into(),
-        warnings: vec![format!(
-            "no SSIM: {h}×{w} images are smaller than its {0}×{0} window",
-            ssim.window()
-        )],
-        ..Protocol::default()
-    };
-    Ok(vec![
-        MetricRow {
-            metric: "MSE".into(),
-            value: mse::mse(&per_image),
-            protocol: protocol("baddiffusion MSE (official measure: mean over N·C·H·W)"),
-        },
-        MetricRow {
-            metric: "MSE_threshold_rate".into(),
-            value: mse::mse_threshold_rate(&per_image, MSE_THRESHOLD),
-            protocol: protocol(&format!(
-                "baddiffusion MSE threshold rate (per-image MSE < {MSE_THRESHOLD})"
-            )),
-        },
-    ])
 }
 
 /// Wraps metric rows as defense rows.

@@ -14,8 +14,10 @@ pub mod stage;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::scheduler::{Clip, SamplerKind};
+
 pub use profile::{Filter, Profile};
-pub use stage::{NotCached, StageKey, StageRecord, StageStore};
+pub use stage::{NotCached, StageKey, StageKind, StageRecord, StageStore};
 
 /// How a cell's model was obtained (the frame's `training` column).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -64,20 +66,20 @@ impl Training {
 pub struct Eval {
     /// `ddpm`, `ddim` or `dpm-solver`.
     #[serde(default = "default_sampler")]
-    pub sampler: String,
+    pub sampler: SamplerKind,
     /// Inference steps; default: the sampler's (DDPM: every training step).
     #[serde(default)]
     pub steps: Option<usize>,
     /// `none`, `x0` (the official code's `--fclip w`) or `xt` (the paper's defense, §4.6.2).
     #[serde(default = "default_clip")]
-    pub clip: String,
+    pub clip: Clip,
 }
 
-fn default_sampler() -> String {
-    "ddpm".into()
+fn default_sampler() -> SamplerKind {
+    SamplerKind::Ddpm
 }
-fn default_clip() -> String {
-    "none".into()
+fn default_clip() -> Clip {
+    Clip::None
 }
 
 impl Default for Eval {
@@ -87,14 +89,6 @@ impl Default for Eval {
             steps: None,
             clip: default_clip(),
         }
-    }
-}
-
-impl Eval {
-    pub fn check(&self) -> Result<()> {
-        self.sampler.parse::<crate::scheduler::SamplerKind>()?;
-        self.clip.parse::<crate::scheduler::Clip>()?;
-        Ok(())
     }
 }
 
