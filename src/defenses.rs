@@ -24,9 +24,9 @@ use crate::metrics::mse::MSE_THRESHOLD;
 use crate::metrics::ssim::SsimConfig;
 use crate::metrics::{MetricRow, Protocol};
 use crate::pipeline::{Pipeline, TriggerTensor};
-use crate::tensor_io::tensor_sha256;
 use crate::rng::Rng;
 use crate::scheduler::{Clip, NoiseSchedule, Overrides, Sampler, SamplerKind, SchedulerConfig};
+use crate::tensor_io::tensor_sha256;
 use crate::triggers::{self, ImageShape};
 use crate::unet::{PerturbConv2d, UNet2DModel};
 

@@ -21,8 +21,8 @@ pub mod progress;
 pub mod python;
 pub mod rng;
 pub mod sampling;
-pub mod stats;
 pub mod scheduler;
+pub mod stats;
 pub mod tensor_io;
 #[cfg(test)]
 pub mod testing;

@@ -105,7 +105,7 @@ pub struct Cell {
     pub training: Training,
     pub seed: u64,
     pub evals: Vec<Eval>,
-    pub defenses: Vec<serde_json::Value>,
+    pub defenses: Vec<crate::defenses::spec::DefenseSpec>,
 }
 
 /// One row of the run's metric frame (one definition, in the `frame` crate).

@@ -111,11 +111,18 @@ pub fn target_metrics(
     };
     let mse_impl = "baddiffusion MSE (official measure: mean over N·C·H·W)".to_string();
     let mut rows = vec![
-        MetricRow { metric: "MSE".into(), value: mse::mse(&per_image), protocol: protocol(mse_impl, "float64") },
+        MetricRow {
+            metric: "MSE".into(),
+            value: mse::mse(&per_image),
+            protocol: protocol(mse_impl, "float64"),
+        },
         MetricRow {
             metric: "MSE_threshold_rate".into(),
             value: mse::mse_threshold_rate(&per_image, threshold),
-            protocol: protocol(format!("baddiffusion MSE threshold rate (per-image MSE < {threshold})"), "float64"),
+            protocol: protocol(
+                format!("baddiffusion MSE threshold rate (per-image MSE < {threshold})"),
+                "float64",
+            ),
         },
     ];
     rows.extend(ssim_value.map(|value| MetricRow {

@@ -100,7 +100,7 @@ impl Pipeline {
     fn options(&self, opts: &PipelineOptions, offset: Option<Tensor>) -> Result<SampleOptions> {
         let steps = opts.steps.unwrap_or(
             opts.sampler
-                .default_steps(self.sampler.config().num_train_timesteps as usize),
+                .default_steps(self.sampler.config().num_train_timesteps),
         );
         Ok(SampleOptions {
             n: opts.n,

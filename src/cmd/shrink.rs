@@ -25,7 +25,7 @@ pub fn run(args: Args) -> Result<()> {
         no_mixed_precision: args.cpu,
         ..Shrink::REHEARSAL
     };
-    let shrunk = profile.shrunk(&shrink);
+    let shrunk = profile.shrunk(&shrink)?;
     let text = toml::to_string(&shrunk).context("writing the shrunk profile as TOML")?;
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir)?;

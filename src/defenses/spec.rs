@@ -45,14 +45,37 @@ fn check_fields(spec: &Value, allowed: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// A profile's `[[experiment.defense]]` table, read into its defense's settings.
-#[derive(Clone, Debug)]
+/// A profile's `[[experiment.defense]]` table, read into its defense's settings (the defaults
+/// are the configs' own, which the CLI uses too). It is written back as the table it was read
+/// from, which is also what the defend stage's key hashes.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "Value", into = "Value")]
 pub struct DefenseSpec {
     pub defense: DefenseConfig,
     /// Samples per measurement; default: the profile's `measure.n`, at most 128.
     pub n: Option<usize>,
     /// Sampling steps of its measurements; default: every training step (DDPM).
     pub steps: Option<usize>,
+    table: Value,
+}
+
+impl PartialEq for DefenseSpec {
+    fn eq(&self, other: &DefenseSpec) -> bool {
+        self.table == other.table
+    }
+}
+
+impl TryFrom<Value> for DefenseSpec {
+    type Error = anyhow::Error;
+    fn try_from(table: Value) -> Result<DefenseSpec> {
+        DefenseSpec::parse(&table)
+    }
+}
+
+impl From<DefenseSpec> for Value {
+    fn from(d: DefenseSpec) -> Value {
+        d.table
+    }
 }
 
 /// The defenses a profile can run on a cell's model.
@@ -94,7 +117,7 @@ impl DefenseSpec {
                 let by = match (num(spec, "fraction")?, num(spec, "threshold")?) {
                     (Some(f), None) => PruneBy::Fraction(f),
                     (None, Some(t)) => PruneBy::Threshold(t),
-                    (None, None) => d.by.clone(),
+                    (None, None) => d.by,
                     _ => bail!("anp-prune takes `fraction` or `threshold`, not both"),
                 };
                 let cfg = PruneConfig {
@@ -112,7 +135,28 @@ impl DefenseSpec {
                 "defense kind {other:?} is unknown: use `anp` or `anp-prune` (clipping is an evaluation: evals = [{{ clip = \"xt\" }}])"
             ),
         };
-        Ok(DefenseSpec { defense, n, steps })
+        Ok(DefenseSpec {
+            defense,
+            n,
+            steps,
+            table: spec.clone(),
+        })
+    }
+
+    /// The table as written.
+    pub fn table(&self) -> &Value {
+        &self.table
+    }
+
+    /// The same table with `settings` set (a shrunk run's amounts), read again.
+    pub fn with(&self, settings: &[(&str, Value)]) -> Result<DefenseSpec> {
+        let mut table = self.table.clone();
+        if let Some(t) = table.as_object_mut() {
+            for (k, v) in settings {
+                t.insert(k.to_string(), v.clone());
+            }
+        }
+        DefenseSpec::parse(&table)
     }
 
     /// Its frame identity: the `defense` kind, the `defense_param` its rows carry, and the

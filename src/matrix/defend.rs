@@ -2,7 +2,7 @@
 //! ([`DefenseSpec`]) run on a cell's model (paper §4.6). Inference-time clipping needs no stage
 //! of its own: it is an evaluation (`evals = [{ clip = "xt" }]`).
 use anyhow::{Context as _, Result};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::run::{BaseModel, Cells};
 use super::stage::{StageKey, StageKind, StageRecord};
@@ -20,18 +20,17 @@ impl Cells {
         &self,
         cell: &Cell,
         model: &BaseModel,
-        spec: &Value,
+        defense: &DefenseSpec,
         epochs: f64,
     ) -> Result<(Vec<FrameRow>, StageRecord)> {
-        let kind = spec["kind"].as_str().unwrap_or("");
-        let defense = DefenseSpec::parse(spec)?;
+        let kind = defense.describe().0;
         let m = &self.profile.measure;
         let n = defense.n.unwrap_or(m.n.min(128));
         let steps = defense.steps;
         let key = StageKey::new(
             StageKind::Defend,
             json!({
-                "model": model.weights_sha256, "spec": spec, "trigger": cell.trigger,
+                "model": model.weights_sha256, "spec": defense.table(), "trigger": cell.trigger,
                 "target": cell.target, "n": n, "seed": m.seed + cell.seed, "data": self.profile.data,
             }),
         );

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Cell, Eval, Training};
 use crate::attack::DataConfig;
+use crate::defenses::spec::DefenseSpec;
 use crate::training::trainer::TrainSettings;
 use crate::triggers::{Target, Trigger};
 use crate::validate::{at_least_one, positive};
@@ -181,9 +182,9 @@ pub struct Experiment {
     /// How samples are drawn and measured; default: DDPM without clipping.
     #[serde(default = "default_evals")]
     pub evals: Vec<Eval>,
-    /// Defense runs on each cell's model (`[[experiment.defense]]` tables, passed to `defenses`).
+    /// Defense runs on each cell's model (`[[experiment.defense]]` tables).
     #[serde(default, rename = "defense")]
-    pub defenses: Vec<serde_json::Value>,
+    pub defenses: Vec<DefenseSpec>,
     /// Per-experiment replacements of the profile's tables (e.g. CelebA-HQ's data and base model
     /// in a CIFAR-10 profile).
     #[serde(default)]
@@ -327,11 +328,6 @@ impl Profile {
                 "experiment {} fine-tunes but the profile has no [finetune] table",
                 e.id
             );
-            for d in &e.defenses {
-                crate::defenses::spec::DefenseSpec::parse(d).with_context(|| {
-                    format!("experiment {}: a [[experiment.defense]] table", e.id)
-                })?;
-            }
         }
         Ok(())
     }

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tch::{Device, Tensor};
 
-use super::stage::{StageKey, StageKind, StageRecord, StageStore};
 use super::profile::FidNetwork;
+use super::stage::{StageKey, StageKind, StageRecord, StageStore};
 use super::{Cell, Eval, FrameRow, Profile, Training};
 use crate::attack::{self, AttackConfig, BackdoorConfig, ModelConfig, TrainSummary};
 use crate::metrics::fid::{self, FeatureCache, FeatureNet, FidInput, FidOptions};
@@ -108,7 +108,9 @@ impl Cells {
             let weights = crate::checkpoint::locate(&dir)?;
             Ok(BaseModel {
                 weights_sha256: crate::checkpoint::sha256_file(
-                    &weights.unet_dir.join(crate::checkpoint::WEIGHTS_SAFETENSORS),
+                    &weights
+                        .unet_dir
+                        .join(crate::checkpoint::WEIGHTS_SAFETENSORS),
                 )
                 .or_else(|_| {
                     crate::checkpoint::sha256_file(
@@ -404,15 +406,13 @@ impl Cells {
         defense: Option<(&str, &str, Option<i64>)>,
     ) -> Result<FrameRow> {
         let (defense, defense_param, defense_epoch) = defense.unwrap_or(("none", "", None));
-        let steps = eval
-            .steps
-            .map_or_else(
-                || {
-                    let t = self.train_timesteps().unwrap_or(1000) as usize;
-                    eval.sampler.default_steps(t) as i64
-                },
-                |s| s as i64,
-            );
+        let steps = eval.steps.map_or_else(
+            || {
+                let t = self.train_timesteps().unwrap_or(1000) as usize;
+                eval.sampler.default_steps(t) as i64
+            },
+            |s| s as i64,
+        );
         Ok(FrameRow {
             run_id: self.run_id.clone(),
             cell: cell.id.clone(),

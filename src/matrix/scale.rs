@@ -96,8 +96,7 @@ pub fn predicted_rows(p: &Profile, cells: &[Cell]) -> Result<Vec<Row>> {
                 }
             }
         }
-        for spec in &c.defenses {
-            let parsed = crate::defenses::spec::DefenseSpec::parse(spec)?;
+        for parsed in &c.defenses {
             let (kind, param, epochs) = parsed.describe();
             for epoch in epochs {
                 for samples in ["clean", "backdoor"] {

@@ -6,6 +6,8 @@
 //! poison rate. `cargo xtask reproduce --shrink` runs a profile so on any machine (with the
 //! stand-in inputs, `cargo xtask rehearse` does it on a CPU); its numbers are not results, and
 //! its verdicts say so ([`frame::claims::Fidelity::Rehearsal`]).
+use anyhow::{Context, Result};
+
 use super::profile::{Base, Experiment, MeasureSettings, Profile, ScratchSettings};
 use crate::training::trainer::TrainSettings;
 
@@ -60,7 +62,7 @@ impl Shrink {
 
 impl Profile {
     /// This profile shrunk by `s`, named `<name>-shrunk` and labelled a rehearsal.
-    pub fn shrunk(&self, s: &Shrink) -> Profile {
+    pub fn shrunk(&self, s: &Shrink) -> Result<Profile> {
         let mut p = self.clone();
         p.name = format!("{}-shrunk", self.name);
         p.description = format!(
@@ -80,8 +82,8 @@ impl Profile {
             .experiments
             .iter()
             .map(|e| shrink_experiment(e, s))
-            .collect();
-        p
+            .collect::<Result<_>>()?;
+        Ok(p)
     }
 }
 
@@ -129,7 +131,7 @@ fn shrink_measure(m: &MeasureSettings, s: &Shrink) -> MeasureSettings {
     }
 }
 
-fn shrink_experiment(e: &Experiment, s: &Shrink) -> Experiment {
+fn shrink_experiment(e: &Experiment, s: &Shrink) -> Result<Experiment> {
     let first = |v: &[String]| v.iter().take(1).cloned().collect::<Vec<_>>();
     let lo = e.poison_rates.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = e
@@ -141,16 +143,23 @@ fn shrink_experiment(e: &Experiment, s: &Shrink) -> Experiment {
     if hi > lo {
         rates.push(hi);
     }
-    let mut defenses = e.defenses.clone();
-    for d in defenses.iter_mut().filter_map(|d| d.as_object_mut()) {
-        let kind = d.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
-        let settings = s.defense.iter().find(|(k, _)| *k == kind);
-        for (key, value) in settings.map_or(&[][..], |(_, v)| v) {
-            d.insert(key.to_string(), (*value).into());
-        }
-        d.insert("steps".into(), s.sampling_steps.into());
-    }
-    Experiment {
+    let defenses = e
+        .defenses
+        .iter()
+        .map(|d| {
+            let kind = d.describe().0;
+            let amounts = s.defense.iter().find(|(k, _)| *k == kind);
+            let mut settings: Vec<(&str, serde_json::Value)> = amounts
+                .map_or(&[][..], |(_, v)| v)
+                .iter()
+                .map(|(k, v)| (*k, (*v).into()))
+                .collect();
+            settings.push(("steps", s.sampling_steps.into()));
+            d.with(&settings)
+                .with_context(|| format!("shrinking experiment {}'s {kind} table", e.id))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Experiment {
         triggers: first(&e.triggers),
         targets: first(&e.targets),
         poison_rates: if e.poison_rates.is_empty() {
@@ -176,7 +185,7 @@ fn shrink_experiment(e: &Experiment, s: &Shrink) -> Experiment {
         finetune: e.finetune.as_ref().map(|t| shrink_train(t, s)),
         measure: e.measure.as_ref().map(|m| shrink_measure(m, s)),
         ..e.clone()
-    }
+    })
 }
 
 #[cfg(test)]

@@ -80,11 +80,7 @@ impl StageKey {
         });
         // serde_json's maps are ordered, so the text is canonical.
         let key = crate::files::sha256_hex(keyed.to_string().as_bytes());
-        StageKey {
-            kind,
-            key,
-            inputs,
-        }
+        StageKey { kind, key, inputs }
     }
 
     pub fn short(&self) -> &str {

@@ -314,23 +314,24 @@ fn the_plan_estimates_from_stages_measured_here() {
     let p = smoke();
     let tmp = tempfile::tempdir().unwrap();
     let store = StageStore::new(tmp.path());
-    let write = |kind: StageKind, key: &str, inputs: serde_json::Value, output: serde_json::Value| {
-        let rec = StageRecord {
-            kind,
-            key: key.into(),
-            label: key.into(),
-            inputs,
-            output,
-            wall_s: 1.0,
-            disk_bytes: 0,
-            peak_rss_bytes: None,
-            finished_unix: 0,
-            ran: true,
+    let write =
+        |kind: StageKind, key: &str, inputs: serde_json::Value, output: serde_json::Value| {
+            let rec = StageRecord {
+                kind,
+                key: key.into(),
+                label: key.into(),
+                inputs,
+                output,
+                wall_s: 1.0,
+                disk_bytes: 0,
+                peak_rss_bytes: None,
+                finished_unix: 0,
+                ran: true,
+            };
+            let dir = tmp.path().join(kind.name()).join(key);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("stage.json"), serde_json::to_string(&rec).unwrap()).unwrap();
         };
-        let dir = tmp.path().join(kind.name()).join(key);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("stage.json"), serde_json::to_string(&rec).unwrap()).unwrap();
-    };
     let batch = p.finetune.as_ref().unwrap().batch;
     let data = serde_json::to_value(&p.data).unwrap();
     // A fine-tune of this profile's data: 100 iterations in 8 s.
@@ -601,5 +602,8 @@ fn evals_are_written_by_the_names_profiles_use() {
     );
     // A DDIM with η ≠ 0 has no name: refused, not written as plain `ddim`.
     let ddim = SamplerKind::Ddim { eta: 0.5 };
-    assert!(serde_json::to_value(ddim).unwrap_err().to_string().contains("eta 0.5"));
+    assert!(serde_json::to_value(ddim)
+        .unwrap_err()
+        .to_string()
+        .contains("eta 0.5"));
 }

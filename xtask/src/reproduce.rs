@@ -146,12 +146,13 @@ pub fn run(mut a: Args) -> Result<()> {
     // which takes many minutes on a fresh machine: a missing mirror fails in seconds. A GPU
     // profile first checks for a GPU (with the built binary), so nothing is downloaded for a
     // run that would refuse. A shrunk run fetches only what its shrunk plan names.
-    let fetched_early =
-        !a.plan && !a.shrink && !a.profile.ends_with(".toml") && runs_on_cpu(&a)?;
+    let fetched_early = !a.plan && !a.shrink && !a.profile.ends_with(".toml") && runs_on_cpu(&a)?;
     if fetched_early {
         fetch_inputs(&a, vec![])?;
     }
-    println!("building baddiff and baddiff-report (minutes on a first build: cargo shows its progress)");
+    println!(
+        "building baddiff and baddiff-report (minutes on a first build: cargo shows its progress)"
+    );
     build()?;
     if a.shrink {
         a.profile = shrink(&a.profile, a.device.as_deref() == Some("cpu"))?;

@@ -112,9 +112,9 @@ fn non_test_code(text: &str) -> String {
     let mut out = String::new();
     let mut lines = text.lines().peekable();
     while let Some(line) = lines.next() {
-        let next_is_mod = lines
-            .peek()
-            .is_some_and(|n| n.trim_end().ends_with('{') && n.split_whitespace().any(|w| w == "mod"));
+        let next_is_mod = lines.peek().is_some_and(|n| {
+            n.trim_end().ends_with('{') && n.split_whitespace().any(|w| w == "mod")
+        });
         if line.trim() == "#[cfg(test)]" && next_is_mod {
             let mut depth = 0i32;
             for l in lines.by_ref() {
@@ -190,16 +190,28 @@ fn references(module: &[String], code: &str) -> Vec<Vec<String>> {
 #[test]
 fn no_module_imports_in_a_circle() {
     let mut circles = Vec::new();
-    for src in ["src", "xtask/src", "crates/fetch/src", "crates/frame/src", "crates/report/src"] {
+    for src in [
+        "src",
+        "xtask/src",
+        "crates/fetch/src",
+        "crates/frame/src",
+        "crates/report/src",
+    ] {
         let mods = modules(&root().join(src));
         let known: std::collections::BTreeSet<Vec<String>> =
             mods.iter().map(|(m, _)| m.clone()).collect();
-        let mut edges: std::collections::BTreeMap<Vec<String>, std::collections::BTreeSet<Vec<String>>> =
-            Default::default();
+        let mut edges: std::collections::BTreeMap<
+            Vec<String>,
+            std::collections::BTreeSet<Vec<String>>,
+        > = Default::default();
         for (m, file) in &mods {
             let code = non_test_code(&std::fs::read_to_string(file).unwrap());
             for r in references(m, &code) {
-                let Some(t) = (0..=r.len()).rev().map(|n| &r[..n]).find(|p| known.contains(*p)) else {
+                let Some(t) = (0..=r.len())
+                    .rev()
+                    .map(|n| &r[..n])
+                    .find(|p| known.contains(*p))
+                else {
                     continue;
                 };
                 let common = m.iter().zip(t).take_while(|(a, b)| a == b).count();
@@ -220,7 +232,11 @@ fn no_module_imports_in_a_circle() {
                 for next in edges.get(path.last().unwrap()).into_iter().flatten() {
                     if next == start {
                         let names: Vec<String> = path.iter().map(|p| p.join("::")).collect();
-                        circles.push(format!("{src}: {} -> {}", names.join(" -> "), start.join("::")));
+                        circles.push(format!(
+                            "{src}: {} -> {}",
+                            names.join(" -> "),
+                            start.join("::")
+                        ));
                     } else if seen.insert(next.clone()) {
                         stack.push([path.clone(), vec![next.clone()]].concat());
                     }
@@ -228,5 +244,9 @@ fn no_module_imports_in_a_circle() {
             }
         }
     }
-    assert!(circles.is_empty(), "import circles:\n{}", circles.join("\n"));
+    assert!(
+        circles.is_empty(),
+        "import circles:\n{}",
+        circles.join("\n")
+    );
 }

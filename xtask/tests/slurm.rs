@@ -298,7 +298,11 @@ fn without_sbatch_the_slurm_executor_says_what_to_install() {
 
     // A dry run needs no Slurm: the batch script can be reviewed before going to the cluster.
     let out = scene
-        .reproduce("dry-nosbatch", "cache", &["--executor", "slurm", "--dry-run"])
+        .reproduce(
+            "dry-nosbatch",
+            "cache",
+            &["--executor", "slurm", "--dry-run"],
+        )
         .env("PATH", path_without_slurm(&scene.dir.join("bin")))
         .output()
         .unwrap();
@@ -314,7 +318,9 @@ fn path_without_slurm(bin: &Path) -> PathBuf {
     for dir in std::env::split_paths(&path) {
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = e.file_name();
-            let slurm = ["sbatch", "sinfo", "squeue", "sacct", "scancel", "srun", "scontrol"];
+            let slurm = [
+                "sbatch", "sinfo", "squeue", "sacct", "scancel", "srun", "scontrol",
+            ];
             let link = bin.join(&name);
             if !slurm.contains(&name.to_string_lossy().as_ref()) && !link.exists() {
                 let _ = std::os::unix::fs::symlink(e.path(), link);

@@ -469,8 +469,18 @@ fn a_host_that_does_not_resolve_is_not_retried_nor_tried_again() {
     let body = bytes(1_000, 9);
     let m = env.manifest(&format!(
         "{}{}",
-        entry("a", "a.bin", &sha256(&body), &["http://nowhere.invalid/a.bin".into()]),
-        entry("b", "b.bin", &sha256(&body), &["http://nowhere.invalid:8080/b.bin".into()])
+        entry(
+            "a",
+            "a.bin",
+            &sha256(&body),
+            &["http://nowhere.invalid/a.bin".into()]
+        ),
+        entry(
+            "b",
+            "b.bin",
+            &sha256(&body),
+            &["http://nowhere.invalid:8080/b.bin".into()]
+        )
     ));
     let o = FetchOptions {
         retries: 3,
@@ -483,6 +493,12 @@ fn a_host_that_does_not_resolve_is_not_retried_nor_tried_again() {
         other => panic!("{other:?}"),
     };
     let (a, b) = (errors(0), errors(1));
-    assert!(a.contains("does not resolve") && !a.contains("attempt"), "{a}");
-    assert!(b.contains("skipped (nowhere.invalid did not resolve"), "{b}");
+    assert!(
+        a.contains("does not resolve") && !a.contains("attempt"),
+        "{a}"
+    );
+    assert!(
+        b.contains("skipped (nowhere.invalid did not resolve"),
+        "{b}"
+    );
 }

@@ -11,7 +11,7 @@ fn paper() -> Profile {
 fn a_shrunk_profile_keeps_the_shapes_and_cuts_the_work() {
     let full = paper();
     let s = Shrink::REHEARSAL;
-    let shrunk = full.shrunk(&s);
+    let shrunk = full.shrunk(&s).unwrap();
     assert_eq!(shrunk.name, "paper-shrunk");
     assert_eq!(shrunk.fidelity, frame::claims::Fidelity::Rehearsal);
     assert_eq!(
@@ -43,7 +43,7 @@ fn a_shrunk_profile_keeps_the_shapes_and_cuts_the_work() {
             e.id
         );
         assert!(
-            e.defenses.iter().all(|d| d["steps"] == s.sampling_steps),
+            e.defenses.iter().all(|d| d.steps == Some(s.sampling_steps)),
             "{}",
             e.id
         );
@@ -70,14 +70,16 @@ fn a_shrunk_profile_keeps_the_shapes_and_cuts_the_work() {
 fn a_cpu_rehearsal_drops_mixed_precision_only() {
     let full = Profile::load(crate::python::project_root(), "kick-the-tires").unwrap();
     assert!(full.finetune.as_ref().unwrap().mixed_precision.is_some());
-    let gpu = full.shrunk(&Shrink::REHEARSAL);
+    let gpu = full.shrunk(&Shrink::REHEARSAL).unwrap();
     assert_eq!(
         gpu.finetune.unwrap().mixed_precision,
         full.finetune.as_ref().unwrap().mixed_precision
     );
-    let cpu = full.shrunk(&Shrink {
-        no_mixed_precision: true,
-        ..Shrink::REHEARSAL
-    });
+    let cpu = full
+        .shrunk(&Shrink {
+            no_mixed_precision: true,
+            ..Shrink::REHEARSAL
+        })
+        .unwrap();
     assert_eq!(cpu.finetune.unwrap().mixed_precision, None);
 }
