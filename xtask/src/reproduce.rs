@@ -140,16 +140,17 @@ pub fn run(mut a: Args) -> Result<()> {
     if a.executor == Executor::Slurm {
         crate::slurm::preflight(&a.slurm)?;
     }
-    crate::pyenv::setup(false)?;
     crate::ensure_debian_packages(&["dataset-fashion-mnist", "fonts-dejavu-core"])?;
-    // A committed CPU profile's inputs (the manifest lists them) are fetched before the build,
-    // which takes many minutes on a fresh machine: a missing mirror fails in seconds. A GPU
+    // A committed CPU profile's inputs (the manifest lists them) are fetched before the Python
+    // environment and the build, which take many minutes on a fresh machine: a missing mirror
+    // fails in seconds. A GPU
     // profile first checks for a GPU (with the built binary), so nothing is downloaded for a
     // run that would refuse. A shrunk run fetches only what its shrunk plan names.
     let fetched_early = !a.plan && !a.shrink && !a.profile.ends_with(".toml") && runs_on_cpu(&a)?;
     if fetched_early {
         fetch_inputs(&a, vec![])?;
     }
+    crate::pyenv::setup(false)?;
     println!(
         "building baddiff and baddiff-report (minutes on a first build: cargo shows its progress)"
     );
