@@ -244,6 +244,10 @@ pub fn run(mut a: Args) -> Result<()> {
         cells.len(),
         run_dir.display()
     );
+    let stale = clear_cell_results(&run_dir, &cells)?;
+    if stale > 0 {
+        println!("  removed {stale} result(s) of cells not in this run's plan (an earlier run under this id)");
+    }
 
     // With several GPUs and no --device, job slot k runs on GPU k (one cell per GPU).
     let gpus = if a.device.is_none() { gpu_count() } else { 0 };
@@ -322,15 +326,19 @@ pub fn run(mut a: Args) -> Result<()> {
         "writing the trigger and target gallery failed"
     );
     let mut render: Vec<OsString> = vec!["render".into(), run_dir.clone().into()];
-    if !a.no_publish {
+    // A run with failed cells is not the profile's report: it stays in the run directory.
+    let publish = !a.no_publish && failed.is_empty();
+    if publish {
         render.extend(["--publish".into(), root.join("paper").into()]);
+    } else if !a.no_publish {
+        println!("not published to paper/: {} cell(s) failed", failed.len());
     }
     report(&render)?;
     println!(
         "results: {}\n  frame: metrics.parquet, metrics.csv; claims: claims.json; manifest.json\nreport: {}{}\ntook {:.1} min",
         run_dir.display(),
         run_dir.join("report/report.html").display(),
-        if a.no_publish { "" } else { "\n  (also published to paper/report.md and paper/report.html)" },
+        if publish { "\n  (also published to paper/report.md and paper/report.html)" } else { "" },
         started.elapsed().as_secs_f64() / 60.0
     );
     if !failed.is_empty() {
@@ -342,6 +350,32 @@ pub fn run(mut a: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Makes the run's frame this run's cells only: removes the results of cells outside the plan
+/// (an earlier run under the same id) and the previous results of the planned ones (a cell that
+/// fails now must not show its old rows; finished stages are cached, so a rerun cell is quick).
+/// Returns how many cells outside the plan had results.
+fn clear_cell_results(run_dir: &std::path::Path, planned: &[String]) -> Result<usize> {
+    let mut stale = 0;
+    let Ok(dir) = std::fs::read_dir(run_dir.join("cells")) else {
+        return Ok(0);
+    };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if planned.contains(&name) {
+            let result = e.path().join("result.json");
+            if result.exists() {
+                std::fs::remove_file(&result)
+                    .with_context(|| format!("removing the old {}", result.display()))?;
+            }
+        } else {
+            std::fs::remove_dir_all(e.path())
+                .with_context(|| format!("removing {}", e.path().display()))?;
+            stale += 1;
+        }
+    }
+    Ok(stale)
 }
 
 /// Runs the cells `jobs` at a time with the progress bars; returns the failed ones.
@@ -534,4 +568,29 @@ pub(crate) fn utc_stamp() -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_run_collects_only_its_own_cells_results() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cells = tmp.path().join("cells");
+        for c in ["a", "b", "old"] {
+            std::fs::create_dir_all(cells.join(c)).unwrap();
+            std::fs::write(cells.join(c).join("result.json"), "{}").unwrap();
+        }
+        std::fs::write(cells.join("a").join("samples.txt"), "kept").unwrap();
+        let planned = ["a".to_string(), "b".to_string(), "c".to_string()];
+        assert_eq!(super::clear_cell_results(tmp.path(), &planned).unwrap(), 1);
+        assert!(!cells.join("old").exists());
+        assert!(!cells.join("a/result.json").exists() && !cells.join("b/result.json").exists());
+        assert!(cells.join("a/samples.txt").exists());
+        // A run directory without cells yet.
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(
+            super::clear_cell_results(empty.path(), &planned).unwrap(),
+            0
+        );
+    }
 }
