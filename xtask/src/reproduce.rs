@@ -244,7 +244,12 @@ pub fn run(mut a: Args) -> Result<()> {
         cells.len(),
         run_dir.display()
     );
-    let stale = clear_cell_results(&run_dir, &cells)?;
+    // A Slurm dry run only writes batch scripts: it leaves an earlier run's outputs alone.
+    let dry_run = a.executor == Executor::Slurm && a.slurm.dry_run;
+    let stale = match dry_run {
+        true => 0,
+        false => clear_run_outputs(&run_dir, &cells)?,
+    };
     if stale > 0 {
         println!("  removed {stale} result(s) of cells not in this run's plan (an earlier run under this id)");
     }
@@ -352,11 +357,29 @@ pub fn run(mut a: Args) -> Result<()> {
     Ok(())
 }
 
-/// Makes the run's frame this run's cells only: removes the results of cells outside the plan
-/// (an earlier run under the same id) and the previous results of the planned ones (a cell that
-/// fails now must not show its old rows; finished stages are cached, so a rerun cell is quick).
-/// Returns how many cells outside the plan had results.
-fn clear_cell_results(run_dir: &std::path::Path, planned: &[String]) -> Result<usize> {
+/// What a run directory holds from an earlier run under the same id, before this one starts: the
+/// frame, verdicts, manifest and report go (a run killed now must not leave the old ones looking
+/// like its own); so do the results and samples of cells outside the plan, and the previous
+/// results of the planned ones (a cell that fails now must not show its old rows; finished
+/// stages are cached, so a rerun cell is quick). Returns how many cells outside the plan had results.
+fn clear_run_outputs(run_dir: &std::path::Path, planned: &[String]) -> Result<usize> {
+    for file in [
+        "metrics.parquet",
+        "metrics.csv",
+        "claims.json",
+        "manifest.json",
+    ] {
+        let path = run_dir.join(file);
+        if path.exists() {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("removing the old {}", path.display()))?;
+        }
+    }
+    let report = run_dir.join("report");
+    if report.exists() {
+        std::fs::remove_dir_all(&report)
+            .with_context(|| format!("removing the old {}", report.display()))?;
+    }
     let mut stale = 0;
     let Ok(dir) = std::fs::read_dir(run_dir.join("cells")) else {
         return Ok(0);
@@ -372,6 +395,11 @@ fn clear_cell_results(run_dir: &std::path::Path, planned: &[String]) -> Result<u
         } else {
             std::fs::remove_dir_all(e.path())
                 .with_context(|| format!("removing {}", e.path().display()))?;
+            let samples = run_dir.join("samples").join(&name);
+            if samples.exists() {
+                std::fs::remove_dir_all(&samples)
+                    .with_context(|| format!("removing {}", samples.display()))?;
+            }
             stale += 1;
         }
     }
@@ -573,24 +601,42 @@ pub(crate) fn utc_stamp() -> String {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn a_run_collects_only_its_own_cells_results() {
+    fn a_run_starts_without_an_earlier_runs_outputs() {
         let tmp = tempfile::tempdir().unwrap();
-        let cells = tmp.path().join("cells");
+        let run = tmp.path();
+        let cells = run.join("cells");
         for c in ["a", "b", "old"] {
             std::fs::create_dir_all(cells.join(c)).unwrap();
             std::fs::write(cells.join(c).join("result.json"), "{}").unwrap();
+            std::fs::create_dir_all(run.join("samples").join(c)).unwrap();
         }
-        std::fs::write(cells.join("a").join("samples.txt"), "kept").unwrap();
+        for f in [
+            "metrics.parquet",
+            "metrics.csv",
+            "claims.json",
+            "manifest.json",
+        ] {
+            std::fs::write(run.join(f), "old").unwrap();
+        }
+        std::fs::create_dir_all(run.join("report")).unwrap();
+        std::fs::create_dir_all(run.join("logs")).unwrap();
         let planned = ["a".to_string(), "b".to_string(), "c".to_string()];
-        assert_eq!(super::clear_cell_results(tmp.path(), &planned).unwrap(), 1);
-        assert!(!cells.join("old").exists());
+        assert_eq!(super::clear_run_outputs(run, &planned).unwrap(), 1);
+        assert!(!cells.join("old").exists() && !run.join("samples/old").exists());
         assert!(!cells.join("a/result.json").exists() && !cells.join("b/result.json").exists());
-        assert!(cells.join("a/samples.txt").exists());
+        assert!(cells.join("a").is_dir() && run.join("samples/a").is_dir());
+        for f in [
+            "metrics.parquet",
+            "metrics.csv",
+            "claims.json",
+            "manifest.json",
+            "report",
+        ] {
+            assert!(!run.join(f).exists(), "{f}");
+        }
+        assert!(run.join("logs").is_dir());
         // A run directory without cells yet.
         let empty = tempfile::tempdir().unwrap();
-        assert_eq!(
-            super::clear_cell_results(empty.path(), &planned).unwrap(),
-            0
-        );
+        assert_eq!(super::clear_run_outputs(empty.path(), &planned).unwrap(), 0);
     }
 }
