@@ -143,6 +143,14 @@ impl DefenseSpec {
         })
     }
 
+    /// The `kind` the table names (`anp`, `anp-prune`): the frame's `defense` column.
+    pub fn kind(&self) -> &'static str {
+        match &self.defense {
+            DefenseConfig::Anp(_) => "anp",
+            DefenseConfig::Prune(_) => "anp-prune",
+        }
+    }
+
     /// The table as written.
     pub fn table(&self) -> &Value {
         &self.table
@@ -163,8 +171,12 @@ impl DefenseSpec {
     /// `defense_epoch`s of its trace (one `None` for a defense without epochs).
     pub fn describe(&self) -> (&'static str, String, Vec<Option<i64>>) {
         match &self.defense {
-            DefenseConfig::Anp(c) => ("anp", c.param(), (1..=c.epochs as i64).map(Some).collect()),
-            DefenseConfig::Prune(c) => ("anp-prune", c.param(), vec![None]),
+            DefenseConfig::Anp(c) => (
+                self.kind(),
+                c.param(),
+                (1..=c.epochs as i64).map(Some).collect(),
+            ),
+            DefenseConfig::Prune(c) => (self.kind(), c.param(), vec![None]),
         }
     }
 

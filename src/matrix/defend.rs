@@ -23,7 +23,7 @@ impl Cells {
         defense: &DefenseSpec,
         epochs: f64,
     ) -> Result<(Vec<FrameRow>, StageRecord)> {
-        let kind = defense.describe().0;
+        let kind = defense.kind();
         let m = &self.profile.measure;
         let n = defense.n.unwrap_or(m.n.min(128));
         let steps = defense.steps;

@@ -147,7 +147,7 @@ fn shrink_experiment(e: &Experiment, s: &Shrink) -> Result<Experiment> {
         .defenses
         .iter()
         .map(|d| {
-            let kind = d.describe().0;
+            let kind = d.kind();
             let amounts = s.defense.iter().find(|(k, _)| *k == kind);
             let mut settings: Vec<(&str, serde_json::Value)> = amounts
                 .map_or(&[][..], |(_, v)| v)
