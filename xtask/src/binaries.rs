@@ -1,5 +1,6 @@
 //! The two programs every xtask command runs, `baddiff` and `baddiff-report`, built by one
-//! `cargo build` with one package and feature selection.
+//! `cargo build` with one package and feature selection; and the downloader `baddiff-fetch`,
+//! built alone (no libtorch, no polars) only when a download is due.
 //!
 //! Cargo resolves features per command line: `cargo run -p report` alone unifies the features of
 //! polars' dependencies differently from a build that also selects `baddiffusion`, and compiles
@@ -48,6 +49,27 @@ pub fn baddiff() -> PathBuf {
 /// The compiled `baddiff-report` (after [`build`]).
 pub fn baddiff_report() -> PathBuf {
     target_dir().join("debug/baddiff-report")
+}
+
+/// The downloader's build: the `fetch` crate with its HTTP client, which `cargo xtask` itself is
+/// built without. It needs neither libtorch nor polars, so it runs before the Python environment
+/// and the long build.
+pub const FETCHER_BUILD_ARGS: &[&str] =
+    &["build", "--locked", "-p", "fetch", "--bin", "baddiff-fetch"];
+
+/// `cargo build` of `baddiff-fetch` (about two minutes the first time on 2 cores).
+pub fn build_fetcher() -> Result<()> {
+    let status = Command::new(env!("CARGO"))
+        .current_dir(project_root())
+        .args(FETCHER_BUILD_ARGS)
+        .status()?;
+    anyhow::ensure!(status.success(), "building baddiff-fetch failed");
+    Ok(())
+}
+
+/// The compiled `baddiff-fetch` (after [`build_fetcher`]).
+pub fn fetcher() -> PathBuf {
+    target_dir().join("debug/baddiff-fetch")
 }
 
 /// Builds, then runs `baddiff-report ARGS` in the project root; its exit status.

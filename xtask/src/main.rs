@@ -1,5 +1,6 @@
-//! `cargo xtask`: the project's thin orchestrator. It compiles fast (no tch, no polars) and only
-//! prepares environments and starts other programs; the library and `baddiff` do the computing.
+//! `cargo xtask`: the project's thin orchestrator. It compiles fast (no tch, no polars, no HTTP
+//! client) and only prepares environments and starts other programs; the library, `baddiff` and
+//! `baddiff-fetch` do the computing and the downloading.
 mod artifacts;
 mod bars;
 mod bench;

@@ -105,12 +105,7 @@ fn fetch_inputs(a: &Args, names: Vec<String>) -> Result<()> {
         offline: false,
         jobs: 4,
     })
-    .with_context(|| {
-        format!(
-            "the inputs of profile {} are not all available; without network pass `--mirror DIR` with a copy",
-            a.profile
-        )
-    })
+    .with_context(|| format!("the inputs of profile {} are not all available", a.profile))
 }
 
 /// Whether the run is on the CPU: `--device cpu`, or a committed profile that says `device = "cpu"`.

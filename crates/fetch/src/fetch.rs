@@ -7,12 +7,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+#[cfg(feature = "download")]
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cache::{io_err, Cache, CacheError};
+#[cfg(feature = "download")]
 use crate::download::{self, Checked, Failure};
 use crate::extract::{self, Limits};
-use crate::hash::{copy_hashing, digest_file, Digests};
+#[cfg(feature = "download")]
+use crate::hash::digest_file;
+use crate::hash::{copy_hashing, Digests};
 use crate::lockfile::{LockFile, LockedFile};
 use crate::manifest::{Artifact, FileSpec, Manifest, ManifestError};
 use crate::report::{ArtifactReport, FetchReport, FileReport, Outcome, Trust};
@@ -86,9 +90,12 @@ type FileResult = (FileReport, Option<LockedFile>);
 struct Ctx<'a> {
     cache: &'a Cache,
     opts: &'a FetchOptions,
+    #[cfg(feature = "download")]
     agent: ureq::Agent,
+    #[cfg(feature = "download")]
     bars: MultiProgress,
     /// Hosts whose name did not resolve in this fetch: their other files are not tried.
+    #[cfg(feature = "download")]
     unresolved: Mutex<std::collections::BTreeSet<String>>,
 }
 
@@ -106,16 +113,18 @@ pub fn fetch(
         Some(p) => LockFile::load(p).map_err(FetchError::Lock)?,
         None => LockFile::default(),
     };
-    let bars = MultiProgress::with_draw_target(if opts.progress {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    });
     let ctx = Ctx {
         cache,
         opts,
+        #[cfg(feature = "download")]
         agent: download::agent(opts.timeout),
-        bars,
+        #[cfg(feature = "download")]
+        bars: MultiProgress::with_draw_target(if opts.progress {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        }),
+        #[cfg(feature = "download")]
         unresolved: Mutex::default(),
     };
 
@@ -222,9 +231,10 @@ fn local_candidates(ctx: &Ctx, a: &Artifact, f: &FileSpec) -> Vec<PathBuf> {
     v
 }
 
-fn url_candidates(ctx: &Ctx, a: &Artifact, f: &FileSpec) -> Vec<String> {
+/// The URLs that may serve a file: URL mirrors first, then upstream.
+pub(crate) fn url_candidates(mirrors: &[Mirror], a: &Artifact, f: &FileSpec) -> Vec<String> {
     let mut v: Vec<String> = Vec::new();
-    for m in &ctx.opts.mirrors {
+    for m in mirrors {
         if let Mirror::Url(u) = m {
             v.push(format!("{u}/{}/{}", a.name, f.path));
         }
@@ -234,7 +244,7 @@ fn url_candidates(ctx: &Ctx, a: &Artifact, f: &FileSpec) -> Vec<String> {
 }
 
 /// The host of a URL (`scheme://host[:port]/...`), as the resolver sees it.
-fn host_of(url: &str) -> &str {
+pub(crate) fn host_of(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
     let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
@@ -366,6 +376,37 @@ fn fetch_file_inner(
         let _ = std::fs::remove_file(&tmp);
     }
 
+    let urls = url_candidates(&ctx.opts.mirrors, a, f);
+    if ctx.opts.offline {
+        tried.extend(urls.iter().map(|u| format!("{u} (skipped: offline)")));
+    } else if let Some(found) =
+        download_any(ctx, a, f, urls, expected, &key, &mut errors, &mut tried)
+    {
+        return Ok(found);
+    }
+    Err(if errors.is_empty() {
+        Outcome::Missing { tried }
+    } else {
+        failed(errors)
+    })
+}
+
+/// Tries `urls` in order with the HTTP client; the first good download, or `None` with the reasons
+/// in `errors`.
+#[cfg(feature = "download")]
+#[allow(clippy::too_many_arguments)]
+fn download_any(
+    ctx: &Ctx,
+    a: &Artifact,
+    f: &FileSpec,
+    urls: Vec<String>,
+    expected: Option<&str>,
+    key: &str,
+    errors: &mut Vec<String>,
+    _tried: &mut Vec<String>,
+) -> Option<(Outcome, String, Option<String>)> {
+    let cache = ctx.cache;
+    let partial = cache.partial_dir();
     // Whether anything checks the bytes after the transfer; a download nothing checks is held to
     // stricter rules (see `download`).
     let checked =
@@ -374,89 +415,101 @@ fn fetch_file_inner(
         } else {
             Checked::No
         };
-    let urls = url_candidates(ctx, a, f);
-    if ctx.opts.offline {
-        tried.extend(urls.iter().map(|u| format!("{u} (skipped: offline)")));
-    } else {
-        for url in urls {
-            // Pinned files resume across mirrors (same bytes); first-use files resume per URL.
-            let part_key = if expected.is_some() {
-                key.clone()
-            } else {
-                format!("{key}-{}", &sha_hex(&url)[..16])
-            };
-            let part = partial.join(format!("{part_key}.part"));
-            let bar = ctx.bars.add(ProgressBar::new(0));
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{msg:40!} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-                )
-                .unwrap(),
-            );
-            bar.set_message(format!("{}/{}", a.name, f.path));
-            let mut served = None;
-            let host = host_of(&url);
-            if ctx.unresolved.lock().unwrap().contains(host) {
-                errors.push(format!("{url}: skipped ({host} did not resolve, above)"));
-                bar.finish_and_clear();
-                continue;
-            }
-            for attempt in 0..=ctx.opts.retries {
-                match download::download(&ctx.agent, &url, &part, &bar, checked) {
-                    Ok(u) => {
-                        served = Some(u);
-                        break;
-                    }
-                    Err(Failure::Permanent(m)) => {
-                        errors.push(m);
-                        break;
-                    }
-                    Err(Failure::Unresolved(m)) => {
-                        ctx.unresolved.lock().unwrap().insert(host.to_string());
-                        errors.push(m);
-                        break;
-                    }
-                    Err(e @ Failure::Transient(_)) => {
-                        errors.push(format!(
-                            "{} (attempt {} of {})",
-                            e.message(),
-                            attempt + 1,
-                            ctx.opts.retries + 1
-                        ));
-                        if attempt < ctx.opts.retries {
-                            std::thread::sleep(ctx.opts.backoff * 2u32.saturating_pow(attempt));
-                        }
-                    }
-                }
-            }
+    for url in urls {
+        // Pinned files resume across mirrors (same bytes); first-use files resume per URL.
+        let part_key = if expected.is_some() {
+            key.to_string()
+        } else {
+            format!("{key}-{}", &sha_hex(&url)[..16])
+        };
+        let part = partial.join(format!("{part_key}.part"));
+        let bar = ctx.bars.add(ProgressBar::new(0));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg:40!} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+            )
+            .unwrap(),
+        );
+        bar.set_message(format!("{}/{}", a.name, f.path));
+        let mut served = None;
+        let host = host_of(&url);
+        if ctx.unresolved.lock().unwrap().contains(host) {
+            errors.push(format!("{url}: skipped ({host} did not resolve, above)"));
             bar.finish_and_clear();
-            let Some(served) = served else {
-                continue;
-            };
-            let d = match digest_file(&part) {
-                Ok(d) => d,
-                Err(e) => {
-                    errors.push(format!("{}: {e}", part.display()));
-                    continue;
+            continue;
+        }
+        for attempt in 0..=ctx.opts.retries {
+            match download::download(&ctx.agent, &url, &part, &bar, checked) {
+                Ok(u) => {
+                    served = Some(u);
+                    break;
                 }
-            };
-            match check(f, expected, &d) {
-                Ok(()) => match cache.adopt(&part, &d.sha256) {
-                    Ok(_) => return Ok((Outcome::Fetched { source: url }, d.sha256, Some(served))),
-                    Err(e) => errors.push(e.to_string()),
-                },
-                Err(m) => {
-                    let _ = std::fs::remove_file(&part);
-                    errors.push(format!("{url}: {m}; download discarded"));
+                Err(Failure::Permanent(m)) => {
+                    errors.push(m);
+                    break;
+                }
+                Err(Failure::Unresolved(m)) => {
+                    ctx.unresolved.lock().unwrap().insert(host.to_string());
+                    errors.push(m);
+                    break;
+                }
+                Err(e @ Failure::Transient(_)) => {
+                    errors.push(format!(
+                        "{} (attempt {} of {})",
+                        e.message(),
+                        attempt + 1,
+                        ctx.opts.retries + 1
+                    ));
+                    if attempt < ctx.opts.retries {
+                        std::thread::sleep(ctx.opts.backoff * 2u32.saturating_pow(attempt));
+                    }
                 }
             }
         }
+        bar.finish_and_clear();
+        let Some(served) = served else {
+            continue;
+        };
+        let d = match digest_file(&part) {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(format!("{}: {e}", part.display()));
+                continue;
+            }
+        };
+        match check(f, expected, &d) {
+            Ok(()) => match cache.adopt(&part, &d.sha256) {
+                Ok(_) => return Some((Outcome::Fetched { source: url }, d.sha256, Some(served))),
+                Err(e) => errors.push(e.to_string()),
+            },
+            Err(m) => {
+                let _ = std::fs::remove_file(&part);
+                errors.push(format!("{url}: {m}; download discarded"));
+            }
+        }
     }
-    Err(if errors.is_empty() {
-        Outcome::Missing { tried }
-    } else {
-        failed(errors)
-    })
+    None
+}
+
+/// A build without the HTTP client (`cargo xtask`'s) looks only at the cache and local copies; the
+/// URLs are listed as skipped, and `baddiff-fetch` downloads them.
+#[cfg(not(feature = "download"))]
+#[allow(clippy::too_many_arguments)]
+fn download_any(
+    _ctx: &Ctx,
+    _a: &Artifact,
+    _f: &FileSpec,
+    urls: Vec<String>,
+    _expected: Option<&str>,
+    _key: &str,
+    _errors: &mut Vec<String>,
+    tried: &mut Vec<String>,
+) -> Option<(Outcome, String, Option<String>)> {
+    tried.extend(
+        urls.iter()
+            .map(|u| format!("{u} (skipped: no HTTP client in this build)")),
+    );
+    None
 }
 
 /// Links an artifact's files into `by-name/`, unpacks its archive, and marks it complete when every

@@ -2,12 +2,14 @@
 //! a content-addressed cache, and verified downloads with mirrors, resume and an offline mode.
 //! Every later stage asks the cache for its inputs by name ([`path_of`]); nothing else downloads.
 pub mod cache;
+#[cfg(feature = "download")]
 mod download;
 pub mod extract;
 mod fetch;
 pub mod hash;
 pub mod lockfile;
 pub mod manifest;
+pub mod reach;
 pub mod report;
 
 pub use cache::{Cache, CacheError, VerifyReport};
