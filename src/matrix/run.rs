@@ -101,22 +101,27 @@ impl Cells {
         }
     }
 
-    /// A base model that is a diffusers folder in the artifact cache.
-    fn checkpoint_base(&self, artifact: &str, dir: PathBuf) -> Result<(BaseModel, StageRecord)> {
-        let key = StageKey::new(StageKind::Base, json!({ "artifact": artifact }));
-        self.store.run(&key, artifact, |_| {
-            let weights = crate::checkpoint::locate(&dir)?;
-            Ok(BaseModel {
-                weights_sha256: crate::checkpoint::sha256_file(
-                    &weights
-                        .unet_dir
-                        .join(crate::checkpoint::WEIGHTS_SAFETENSORS),
-                )
+    /// A base model that is a diffusers folder in the artifact cache. The stage key holds the
+    /// weights' sha256, not only the artifact's name: a new version of the artifact (a retrained
+    /// shipped base, say) is a new base, and every stage after it runs again.
+    pub(crate) fn checkpoint_base(
+        &self,
+        artifact: &str,
+        dir: PathBuf,
+    ) -> Result<(BaseModel, StageRecord)> {
+        let unet_dir = crate::checkpoint::locate(&dir)?.unet_dir;
+        let weights_sha256 =
+            crate::checkpoint::sha256_file(&unet_dir.join(crate::checkpoint::WEIGHTS_SAFETENSORS))
                 .or_else(|_| {
-                    crate::checkpoint::sha256_file(
-                        &weights.unet_dir.join(crate::checkpoint::WEIGHTS_BIN),
-                    )
-                })?,
+                    crate::checkpoint::sha256_file(&unet_dir.join(crate::checkpoint::WEIGHTS_BIN))
+                })?;
+        let key = StageKey::new(
+            StageKind::Base,
+            json!({ "artifact": artifact, "weights_sha256": weights_sha256 }),
+        );
+        self.store.run(&key, artifact, |_| {
+            Ok(BaseModel {
+                weights_sha256: weights_sha256.clone(),
                 model_dir: dir.clone(),
             })
         })

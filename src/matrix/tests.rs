@@ -565,6 +565,52 @@ fn the_shipped_base_was_trained_with_the_smoke_profiles_base_settings() {
     );
 }
 
+/// The shipped base's stage is keyed by its weights, not by its artifact's name alone: a retrained
+/// base shipped under the same name is a new base, and no fine-tune of the old one is reused.
+#[test]
+fn a_new_version_of_a_checkpoint_artifact_is_a_new_base() {
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let p = e.unwrap().path();
+            let dest = to.join(p.file_name().unwrap());
+            if p.is_dir() {
+                copy_dir(&p, &dest);
+            } else {
+                std::fs::copy(&p, &dest).unwrap();
+            }
+        }
+    }
+    let (_, shipped, artifact) = smoke_shipped_base();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("base");
+    copy_dir(&root().join(&shipped), &dir);
+    let cells = run::Cells {
+        profile: smoke(),
+        store: StageStore::new(&tmp.path().join("stages")),
+        device: tch::Device::Cpu,
+        run_id: "t".into(),
+        run_dir: tmp.path().join("run"),
+        progress: false,
+        retrain_base: false,
+    };
+    let (first, rec) = cells.checkpoint_base(&artifact, dir.clone()).unwrap();
+    assert!(rec.ran);
+    let (again, rec) = cells.checkpoint_base(&artifact, dir.clone()).unwrap();
+    assert!(!rec.ran, "the same weights are the cached stage");
+    assert_eq!(again.weights_sha256, first.weights_sha256);
+    let weights = dir.join("unet/diffusion_pytorch_model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    *bytes.last_mut().unwrap() ^= 1;
+    std::fs::write(&weights, bytes).unwrap();
+    let (changed, rec) = cells.checkpoint_base(&artifact, dir).unwrap();
+    assert!(
+        rec.ran,
+        "other weights under the same name are another stage"
+    );
+    assert_ne!(changed.weights_sha256, first.weights_sha256);
+}
+
 /// The exact retraining the manifest's `smoke-clean-base` entry names; `cargo xtask test --slow`
 /// runs it (too long for every test run).
 #[test]
