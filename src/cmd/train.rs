@@ -39,6 +39,11 @@ pub struct Args {
     /// cpu, cuda or cuda:N (default: CUDA when visible).
     #[arg(long)]
     device: Option<String>,
+    /// libtorch's CPU threads [default: this machine's cores]. Always set, never left to libtorch:
+    /// at the same count, a count libtorch chose and one set explicitly give other weights
+    /// (paper/miniature.md), so the recorded `threads` says all there is to say.
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -70,6 +75,12 @@ pub fn run(a: Args) -> Result<()> {
     cfg.validate()
         .context("the cell config with the command line's overrides")?;
     let device = baddiffusion::parse_device(a.device.as_deref())?;
+    if device == tch::Device::Cpu {
+        let n = a
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        tch::set_num_threads(n as i32);
+    }
     let summary = attack::train(&cfg, &a.out, device, true)?;
     if summary.skipped_steps > 0 {
         eprintln!(
