@@ -30,14 +30,16 @@ pub const BUILD_ARGS: &[&str] = &[
 
 /// `cargo build` of both programs; cargo's own progress shows, so a cold build is not silent.
 pub fn build() -> Result<()> {
+    cargo(BUILD_ARGS, "baddiff and baddiff-report")
+}
+
+/// Runs `cargo ARGS` in the project root, cargo's progress showing.
+fn cargo(args: &[&str], what: &str) -> Result<()> {
     let status = Command::new(env!("CARGO"))
         .current_dir(project_root())
-        .args(BUILD_ARGS)
+        .args(args)
         .status()?;
-    anyhow::ensure!(
-        status.success(),
-        "building baddiff and baddiff-report failed"
-    );
+    anyhow::ensure!(status.success(), "building {what} failed");
     Ok(())
 }
 
@@ -59,12 +61,7 @@ pub const FETCHER_BUILD_ARGS: &[&str] =
 
 /// `cargo build` of `baddiff-fetch` (about two minutes the first time on 2 cores).
 pub fn build_fetcher() -> Result<()> {
-    let status = Command::new(env!("CARGO"))
-        .current_dir(project_root())
-        .args(FETCHER_BUILD_ARGS)
-        .status()?;
-    anyhow::ensure!(status.success(), "building baddiff-fetch failed");
-    Ok(())
+    cargo(FETCHER_BUILD_ARGS, "baddiff-fetch")
 }
 
 /// The compiled `baddiff-fetch` (after [`build_fetcher`]).
