@@ -61,7 +61,9 @@ fn fetch_into(cache: &fetch::Cache, a: FetchArgs) -> Result<()> {
     );
     crate::binaries::build_fetcher()?;
     let mut cmd = std::process::Command::new(crate::binaries::fetcher());
+    // The same cache as this pass (the downloader opens the default one, which this sets).
     cmd.current_dir(project_root())
+        .env("BADDIFF_CACHE", cache.root())
         .arg("--manifest")
         .arg(&path)
         .args(["--jobs", &a.jobs.to_string()]);
