@@ -379,10 +379,17 @@ fn fetch_file_inner(
     let urls = url_candidates(&ctx.opts.mirrors, a, f);
     if ctx.opts.offline {
         tried.extend(urls.iter().map(|u| format!("{u} (skipped: offline)")));
-    } else if let Some(found) =
-        download_any(ctx, a, f, urls, expected, &key, &mut errors, &mut tried)
-    {
-        return Ok(found);
+    } else if cfg!(not(feature = "download")) {
+        // `cargo xtask`'s build: the cache and local copies only; `baddiff-fetch` downloads.
+        tried.extend(
+            urls.iter()
+                .map(|u| format!("{u} (skipped: no HTTP client in this build)")),
+        );
+    } else {
+        #[cfg(feature = "download")]
+        if let Some(found) = download_any(ctx, a, f, urls, expected, &key, &mut errors) {
+            return Ok(found);
+        }
     }
     Err(if errors.is_empty() {
         Outcome::Missing { tried }
@@ -403,7 +410,6 @@ fn download_any(
     expected: Option<&str>,
     key: &str,
     errors: &mut Vec<String>,
-    _tried: &mut Vec<String>,
 ) -> Option<(Outcome, String, Option<String>)> {
     let cache = ctx.cache;
     let partial = cache.partial_dir();
@@ -488,27 +494,6 @@ fn download_any(
             }
         }
     }
-    None
-}
-
-/// A build without the HTTP client (`cargo xtask`'s) looks only at the cache and local copies; the
-/// URLs are listed as skipped, and `baddiff-fetch` downloads them.
-#[cfg(not(feature = "download"))]
-#[allow(clippy::too_many_arguments)]
-fn download_any(
-    _ctx: &Ctx,
-    _a: &Artifact,
-    _f: &FileSpec,
-    urls: Vec<String>,
-    _expected: Option<&str>,
-    _key: &str,
-    _errors: &mut Vec<String>,
-    tried: &mut Vec<String>,
-) -> Option<(Outcome, String, Option<String>)> {
-    tried.extend(
-        urls.iter()
-            .map(|u| format!("{u} (skipped: no HTTP client in this build)")),
-    );
     None
 }
 
