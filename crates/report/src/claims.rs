@@ -310,10 +310,14 @@ pub fn regime_table(rows: &[Row]) -> Table {
     use frame::regime::{self, HIT_MSE, MAX_CLEAN_HITS, MIN_TRIGGER_HITS};
     let pairs = regime::check(rows);
     let pct = |x: f64| format!("{:.1} %", x * 100.0);
+    let share = |x: f64, [lo, hi]: [f64; 2]| match x.is_nan() {
+        true => "not measured".to_string(),
+        false => format!("{} [{:.1} – {:.1}]", pct(x), lo * 100.0, hi * 100.0),
+    };
     Table {
         id: "regime".into(),
         caption: format!(
-            "The scale model's regime: trigger and clean samples within per-image MSE {HIT_MSE} of the target at the highest poison rate (in the regime: ≥ {:.0} % and ≤ {:.0} %)",
+            "The scale model's regime: trigger and clean samples within per-image MSE {HIT_MSE} of the target at the highest poison rate, with 95 % Wilson intervals (in the regime: ≥ {:.0} % and ≤ {:.0} %, each interval clear of its bound; one that straddles it is not established)",
             MIN_TRIGGER_HITS * 100.0,
             MAX_CLEAN_HITS * 100.0
         ),
@@ -331,10 +335,10 @@ pub fn regime_table(rows: &[Row]) -> Table {
                     format!("{} → {}", p.trigger, p.target),
                     pct(p.poison_rate),
                     p.seed.to_string(),
-                    pct(p.trigger_hits),
-                    pct(p.clean_hits),
+                    share(p.trigger_hits, p.trigger_interval()),
+                    share(p.clean_hits, p.clean_interval()),
                     p.n.to_string(),
-                    if p.holds() { "yes" } else { "no" }.into(),
+                    p.standing().short().into(),
                 ]
             })
             .collect(),

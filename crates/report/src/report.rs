@@ -184,7 +184,7 @@ pub fn render_rows(
         w.table(&regime)?;
         blocks.push(heading(3, "The scale model's regime", Some("regime")));
         blocks.push(Block::Para(
-            "A scale model's verdicts mean something only where its backdoor takes and its clean samples stay clean, as on the paper's models ([criteria](miniature.md)); every verdict of a run outside the regime says so.".into(),
+            "A scale model's verdicts mean something only where its backdoor takes and its clean samples stay clean, as on the paper's models ([criteria](miniature.md)); every verdict of a run outside the regime, or not shown to be in it (a share's 95 % interval straddles its bound), says so.".into(),
         ));
         blocks.push(Block::Table(regime));
     }

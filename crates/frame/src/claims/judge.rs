@@ -407,15 +407,16 @@ impl ClaimsFile {
     /// `MSE_calibrated_rate` rows (the frame collection adds them).
     pub fn judge(&self, rows: &[Row], run: &RunInfo) -> Vec<ClaimVerdict> {
         let cals = calibrate::calibrations(rows);
-        // A scale model outside its regime labels every verdict so (paper/miniature.md).
-        let outside = run
+        // A scale model outside its regime, or not shown to be in it, labels every verdict so
+        // (paper/miniature.md).
+        let regime = run
             .scale
             .as_ref()
             .filter(|s| s.fidelity == Fidelity::Miniature)
-            .and_then(|_| crate::regime::outside(&crate::regime::check(rows)));
+            .and_then(|_| crate::regime::note(&crate::regime::check(rows)));
         self.claims
             .iter()
-            .map(|c| c.judge(&self.success, rows, &cals, run, outside.as_deref()))
+            .map(|c| c.judge(&self.success, rows, &cals, run, regime.as_ref()))
             .collect()
     }
 }
@@ -427,7 +428,7 @@ impl Claim {
         rows: &[Row],
         cals: &[calibrate::Calibration],
         run: &RunInfo,
-        outside_regime: Option<&str>,
+        regime: Option<&crate::regime::Note>,
     ) -> ClaimVerdict {
         let mut used = Used::default();
         let checks: Vec<CheckResult> = self
@@ -454,15 +455,15 @@ impl Claim {
         let mut label_parts = vec![fidelity
             .map_or("verdict of an unlabelled run", |f| f.verdict_label())
             .to_string()];
-        if outside_regime.is_some() {
-            label_parts.push("outside the scale model's regime".into());
+        if let Some(r) = regime {
+            label_parts.push(r.standing.label().into());
         }
         if single_run {
             label_parts.push("single run".into());
         } else if used.seeds.len() > 1 {
             label_parts.push(format!("{} seeds, min–max", used.seeds.len()));
         }
-        let mut limits: Vec<String> = outside_regime.map(String::from).into_iter().collect();
+        let mut limits: Vec<String> = regime.map(|r| r.line.clone()).into_iter().collect();
         if let Some(s) = run
             .scale
             .as_ref()

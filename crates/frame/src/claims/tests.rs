@@ -345,7 +345,7 @@ fn the_committed_claims_file_is_valid() {
 #[test]
 fn a_scale_model_outside_its_regime_labels_every_verdict_so() {
     let mut rows = pairs(5);
-    for (samples, value) in [("backdoor", 0.97), ("clean", 0.039)] {
+    for (samples, value) in [("backdoor", 1.0), ("clean", 0.1)] {
         let mut r = row(
             "bd.top",
             samples,
@@ -373,9 +373,21 @@ fn a_scale_model_outside_its_regime_labels_every_verdict_so() {
     let v = claims.judge(&rows, &miniature).remove(0);
     assert!(
         v.limits[0].starts_with("outside the scale model's regime")
-            && v.limits[0].contains("3.9 % of clean"),
-        "{:?}",
-        v.limits
+            && v.limits[0].contains("10.0 % [")
+            && v.basis.label.contains("outside the scale model's regime"),
+        "{:?} {}",
+        v.limits,
+        v.basis.label
+    );
+    // 1 clean hit in 256: its interval straddles 2 %, so the regime is not established.
+    rows.last_mut().unwrap().value = 1.0 / 256.0;
+    let v = claims.judge(&rows, &miniature).remove(0);
+    assert!(
+        v.basis
+            .label
+            .contains("the scale model's regime not established"),
+        "{}",
+        v.basis.label
     );
     // In the regime, or at the paper's scale, nothing is added.
     rows.last_mut().unwrap().value = 0.0;
