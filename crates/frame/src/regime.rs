@@ -248,7 +248,10 @@ mod tests {
             (1, 128, 0.0013804318928742412, 0.04292625943886061),
         ] {
             let [a, b] = wilson(k as f64 / n as f64, n);
-            assert!((a - lo).abs() < 1e-12 && (b - hi).abs() < 1e-12, "{k}/{n}: [{a}, {b}]");
+            assert!(
+                (a - lo).abs() < 1e-12 && (b - hi).abs() < 1e-12,
+                "{k}/{n}: [{a}, {b}]"
+            );
         }
         assert!(wilson(f64::NAN, 256)[0].is_nan() && wilson(0.5, 0)[1].is_nan());
     }
@@ -272,14 +275,19 @@ mod tests {
         let n = note(&pairs).unwrap();
         assert_eq!(n.standing, Standing::NotEstablished);
         assert!(
-            n.line.starts_with("the scale model's regime not established")
+            n.line
+                .starts_with("the scale model's regime not established")
                 && n.line.contains("BOX_14 → HAT at 50 %")
                 && n.line.contains("3.5 % [1.9 – 6.5] of 256 clean"),
             "{}",
             n.line
         );
         assert!(!n.line.contains("STOP_SIGN_14"), "{}", n.line);
-        assert_eq!(note(&pairs[1..]), None, "every pair in the regime says nothing");
+        assert_eq!(
+            note(&pairs[1..]),
+            None,
+            "every pair in the regime says nothing"
+        );
         // A point share inside a bound is not enough: 1/256 clean hits is [0.07 %, 2.2 %].
         let one = check(&[
             row("BOX_14", 0.5, "backdoor", 1.0),
