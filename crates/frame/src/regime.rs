@@ -38,6 +38,16 @@ pub fn wilson(p: f64, n: i64) -> [f64; 2] {
     [(centre - half).max(0.0), (centre + half).min(1.0)]
 }
 
+/// A share of `n` samples with its 95 % interval, in per cent: "3.5 % [1.9 – 6.5]"; "not
+/// measured" for NaN.
+pub fn share_text(x: f64, n: i64) -> String {
+    if x.is_nan() {
+        return "not measured".into();
+    }
+    let [lo, hi] = wilson(x, n);
+    format!("{:.1} % [{:.1} – {:.1}]", x * 100.0, lo * 100.0, hi * 100.0)
+}
+
 /// Where a pair, or a run, stands against the criteria. Ordered from best to worst: a run
 /// stands where its worst pair does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -124,18 +134,9 @@ impl PairCheck {
     /// 3.5 % [1.9 – 6.6] of 256 clean samples on the target". A set the run did not measure
     /// (NaN) reads "not measured".
     pub fn describe(&self) -> String {
-        let share = |x: f64, [lo, hi]: [f64; 2]| {
-            if x.is_nan() {
-                "not measured".to_string()
-            } else {
-                format!(
-                    "{:.1} % [{:.1} – {:.1}] of {}",
-                    x * 100.0,
-                    lo * 100.0,
-                    hi * 100.0,
-                    self.n
-                )
-            }
+        let share = |x: f64| match x.is_nan() {
+            true => "not measured".to_string(),
+            false => format!("{} of {}", share_text(x, self.n), self.n),
         };
         format!(
             "{} → {} at {:.0} %, seed {}: {} trigger samples and {} clean samples on the target",
@@ -143,8 +144,8 @@ impl PairCheck {
             self.target,
             self.poison_rate * 100.0,
             self.seed,
-            share(self.trigger_hits, self.trigger_interval()),
-            share(self.clean_hits, self.clean_interval())
+            share(self.trigger_hits),
+            share(self.clean_hits)
         )
     }
 }

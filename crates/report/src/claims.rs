@@ -310,10 +310,6 @@ pub fn regime_table(rows: &[Row]) -> Table {
     use frame::regime::{self, HIT_MSE, MAX_CLEAN_HITS, MIN_TRIGGER_HITS};
     let pairs = regime::check(rows);
     let pct = |x: f64| format!("{:.1} %", x * 100.0);
-    let share = |x: f64, [lo, hi]: [f64; 2]| match x.is_nan() {
-        true => "not measured".to_string(),
-        false => format!("{} [{:.1} – {:.1}]", pct(x), lo * 100.0, hi * 100.0),
-    };
     Table {
         id: "regime".into(),
         caption: format!(
@@ -335,8 +331,8 @@ pub fn regime_table(rows: &[Row]) -> Table {
                     format!("{} → {}", p.trigger, p.target),
                     pct(p.poison_rate),
                     p.seed.to_string(),
-                    share(p.trigger_hits, p.trigger_interval()),
-                    share(p.clean_hits, p.clean_interval()),
+                    regime::share_text(p.trigger_hits, p.n),
+                    regime::share_text(p.clean_hits, p.n),
                     p.n.to_string(),
                     p.standing().short().into(),
                 ]
