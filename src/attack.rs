@@ -89,12 +89,53 @@ pub struct TrainSummary {
     pub model_dir: PathBuf,
     pub weights_sha256: String,
     pub iterations: u64,
+    /// The models kept after the epochs of `keep_epochs` (E6), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<KeptModel>,
     /// Optimizer steps skipped on a float16 overflow (absent when none).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub skipped_steps: u64,
     pub final_loss: Option<f64>,
     pub seconds: f64,
     pub runtime: serde_json::Value,
+}
+
+/// A model kept after an intermediate epoch: a diffusers pipeline folder of its own.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct KeptModel {
+    pub epoch: u64,
+    pub model_dir: PathBuf,
+    pub weights_sha256: String,
+}
+
+/// Where the model after `epoch` is kept within a run's output folder.
+fn kept_dir(out: &Path, epoch: u64) -> PathBuf {
+    out.join("checkpoints").join(format!("epoch-{epoch:06}"))
+}
+
+/// The kept models of `epochs`, each checked to be on disk; a missing one names the fix.
+fn kept_models(out: &Path, epochs: &[u64]) -> Result<Vec<KeptModel>> {
+    let mut epochs = epochs.to_vec();
+    epochs.sort_unstable();
+    epochs
+        .into_iter()
+        .map(|epoch| {
+            let model_dir = kept_dir(out, epoch);
+            let weights = model_dir.join("unet").join(checkpoint::WEIGHTS_SAFETENSORS);
+            let weights_sha256 = checkpoint::sha256_file(&weights).with_context(|| {
+                format!(
+                    "the model kept after epoch {epoch} is missing ({}): delete {} to train this cell again",
+                    weights.display(),
+                    out.display()
+                )
+            })?;
+            Ok(KeptModel {
+                epoch,
+                model_dir,
+                weights_sha256,
+            })
+        })
+        .collect()
 }
 
 impl AttackConfig {
@@ -158,6 +199,8 @@ struct RunObserver<'a> {
     config: &'a UNet2DConfig,
     scheduler_json: &'a serde_json::Value,
     model_dir: PathBuf,
+    /// The run's output folder (kept models go under it).
+    out: PathBuf,
     log: std::io::BufWriter<std::fs::File>,
     bar: indicatif::ProgressBar,
     last_loss: Option<f64>,
@@ -191,6 +234,17 @@ impl Observer for RunObserver<'_> {
                 .with_context(|| format!("saving the model after epoch {epoch}"))?;
         }
         crate::files::failpoint("checkpoint.model")
+    }
+
+    fn keep(&mut self, epoch: u64) -> Result<()> {
+        export_model(
+            &kept_dir(&self.out, epoch),
+            self.vs,
+            self.config,
+            self.scheduler_json,
+        )
+        .with_context(|| format!("keeping the model after epoch {epoch}"))?;
+        Ok(())
     }
 }
 
@@ -260,7 +314,12 @@ fn finished(out: &Path, cfg: &AttackConfig, key: &str) -> Result<Option<TrainSum
         );
     }
     let weights = out.join("model/unet").join(checkpoint::WEIGHTS_SAFETENSORS);
-    if checkpoint::sha256_file(&weights).ok().as_deref() == Some(done.weights_sha256.as_str()) {
+    let kept_intact = kept_models(out, &cfg.train.keep_epochs)
+        .map(|k| k == done.kept)
+        .unwrap_or(false);
+    if kept_intact
+        && checkpoint::sha256_file(&weights).ok().as_deref() == Some(done.weights_sha256.as_str())
+    {
         return Ok(Some(done));
     }
     // The model is not the one recorded: drop the record and export again from the state.
@@ -388,6 +447,7 @@ pub fn train(
         config: &unet_config,
         scheduler_json: &scheduler_json,
         model_dir: model_dir.clone(),
+        out: out.to_path_buf(),
         log,
         bar,
         last_loss: None,
@@ -414,6 +474,7 @@ pub fn train(
     // `vs` now holds the final state's weights, trained here or loaded from its checkpoint.
     let weights = export_model(&model_dir, &vs, &unet_config, &scheduler_json)
         .context("saving the final model")?;
+    let kept = kept_models(out, &cfg.train.keep_epochs)?;
     let summary = TrainSummary {
         config: cfg.clone(),
         cell_key: key,
@@ -424,6 +485,7 @@ pub fn train(
         model_dir,
         weights_sha256: weights.sha256,
         iterations: state.iterations_done,
+        kept,
         skipped_steps: state.skipped_steps,
         final_loss: observer.last_loss,
         seconds: started.elapsed().as_secs_f64(),

@@ -13,6 +13,7 @@ pub mod files;
 pub mod gpu_check;
 pub mod inputs;
 pub mod matrix;
+pub mod inpainting;
 pub mod metrics;
 pub mod pil;
 pub mod pipeline;

@@ -73,6 +73,10 @@ pub struct Eval {
     /// `none`, `x0` (the official code's `--fclip w`) or `xt` (the paper's defense, §4.6.2).
     #[serde(default = "default_clip")]
     pub clip: Clip,
+    /// E7 (§4.7): sample from corrupted dataset images instead of noise (`inpainting`);
+    /// unset: from noise, as every other experiment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corruption: Option<crate::inpainting::Corruption>,
 }
 
 fn default_sampler() -> SamplerKind {
@@ -88,6 +92,7 @@ impl Default for Eval {
             sampler: default_sampler(),
             steps: None,
             clip: default_clip(),
+            corruption: None,
         }
     }
 }
@@ -106,6 +111,9 @@ pub struct Cell {
     pub seed: u64,
     pub evals: Vec<Eval>,
     pub defenses: Vec<crate::defenses::spec::DefenseSpec>,
+    /// Intermediate epochs whose kept models are measured too, with the first evaluation (E6).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checkpoints: Vec<u64>,
 }
 
 /// One row of the run's metric frame (one definition, in the `frame` crate).

@@ -71,8 +71,12 @@ pub fn target_metrics(
     threshold: f64,
 ) -> Result<Vec<MetricRow>> {
     let s = samples.images.size();
+    let t = target.size();
+    // One target for every sample, or one per sample (E7's unpoisoned inputs, scored against
+    // their own uncorrupted image).
+    let per_sample = t.len() == 4 && t[0] == s[0];
     ensure!(
-        target.size()[..] == s[1..],
+        t[t.len().saturating_sub(3)..] == s[1..] && (t.len() == 3 || per_sample),
         "samples in {} are {:?} (C, H, W) but the target is {:?}: use the target made for this dataset's image \
          size and channels",
         samples.dir.display(),
@@ -100,8 +104,12 @@ pub fn target_metrics(
         version: env!("CARGO_PKG_VERSION").into(),
         weights_sha256: None,
         n_generated: s[0],
-        n_reference: 1,
-        reference_split: Some("backdoor target".into()),
+        n_reference: if per_sample { t[0] } else { 1 },
+        reference_split: Some(if per_sample {
+            "each sample's uncorrupted input image".into()
+        } else {
+            "backdoor target".into()
+        }),
         reference_hash: Some(target_sha256.into()),
         resize: None,
         image_format: "png (8-bit) / 255 vs target clamp(y/2+0.5, 0, 1) unquantised".into(),
@@ -110,21 +118,24 @@ pub fn target_metrics(
         warnings: warnings.clone(),
     };
     let mse_impl = "baddiffusion MSE (official measure: mean over N·C·H·W)".to_string();
-    let mut rows = vec![
-        MetricRow {
-            metric: "MSE".into(),
-            value: mse::mse(&per_image),
-            protocol: protocol(mse_impl, "float64"),
-        },
-        MetricRow {
+    let mut rows = vec![MetricRow {
+        metric: "MSE".into(),
+        value: mse::mse(&per_image),
+        protocol: protocol(mse_impl, "float64"),
+    }];
+    // Against each sample's own image only MSE and SSIM mean something, as the follow-up code
+    // scores its unpoisoned inputs: no hit rate and no CDF (calibrations read the CDF as
+    // distances to the target).
+    if !per_sample {
+        rows.push(MetricRow {
             metric: "MSE_threshold_rate".into(),
             value: mse::mse_threshold_rate(&per_image, threshold),
             protocol: protocol(
                 format!("baddiffusion MSE threshold rate (per-image MSE < {threshold})"),
                 "float64",
             ),
-        },
-    ];
+        });
+    }
     rows.extend(ssim_value.map(|value| MetricRow {
             metric: "SSIM".into(),
             value,
@@ -141,7 +152,12 @@ pub fn target_metrics(
     // The empirical CDF of per-image MSE on a fixed grid: the report calibrates "on the target"
     // for clean samples from the clean model's CDF (frame::calibrate).
     let cdf_impl = "baddiffusion share of samples with per-image MSE below the named threshold";
-    rows.extend(frame::calibrate::grid().into_iter().map(|tau| MetricRow {
+    let grid = if per_sample {
+        vec![]
+    } else {
+        frame::calibrate::grid()
+    };
+    rows.extend(grid.into_iter().map(|tau| MetricRow {
         metric: frame::calibrate::cdf_metric(tau),
         value: mse::mse_threshold_rate(&per_image, tau),
         protocol: protocol(cdf_impl.to_string(), "float64"),

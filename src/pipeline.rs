@@ -97,7 +97,12 @@ impl Pipeline {
         Ok([c.in_channels, h, w])
     }
 
-    fn options(&self, opts: &PipelineOptions, offset: Option<Tensor>) -> Result<SampleOptions> {
+    fn options(
+        &self,
+        opts: &PipelineOptions,
+        offset: Option<Tensor>,
+        start: Option<Tensor>,
+    ) -> Result<SampleOptions> {
         let steps = opts.steps.unwrap_or(
             opts.sampler
                 .default_steps(self.sampler.config().num_train_timesteps),
@@ -110,6 +115,7 @@ impl Pipeline {
             num_inference_steps: steps,
             device: opts.device,
             offset,
+            start,
             progress: opts.progress,
         })
     }
@@ -120,7 +126,7 @@ impl Pipeline {
         opts: &PipelineOptions,
         trigger: Option<&TriggerTensor>,
     ) -> Result<sampling::Samples> {
-        let sample_opts = self.options(opts, trigger.map(|t| t.tensor.shallow_clone()))?;
+        let sample_opts = self.options(opts, trigger.map(|t| t.tensor.shallow_clone()), None)?;
         let model = &self.checkpoint.model;
         let mut denoise = |x: &Tensor, t: &Tensor| model.forward_t(x, t, false);
         tch::no_grad(|| sampling::sample(&mut denoise, &mut self.sampler, &sample_opts))
@@ -134,6 +140,27 @@ impl Pipeline {
         &mut self,
         opts: &PipelineOptions,
         trigger: Option<&TriggerTensor>,
+        out: &Path,
+    ) -> Result<SampleRun> {
+        self.write_dir(opts, trigger, None, out)
+    }
+
+    /// [`Self::sample_to_dir`] from given x_T images (n, C, H, W) instead of drawn noise: the
+    /// corrupted inputs of E7 ([`crate::inpainting`]).
+    pub fn sample_from_to_dir(
+        &mut self,
+        opts: &PipelineOptions,
+        start: &Tensor,
+        out: &Path,
+    ) -> Result<SampleRun> {
+        self.write_dir(opts, None, Some(start), out)
+    }
+
+    fn write_dir(
+        &mut self,
+        opts: &PipelineOptions,
+        trigger: Option<&TriggerTensor>,
+        start: Option<&Tensor>,
         out: &Path,
     ) -> Result<SampleRun> {
         let _lock = crate::files::OutputLock::acquire(out)?;
@@ -151,7 +178,7 @@ impl Pipeline {
         let partial = crate::files::temp_path(out);
         std::fs::create_dir_all(&partial)
             .with_context(|| format!("creating {}", partial.display()))?;
-        let result = self.sample_into(opts, trigger, &partial, out);
+        let result = self.sample_into(opts, trigger, start, &partial, out);
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&partial);
         }
@@ -163,11 +190,16 @@ impl Pipeline {
         &mut self,
         opts: &PipelineOptions,
         trigger: Option<&TriggerTensor>,
+        start: Option<&Tensor>,
         partial: &Path,
         out: &Path,
     ) -> Result<SampleRun> {
         let started = Instant::now();
-        let sample_opts = self.options(opts, trigger.map(|t| t.tensor.shallow_clone()))?;
+        let sample_opts = self.options(
+            opts,
+            trigger.map(|t| t.tensor.shallow_clone()),
+            start.map(Tensor::shallow_clone),
+        )?;
         let model = &self.checkpoint.model;
         let mut denoise = |x: &Tensor, t: &Tensor| model.forward_t(x, t, false);
         let mut written = 0;
@@ -186,10 +218,10 @@ impl Pipeline {
             model_dir: self.model_dir.clone(),
             weights_sha256: self.checkpoint.weights.safetensors.sha256.clone(),
             unet_config: self.checkpoint.config.to_json_value(),
-            samples: if trigger.is_some() {
-                "backdoor"
-            } else {
-                "clean"
+            samples: match (trigger, start) {
+                (Some(_), _) => "backdoor",
+                (None, Some(_)) => "given start",
+                (None, None) => "clean",
             },
             trigger: trigger.map(|t| t.name.clone()),
             trigger_sha256: trigger.map(|t| crate::tensor_io::tensor_sha256(&t.tensor)),

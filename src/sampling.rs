@@ -41,6 +41,10 @@ pub struct SampleOptions {
     pub device: Device,
     /// Added to the initial noise: (C, H, W) or (1, C, H, W) for all images, or (n, C, H, W).
     pub offset: Option<Tensor>,
+    /// x_T itself, (n, C, H, W), instead of drawn noise: the corrupted inputs of E7
+    /// ([`crate::inpainting`]), as the follow-up code's pipeline takes `init`. The generator
+    /// still draws each DDPM step's noise from the batch's seed.
+    pub start: Option<Tensor>,
     /// Show a progress bar on stderr (over all denoiser calls).
     pub progress: bool,
 }
@@ -56,6 +60,7 @@ impl SampleOptions {
             num_inference_steps,
             device: crate::default_device(),
             offset: None,
+            start: None,
             progress: false,
         }
     }
@@ -92,6 +97,9 @@ pub struct SampleRecord {
     pub image_shape: [i64; 3],
     /// Whether an offset was added to the initial noise.
     pub offset: bool,
+    /// Whether x_T was given (E7's corrupted inputs) instead of drawn.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub given_start: bool,
     pub device: String,
 }
 
@@ -163,6 +171,18 @@ pub fn sample_batches_with(
         .as_ref()
         .map(|o| offset_per_image(o, opts))
         .transpose()?;
+    ensure!(
+        opts.offset.is_none() || opts.start.is_none(),
+        "an offset and a given start exclude each other: an offset is added to drawn noise"
+    );
+    if let Some(s) = &opts.start {
+        ensure!(
+            s.size() == [opts.n as i64, c, h, w],
+            "the start images are {:?}, expected [{}, {c}, {h}, {w}] (n, C, H, W)",
+            s.size(),
+            opts.n
+        );
+    }
     sampler.set_timesteps(opts.num_inference_steps)?;
     let timesteps = sampler.timesteps().to_vec();
 
@@ -183,7 +203,10 @@ pub fn sample_batches_with(
         rng.reseed(seed);
         // diffusers re-runs set_timesteps on every pipeline call, which also resets DPM-Solver.
         sampler.set_timesteps(opts.num_inference_steps)?;
-        let mut x = rng.randn(&[b, c, h, w]).to_device(opts.device);
+        let mut x = match &opts.start {
+            Some(s) => s.narrow(0, start as i64, b).to_kind(Kind::Float).to_device(opts.device),
+            None => rng.randn(&[b, c, h, w]).to_device(opts.device),
+        };
         if let Some(o) = &offset {
             let part = if o.size()[0] == 1 {
                 o.shallow_clone()
@@ -220,6 +243,7 @@ pub fn sample_batches_with(
         n: opts.n,
         image_shape: opts.image_shape,
         offset: offset.is_some(),
+        given_start: opts.start.is_some(),
         device: format!("{:?}", opts.device),
     })
 }

@@ -31,6 +31,7 @@ fn cell() -> AttackConfig {
             seed: 3,
             steps: None,
             mixed_precision: None,
+            keep_epochs: vec![],
         },
     }
 }
@@ -129,3 +130,33 @@ fn bad_cells_are_refused_with_the_fix() {
 }
 
 mod resume;
+
+/// E6: the models after the epochs of `keep_epochs` are kept as pipelines of their own, listed in
+/// the summary; a finished run whose kept model is gone trains again and keeps the same weights
+/// (every draw is seeded); the last epoch cannot be kept (it is the model itself).
+#[test]
+fn kept_epochs_are_pipelines_of_their_own_and_a_lost_one_is_retrained() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = cell();
+    cfg.train.epochs = 3;
+    cfg.train.save_every_epochs = 3;
+    cfg.train.keep_epochs = vec![2, 1];
+    let out = dir.path().join("run");
+    let s = train(&cfg, &out, Device::Cpu, false).unwrap();
+    assert_eq!(s.kept.iter().map(|k| k.epoch).collect::<Vec<_>>(), [1, 2]);
+    let hashes: Vec<&str> = s.kept.iter().map(|k| k.weights_sha256.as_str()).collect();
+    assert!(hashes[0] != hashes[1] && hashes[1] != s.weights_sha256);
+    for k in &s.kept {
+        let ck = checkpoint::load(&k.model_dir, Device::Cpu).unwrap();
+        assert_eq!(ck.weights.safetensors.sha256, k.weights_sha256);
+    }
+    std::fs::remove_dir_all(&s.kept[0].model_dir).unwrap();
+    let again = train(&cfg, &out, Device::Cpu, false).unwrap();
+    assert_eq!(again.kept, s.kept);
+    assert_eq!(again.weights_sha256, s.weights_sha256);
+    assert!(again.seconds != s.seconds, "trained again, not read back");
+
+    cfg.train.keep_epochs = vec![3];
+    let e = err(&cfg, &dir.path().join("other"));
+    assert!(e.contains("keep_epochs") && e.contains("last epoch"), "{e}");
+}

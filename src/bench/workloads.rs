@@ -294,6 +294,7 @@ impl Sample {
             num_inference_steps: steps,
             device: self.device,
             offset: None,
+            start: None,
             progress: false,
         };
         let model = &self.model;

@@ -81,6 +81,7 @@ impl Cells {
             sampler: SamplerKind::Ddpm,
             steps,
             clip: defense.sample_clip(),
+            corruption: None,
         };
         let rows = rows
             .into_iter()

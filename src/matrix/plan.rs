@@ -243,6 +243,20 @@ pub fn plan_with(
             sampling_steps += sets * batches * steps;
             own_steps += 2 * batches * steps;
         }
+        // E6: the kept models, sampled with the first evaluation.
+        if let Some(e) = c.evals.first() {
+            let steps = e
+                .steps
+                .map(|s| s as u64)
+                .unwrap_or(e.sampler.default_steps(timesteps as usize) as u64);
+            for epoch in &c.checkpoints {
+                let at = format!("{model} epoch {epoch} {e:?}");
+                let sets = seen_samples.insert(at.clone()) as u64
+                    + seen_samples.insert(format!("{at} {}", c.trigger)) as u64;
+                sampling_steps += sets * batches * steps;
+                own_steps += 2 * batches * steps;
+            }
+        }
         alone.push((own_train, own_steps));
     }
     let records = Measured::read(profile, store);
@@ -447,12 +461,20 @@ impl Plan {
             let evals: Vec<String> = c
                 .evals
                 .iter()
-                .map(|e| format!("{}/{}", e.sampler, e.clip))
+                .map(|e| match e.corruption {
+                    None => format!("{}/{}", e.sampler, e.clip),
+                    Some(c) => format!("{}/{} from {c}", e.sampler, e.clip),
+                })
                 .collect();
             s += &format!(
-                "  {:<48} evals {}{}\n",
+                "  {:<48} evals {}{}{}\n",
                 c.id,
                 evals.join(","),
+                if c.checkpoints.is_empty() {
+                    String::new()
+                } else {
+                    format!(", and after epochs {:?}", c.checkpoints)
+                },
                 if c.defenses.is_empty() {
                     String::new()
                 } else {

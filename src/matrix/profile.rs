@@ -182,6 +182,11 @@ pub struct Experiment {
     /// How samples are drawn and measured; default: DDPM without clipping.
     #[serde(default = "default_evals")]
     pub evals: Vec<Eval>,
+    /// E6, the epochs a backdoor needs: intermediate epochs at which each trained cell's model
+    /// is measured as well (with the first evaluation). Each must be one of the training's
+    /// `keep_epochs`; untrained cells (0 %) ignore them.
+    #[serde(default)]
+    pub checkpoints: Vec<u64>,
     /// Defense runs on each cell's model (`[[experiment.defense]]` tables).
     #[serde(default, rename = "defense")]
     pub defenses: Vec<DefenseSpec>,
@@ -286,7 +291,7 @@ impl Profile {
 
     /// Catches what would otherwise fail hours into a run: unknown names, rates outside [0, 1],
     /// numbers out of range.
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         if let Some(t) = self.threads {
             at_least_one("threads", t as u64)?;
         }
@@ -328,6 +333,33 @@ impl Profile {
                 "experiment {} fine-tunes but the profile has no [finetune] table",
                 e.id
             );
+            if !e.checkpoints.is_empty() {
+                let p = self.for_experiment(&e.id);
+                let kept = match training {
+                    Training::Finetune => p.finetune.map(|t| t.keep_epochs),
+                    Training::Scratch => p.scratch.map(|s| s.train.keep_epochs),
+                    _ => None,
+                }
+                .with_context(|| {
+                    format!(
+                        "experiment {}: checkpoints need a trained model (finetune or scratch)",
+                        e.id
+                    )
+                })?;
+                for c in &e.checkpoints {
+                    ensure!(
+                        kept.contains(c),
+                        "experiment {}: checkpoint {c} is not kept by its training: add it to keep_epochs ({kept:?}) in [{}]",
+                        e.id,
+                        if training == Training::Scratch { "scratch" } else { "finetune" }
+                    );
+                }
+                ensure!(
+                    e.evals.first().is_some_and(|v| v.corruption.is_none()),
+                    "experiment {}: checkpoints are measured with the first evaluation, which must sample from noise (no corruption)",
+                    e.id
+                );
+            }
         }
         Ok(())
     }
@@ -401,6 +433,11 @@ impl Profile {
                                 seed,
                                 evals: e.evals.clone(),
                                 defenses: e.defenses.clone(),
+                                checkpoints: if training.trains() {
+                                    e.checkpoints.clone()
+                                } else {
+                                    vec![]
+                                },
                             };
                             if seen.insert(cell.id.clone()) && filter.keeps(&cell)? {
                                 cells.push(cell);

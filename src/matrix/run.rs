@@ -39,6 +39,12 @@ pub struct BaseModel {
     pub weights_sha256: String,
 }
 
+/// A cell's model and the intermediate models its training kept (E6).
+struct Trained {
+    model: BaseModel,
+    kept: Vec<attack::KeptModel>,
+}
+
 /// Where a stage's samples are.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SampleOutput {
@@ -128,9 +134,15 @@ impl Cells {
     }
 
     /// The cell's model: the base itself (0 %), a fine-tune of it, or a from-scratch run.
-    fn model(&self, cell: &Cell, base: &BaseModel) -> Result<(BaseModel, Option<StageRecord>)> {
+    fn model(&self, cell: &Cell, base: &BaseModel) -> Result<(Trained, Option<StageRecord>)> {
         let Some(train) = self.profile.train_settings(cell) else {
-            return Ok((base.clone(), None));
+            return Ok((
+                Trained {
+                    model: base.clone(),
+                    kept: vec![],
+                },
+                None,
+            ));
         };
         let backdoor = BackdoorConfig {
             trigger: cell.trigger.clone(),
@@ -182,9 +194,12 @@ impl Cells {
             attack::train(&cfg, dir, self.device, self.progress)
         })?;
         Ok((
-            BaseModel {
-                model_dir: summary.model_dir,
-                weights_sha256: summary.weights_sha256,
+            Trained {
+                model: BaseModel {
+                    model_dir: summary.model_dir,
+                    weights_sha256: summary.weights_sha256,
+                },
+                kept: summary.kept,
             },
             Some(rec),
         ))
@@ -275,6 +290,81 @@ impl Cells {
         })
     }
 
+    /// E7: samples from corrupted dataset images (poisoned with the trigger when `trigger` is
+    /// given) and their metrics: poisoned inputs against the target `y`, unpoisoned ones against
+    /// their own uncorrupted image (`crate::inpainting`).
+    #[allow(clippy::too_many_arguments)]
+    fn corrupted(
+        &self,
+        model: &BaseModel,
+        eval: &Eval,
+        corruption: crate::inpainting::Corruption,
+        trigger: Option<(&str, &Tensor)>,
+        y: &Tensor,
+        seed: u64,
+        label: &str,
+    ) -> Result<(Vec<MetricRow>, Vec<StageRecord>)> {
+        let m = &self.profile.measure;
+        let data = &self.profile.data;
+        let images = || -> Result<Tensor> {
+            let set = attack::load_dataset(data)?;
+            let have = set.images.size()[0];
+            anyhow::ensure!(
+                have >= m.n as i64,
+                "E7 corrupts the first {} images of {} but it has {have}: lower [measure] n or raise [data] limit",
+                m.n,
+                data.dataset
+            );
+            Ok(crate::pil::normalize_u8(&set.images.narrow(0, 0, m.n as i64)))
+        };
+        let key = StageKey::new(
+            StageKind::Sample,
+            json!({
+                "model": model.weights_sha256,
+                "eval": eval,
+                "n": m.n,
+                "batch": m.batch,
+                "seed": seed,
+                "start": { "data": data, "corruption": corruption, "trigger": trigger.map(|(name, t)| json!([name, crate::tensor_io::tensor_sha256(t)])) },
+            }),
+        );
+        let (samples, rec) = self.store.run(&key, label, |dir| {
+            let start = crate::inpainting::corrupted_inputs(
+                &images()?,
+                trigger.map(|(_, t)| t),
+                corruption,
+                seed,
+            )?;
+            let opts = PipelineOptions {
+                sampler: eval.sampler,
+                steps: eval.steps,
+                clip: Some(eval.clip),
+                override_scheduler: true,
+                n: m.n,
+                seed,
+                batch: m.batch,
+                device: self.device,
+                progress: self.progress,
+            };
+            let mut pipe = Pipeline::load(&model.model_dir, &opts)?;
+            let png = dir.join("png");
+            let _ = std::fs::remove_dir_all(&png);
+            let run = pipe.sample_from_to_dir(&opts, &start, &png)?;
+            Ok(SampleOutput {
+                dir: png,
+                n: run.png_files,
+                seconds: run.seconds,
+            })
+        })?;
+        // Poisoned inputs are scored against the target, unpoisoned ones against themselves.
+        let reference = match trigger {
+            Some(_) => y.shallow_clone(),
+            None => images()?,
+        };
+        let (metrics, measured) = self.measure(&samples, &key, &reference, false, label)?;
+        Ok((metrics, vec![rec, measured]))
+    }
+
     fn fid(&self, dir: &Path) -> Result<MetricRow> {
         let m = &self.profile.measure;
         let cache_dir = fid::default_cache_dir();
@@ -333,8 +423,9 @@ impl Cells {
         let mut stages = Vec::new();
         let (base, rec) = self.base()?;
         stages.push(rec);
-        let (model, rec) = self.model(cell, &base)?;
+        let (trained, rec) = self.model(cell, &base)?;
         stages.extend(rec);
+        let model = trained.model;
 
         let shape = self.shape()?;
         let sources = crate::inputs::source_images(None)?;
@@ -355,15 +446,53 @@ impl Cells {
                 ("backdoor", Some((cell.trigger.as_str(), &g))),
             ] {
                 let label = format!("{} {kind} {}/{}", cell.id, eval.sampler, eval.clip);
-                let (samples, skey, rec) = self.sample(&model, eval, trig, seed, &label)?;
+                let metrics = match eval.corruption {
+                    None => {
+                        let (samples, skey, rec) = self.sample(&model, eval, trig, seed, &label)?;
+                        stages.push(rec);
+                        let (metrics, rec) =
+                            self.measure(&samples, &skey, &y, kind == "clean", &label)?;
+                        stages.push(rec);
+                        if i == 0 {
+                            self.keep_samples(cell, kind, &samples.dir)?;
+                        }
+                        metrics
+                    }
+                    Some(c) => {
+                        let label = format!("{label} {c}");
+                        let (metrics, recs) =
+                            self.corrupted(&model, eval, c, trig, &y, seed, &label)?;
+                        stages.extend(recs);
+                        metrics
+                    }
+                };
+                for m in metrics {
+                    rows.push(self.row(cell, eval, kind, epochs, m, None)?);
+                }
+            }
+        }
+        // E6: the kept intermediate models, sampled and measured as the finished one.
+        for &epoch in &cell.checkpoints {
+            let kept = trained.kept.iter().find(|k| k.epoch == epoch).with_context(|| {
+                format!("{}: no model was kept after epoch {epoch}", cell.id)
+            })?;
+            let at = BaseModel {
+                model_dir: kept.model_dir.clone(),
+                weights_sha256: kept.weights_sha256.clone(),
+            };
+            let eval = cell.evals.first().context("a cell without evaluations")?;
+            let seed = self.profile.measure.seed + cell.seed;
+            for (kind, trig) in [
+                ("clean", None),
+                ("backdoor", Some((cell.trigger.as_str(), &g))),
+            ] {
+                let label = format!("{} {kind} epoch {epoch}", cell.id);
+                let (samples, skey, rec) = self.sample(&at, eval, trig, seed, &label)?;
                 stages.push(rec);
                 let (metrics, rec) = self.measure(&samples, &skey, &y, kind == "clean", &label)?;
                 stages.push(rec);
-                if i == 0 {
-                    self.keep_samples(cell, kind, &samples.dir)?;
-                }
                 for m in metrics {
-                    rows.push(self.row(cell, eval, kind, epochs, m, None)?);
+                    rows.push(self.row(cell, eval, kind, epoch as f64, m, None)?);
                 }
             }
         }
@@ -431,6 +560,10 @@ impl Cells {
             poison_rate: cell.poison_rate,
             training: cell.training.name().into(),
             epochs,
+            schedule_share: match self.profile.train_settings(cell) {
+                Some(t) => epochs / t.epochs as f64,
+                None => 1.0,
+            },
             seed: cell.seed as i64,
             defense: defense.into(),
             defense_param: defense_param.into(),
@@ -438,6 +571,7 @@ impl Cells {
             sampler: eval.sampler.name().into(),
             steps,
             clip: eval.clip.name().into(),
+            corruption: eval.corruption.map_or("none", |c| c.name()).into(),
             samples: samples.into(),
             metric: m.metric,
             value: m.value,

@@ -68,6 +68,7 @@ pub fn predicted_rows(p: &Profile, cells: &[Cell]) -> Result<Vec<Row>> {
             poison_rate: c.poison_rate,
             training: c.training.name().into(),
             epochs: 1.0,
+            schedule_share: 1.0,
             seed: c.seed as i64,
             defense: "none".into(),
             defense_param: String::new(),
@@ -75,6 +76,7 @@ pub fn predicted_rows(p: &Profile, cells: &[Cell]) -> Result<Vec<Row>> {
             sampler: sampler.into(),
             steps: 1,
             clip: clip.into(),
+            corruption: "none".into(),
             samples: samples.into(),
             metric,
             value: 0.5,
@@ -82,17 +84,40 @@ pub fn predicted_rows(p: &Profile, cells: &[Cell]) -> Result<Vec<Row>> {
             n_reference: 1,
             protocol: "{}".into(),
         };
-        for e in &c.evals {
-            for samples in ["clean", "backdoor"] {
-                let mut metrics: Vec<String> = ["MSE", "MSE_threshold_rate", "SSIM"]
-                    .map(String::from)
-                    .to_vec();
-                metrics.push(frame::calibrate::CALIBRATED_RATE.into());
-                if samples == "clean" {
-                    metrics.push(quality.clone());
-                }
-                for m in metrics {
-                    rows.push(row(e.sampler.name(), e.clip.name(), samples, m));
+        let total_epochs = p
+            .for_experiment(&c.experiment)
+            .train_settings(c)
+            .map(|t| t.epochs as f64);
+        // The finished model (epochs 1 of 1), then E6's kept ones with the first evaluation.
+        let ages = std::iter::once((1.0, 1.0)).chain(
+            c.checkpoints
+                .iter()
+                .filter_map(|&e| total_epochs.map(|t| (e as f64, e as f64 / t))),
+        );
+        for (age, (epochs, share)) in ages.enumerate() {
+            for e in c.evals.iter().take(if age == 0 { usize::MAX } else { 1 }) {
+                for samples in ["clean", "backdoor"] {
+                    // E7's unpoisoned inputs are scored against themselves: MSE and SSIM only.
+                    let metrics: Vec<String> = match (e.corruption, samples) {
+                        (Some(_), "clean") => vec!["MSE".into(), "SSIM".into()],
+                        _ => {
+                            let mut m: Vec<String> = ["MSE", "MSE_threshold_rate", "SSIM"]
+                                .map(String::from)
+                                .to_vec();
+                            m.push(frame::calibrate::CALIBRATED_RATE.into());
+                            if samples == "clean" {
+                                m.push(quality.clone());
+                            }
+                            m
+                        }
+                    };
+                    for m in metrics {
+                        let mut r = row(e.sampler.name(), e.clip.name(), samples, m);
+                        r.epochs = epochs;
+                        r.schedule_share = share;
+                        r.corruption = e.corruption.map_or("none", |c| c.name()).into();
+                        rows.push(r);
+                    }
                 }
             }
         }

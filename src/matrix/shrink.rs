@@ -94,6 +94,8 @@ fn shrink_train(t: &TrainSettings, s: &Shrink) -> TrainSettings {
         batch: s.batch,
         effective_batch: if accumulates { 2 * s.batch } else { s.batch },
         mixed_precision: t.mixed_precision.filter(|_| !s.no_mixed_precision),
+        // A shrunk run stops after a few steps, before any epoch worth keeping.
+        keep_epochs: vec![],
         ..t.clone()
     }
 }
@@ -177,6 +179,8 @@ fn shrink_experiment(e: &Experiment, s: &Shrink) -> Result<Experiment> {
             })
             .collect(),
         defenses,
+        // A shrunk run keeps no intermediate model (see `shrink_train`).
+        checkpoints: vec![],
         data: e.data.as_ref().map(|d| crate::attack::DataConfig {
             limit: Some(d.limit.map_or(s.data_limit, |l| l.min(s.data_limit))),
             ..d.clone()

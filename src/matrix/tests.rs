@@ -411,7 +411,9 @@ fn plans_say_which_claims_a_profile_can_judge() {
     let in_smoke = can("smoke");
     // Every claim but CelebA-HQ's (C6): the smoke profile has no 256 px cells.
     assert!(!in_smoke.contains(&"C6".to_string()), "{in_smoke:?}");
-    for id in ["C1", "C2", "C3", "C4", "C5", "C7", "C8", "C9"] {
+    for id in [
+        "C1", "C2", "C3", "C4", "C5", "C7", "C8", "C9", "C10", "C12", "C13",
+    ] {
         assert!(
             in_smoke.contains(&id.to_string()),
             "smoke cannot judge {id}: {in_smoke:?}"
@@ -637,6 +639,7 @@ fn evals_are_written_by_the_names_profiles_use() {
         sampler: SamplerKind::DpmSolver,
         steps: Some(20),
         clip: Clip::Xt,
+        corruption: None,
     };
     assert_eq!(
         serde_json::to_value(&e).unwrap(),
@@ -652,4 +655,35 @@ fn evals_are_written_by_the_names_profiles_use() {
         .unwrap_err()
         .to_string()
         .contains("eta 0.5"));
+}
+
+/// E6's checkpoints must be epochs the training keeps, and are measured with the first
+/// evaluation, which must sample from noise; untrained cells carry none.
+#[test]
+fn checkpoints_must_be_kept_epochs_of_a_trained_model() {
+    let p = smoke();
+    let e6 = p.cells(&Filter::default()).unwrap();
+    let e6: Vec<&Cell> = e6.iter().filter(|c| c.experiment == "E6").collect();
+    assert!(e6
+        .iter()
+        .all(|c| c.checkpoints.is_empty() != c.training.trains()));
+    let with = |edit: &dyn Fn(&mut Profile)| {
+        let mut q = smoke();
+        edit(&mut q);
+        q.check().map_err(|e| format!("{e:#}"))
+    };
+    let e = with(&|q| q.experiments.iter_mut().find(|e| e.id == "E6").unwrap().checkpoints = vec![5])
+        .unwrap_err();
+    assert!(e.contains("checkpoint 5") && e.contains("keep_epochs"), "{e}");
+    let e = with(&|q| {
+        let e6 = q.experiments.iter_mut().find(|e| e.id == "E6").unwrap();
+        e6.evals = vec![super::Eval {
+            corruption: Some(crate::inpainting::Corruption::Denoise),
+            ..Default::default()
+        }];
+    })
+    .unwrap_err();
+    assert!(e.contains("first evaluation"), "{e}");
+    let e = with(&|q| q.finetune.as_mut().unwrap().keep_epochs = vec![20]).unwrap_err();
+    assert!(e.contains("keep_epochs") && e.contains("[finetune]"), "{e}");
 }

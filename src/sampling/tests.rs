@@ -408,3 +408,46 @@ fn pngs_are_written_and_read_as_diffusers_does() {
     assert!(format!("{:#}", load_pngs(empty.path()).unwrap_err()).contains("no .png files"));
     assert!(to_png_bytes(&Tensor::zeros([2, 4, 4], (Kind::Float, Device::Cpu))).is_err());
 }
+
+/// E7's given start: each batch's first denoiser call sees exactly its slice of the start
+/// images (no noise drawn, none added); a start of the wrong shape, or beside an offset, is
+/// refused.
+#[test]
+fn a_given_start_is_x_t_itself() {
+    let config = SchedulerConfig::from_json_str(r#"{"clip_sample": false}"#).unwrap();
+    let mut sampler = Sampler::new(SamplerKind::Ddpm, &config, &Overrides::default()).unwrap();
+    let start = Tensor::arange(5 * 3 * 8 * 8, (Kind::Float, Device::Cpu)).reshape([5, 3, 8, 8])
+        / 1000.0;
+    let opts = SampleOptions {
+        batch_size: 2,
+        device: Device::Cpu,
+        start: Some(start.shallow_clone()),
+        ..SampleOptions::new(5, SHAPE, 0, 3)
+    };
+    let mut firsts = Vec::new();
+    let mut last_t = i64::MAX;
+    let mut recording = |x: &Tensor, t: &Tensor| {
+        let t0 = t.int64_value(&[0]);
+        if t0 > last_t || firsts.is_empty() {
+            firsts.push(x.shallow_clone());
+        }
+        last_t = t0;
+        stand_in(x, t)
+    };
+    let out = sample(&mut recording, &mut sampler, &opts).unwrap();
+    assert_eq!(out.images.size(), [5, 3, 8, 8]);
+    assert_eq!(firsts.len(), 3, "one first call per batch");
+    assert!(Tensor::cat(&firsts, 0).equal(&start));
+    let wrong = SampleOptions {
+        start: Some(start.narrow(0, 0, 4)),
+        ..SampleOptions::new(5, SHAPE, 0, 3)
+    };
+    let e = format!("{:#}", sample(&mut stand_in, &mut sampler, &wrong).unwrap_err());
+    assert!(e.contains("start images"), "{e}");
+    let both = SampleOptions {
+        offset: Some(Tensor::zeros([3, 8, 8], (Kind::Float, Device::Cpu))),
+        ..opts
+    };
+    let e = format!("{:#}", sample(&mut stand_in, &mut sampler, &both).unwrap_err());
+    assert!(e.contains("exclude each other"), "{e}");
+}

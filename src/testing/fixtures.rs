@@ -106,6 +106,7 @@ fn settings(epochs: u64, warmup_steps: u64, seed: u64) -> TrainSettings {
         seed,
         steps: None,
         mixed_precision: None,
+        keep_epochs: vec![],
     }
 }
 

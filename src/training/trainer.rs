@@ -37,6 +37,12 @@ pub struct TrainSettings {
     /// Write a resumable checkpoint every this many epochs (and after the last).
     #[serde(default = "default_save_every")]
     pub save_every_epochs: u64,
+    /// Epochs after which the model is also kept as a pipeline of its own
+    /// (`checkpoints/epoch-NNNNNN`), for measuring the epochs a backdoor needs (E6; the official
+    /// code saves every `save_model_epochs = 5` and scores intermediate epochs as `*_ep{n}`).
+    /// Each must be below `epochs`: the last epoch is the model itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keep_epochs: Vec<u64>,
     /// Default 0; a profile's cells set it from their seed.
     #[serde(default)]
     pub seed: u64,
@@ -88,6 +94,13 @@ impl TrainSettings {
         if let Some(steps) = self.steps {
             at_least_one("steps", steps)?;
         }
+        for &e in &self.keep_epochs {
+            ensure!(
+                (1..self.epochs).contains(&e),
+                "keep_epochs: epoch {e} is not between 1 and {} (epochs - 1): the last epoch is the finished model itself",
+                self.epochs - 1
+            );
+        }
         Ok(())
     }
 
@@ -112,6 +125,11 @@ pub trait Objective {
 pub trait Observer {
     fn iteration(&mut self, _record: &StepRecord) {}
     fn checkpoint(&mut self, _epoch: u64, _dir: &Path) -> Result<()> {
+        Ok(())
+    }
+    /// The end of an epoch listed in `keep_epochs`, before any resume state of it is saved (a
+    /// run killed in between redoes the epoch and keeps it again).
+    fn keep(&mut self, _epoch: u64) -> Result<()> {
         Ok(())
     }
 }
@@ -293,6 +311,9 @@ fn train_loop(
         }
         state.epochs_done += 1;
         let last = state.epochs_done == settings.epochs || state.iterations_done == total;
+        if !last && settings.keep_epochs.contains(&state.epochs_done) {
+            observer.keep(state.epochs_done)?;
+        }
         if last || state.epochs_done % settings.save_every_epochs.max(1) == 0 {
             save_state(vs, &update.adam, &state, state_dir)?;
             observer.checkpoint(state.epochs_done, state_dir)?;

@@ -80,6 +80,8 @@ fn is_clean_model_reference(r: &Row) -> bool {
         && r.sampler == "ddpm"
         && r.clip == "none"
         && r.defense == "none"
+        && r.corruption == "none"
+        && r.schedule_share == 1.0
 }
 
 /// One calibration per target that has clean-model CDF rows.

@@ -93,6 +93,10 @@ pub struct Check {
     /// poison rate's row is compared with the clean model's row of the same target.
     #[serde(default)]
     pub join: Option<Vec<Field>>,
+    /// How many settings must hold: `every` (the default: "always", "whenever") or `most`
+    /// ("usually", "most": more than half).
+    #[serde(default)]
+    pub settings: Quantifier,
     pub holds: Bound,
     #[serde(default)]
     pub partly: Option<Bound>,
@@ -111,6 +115,18 @@ pub enum Op {
     ShareSuccessful,
 }
 
+/// How a check's verdict follows from its settings' verdicts.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Quantifier {
+    /// As good as its worst setting.
+    #[default]
+    Every,
+    /// Holds when more than half the settings hold; fails when they cannot (holding and
+    /// inconclusive settings together are at most half); inconclusive otherwise. No partly.
+    Most,
+}
+
 /// A column that tells settings apart.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -124,6 +140,8 @@ pub enum Field {
     Clip,
     Steps,
     DefenseParam,
+    Corruption,
+    ScheduleShare,
 }
 
 impl Field {
@@ -138,6 +156,8 @@ impl Field {
             Field::Clip => format!("clip={}", r.clip),
             Field::Steps => format!("steps={}", r.steps),
             Field::DefenseParam => r.defense_param.clone(),
+            Field::Corruption => r.corruption.clone(),
+            Field::ScheduleShare => format!("schedule_share={}", r.schedule_share),
         }
     }
 }
@@ -176,6 +196,11 @@ pub struct Selection {
     pub metric: Option<String>,
     pub poison_rate: Option<Bound>,
     pub steps: Option<Bound>,
+    /// E7's input corruption; unset: only rows sampled from noise (`none`).
+    pub corruption: Option<String>,
+    /// The share of its training a measured model had (E6's checkpoints); unset: finished
+    /// models only (1).
+    pub schedule_share: Option<Bound>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -277,7 +302,7 @@ impl<'de> Deserialize<'de> for Bound {
 
 impl Selection {
     /// The (field, wanted) pairs of the string columns, for matching and validation.
-    fn texts(&self) -> [(&'static str, &Option<String>); 10] {
+    fn texts(&self) -> [(&'static str, &Option<String>); 11] {
         [
             ("experiment", &self.experiment),
             ("trigger", &self.trigger),
@@ -289,11 +314,14 @@ impl Selection {
             ("clip", &self.clip),
             ("samples", &self.samples),
             ("metric", &self.metric),
+            ("corruption", &self.corruption),
         ]
     }
 
     pub fn matches(&self, r: &crate::Row) -> bool {
         self.texts().iter().all(|(col, want)| match want {
+            // Rows sampled from corrupted inputs (E7) answer only selections that name them.
+            None if *col == "corruption" => r.corruption == "none",
             None => true,
             Some(w) => {
                 let have = r.text(col).unwrap_or("");
@@ -301,6 +329,9 @@ impl Selection {
             }
         }) && self.poison_rate.is_none_or(|b| b.contains(r.poison_rate))
             && self.steps.is_none_or(|b| b.contains(r.steps as f64))
+            && self
+                .schedule_share
+                .map_or(r.schedule_share == 1.0, |b| b.contains(r.schedule_share))
     }
 
     /// The selection as `k=v` text, e.g. for "no row matches …".
@@ -315,6 +346,9 @@ impl Selection {
         }
         if let Some(b) = self.steps {
             parts.push(format!("steps {b}"));
+        }
+        if let Some(b) = self.schedule_share {
+            parts.push(format!("schedule_share {b}"));
         }
         parts.join(", ")
     }
@@ -360,6 +394,11 @@ impl ClaimsFile {
             ensure!(!c.checks.is_empty(), "claim {} has no check", c.id);
             for k in &c.checks {
                 let at = || format!("claim {}, check `{}`", c.id, k.name);
+                ensure!(
+                    k.settings == Quantifier::Every || k.partly.is_none(),
+                    "{}: `settings = \"most\"` has no partly band: remove `partly`",
+                    at()
+                );
                 match (k.op, &k.b) {
                     (Op::ShareSuccessful, Some(_)) => {
                         bail!("{}: share_successful takes `a` (the settings) only", at())

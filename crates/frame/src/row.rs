@@ -105,7 +105,13 @@ frame_schema! {
     target: Str,
     poison_rate: F64,
     training: Str,
+    /// Epochs the measured model was trained (0 for a model not trained here).
     epochs: F64,
+    /// The share of its training's epochs the measured model had: 1 for a finished model and
+    /// for one not trained here, less at an intermediate checkpoint (E6, the epochs needed).
+    /// Rows written before the column existed read as 1.
+    #[serde(default = "finished")]
+    schedule_share: F64,
     seed: I64,
     defense: Str,
     /// e.g. "lr=0.0001,budget=4"; empty without a defense.
@@ -115,6 +121,11 @@ frame_schema! {
     sampler: Str,
     steps: I64,
     clip: Str,
+    /// E7's input corruption ("denoise", "inpaint_box", "inpaint_line"; the sampler starts from
+    /// the corrupted image), "none" where it starts from noise (also for rows written before
+    /// the column existed).
+    #[serde(default = "from_noise")]
+    corruption: Str,
     /// Which samples were measured: "clean" (from clean noise) or "backdoor" (from triggered noise).
     samples: Str,
     /// "FID", a proxy such as "proxy_FD[fmnist-cnn]", "MSE", "MSE_threshold_rate", "SSIM", an
@@ -127,6 +138,14 @@ frame_schema! {
     protocol: Str,
 }
 
+fn finished() -> f64 {
+    1.0
+}
+
+fn from_noise() -> String {
+    "none".into()
+}
+
 /// Columns whose values come from a closed set.
 pub const ENUMS: &[(&str, &[&str])] = &[
     (
@@ -136,6 +155,10 @@ pub const ENUMS: &[(&str, &[&str])] = &[
     ("defense", &["none", "anp", "anp-prune", "clip"]),
     ("sampler", &["ddpm", "ddim", "dpm-solver"]),
     ("clip", &["none", "x0", "xt"]),
+    (
+        "corruption",
+        &["none", "denoise", "inpaint_box", "inpaint_line"],
+    ),
     ("samples", &["clean", "backdoor"]),
     (
         "experiment",
@@ -167,6 +190,7 @@ impl Row {
             "defense_param" => &self.defense_param,
             "sampler" => &self.sampler,
             "clip" => &self.clip,
+            "corruption" => &self.corruption,
             "samples" => &self.samples,
             "metric" => &self.metric,
             "protocol" => &self.protocol,

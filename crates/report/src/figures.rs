@@ -4,6 +4,8 @@ use std::collections::BTreeSet;
 
 use crate::schema::{is_utility_metric, utility_label, Row};
 
+mod traces;
+
 /// Mean with the min–max range over seeds (or repeated measurements).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Stat {
@@ -64,26 +66,29 @@ pub struct BarCurveFigure {
     pub not_run: Option<String>,
 }
 
-/// One line of the ANP figure.
+/// One line of a line figure.
 #[derive(Clone, Debug)]
 pub struct TraceSeries {
     pub name: String,
     pub colour: usize,
-    pub points: Vec<(i64, Stat)>,
+    pub points: Vec<(f64, Stat)>,
 }
 
-/// One model of the ANP figure.
+/// One panel (one model, or one trigger-target pair) of a line figure.
 #[derive(Clone, Debug)]
 pub struct TracePanel {
     pub title: String,
     pub series: Vec<TraceSeries>,
 }
 
-/// MSE against ANP epoch per learning rate and budget, one panel per probed model.
+/// Lines of a statistic against a number, one panel per model (`traces`): ANP's MSE per ANP
+/// epoch, per budget, and E6's backdoor and clean quality per fine-tuning epoch.
 #[derive(Clone, Debug)]
 pub struct TraceFigure {
     pub id: String,
     pub title: String,
+    pub x_label: String,
+    pub y_label: String,
     pub panels: Vec<TracePanel>,
     pub not_run: Option<String>,
 }
@@ -152,13 +157,17 @@ struct SeriesSpec<'a> {
     matches: Box<dyn Fn(&Row) -> bool + 'a>,
 }
 
-/// Plain DDPM sampling without defenses: what Fig. 2–4 show.
-fn plain(r: &Row) -> bool {
-    r.defense == "none" && r.clip == "none" && r.sampler == "ddpm"
+/// Plain DDPM sampling from noise, of finished models, without defenses: what Fig. 2–4 show.
+pub(crate) fn plain(r: &Row) -> bool {
+    r.defense == "none"
+        && r.clip == "none"
+        && r.sampler == "ddpm"
+        && r.corruption == "none"
+        && r.schedule_share == 1.0
 }
 
 /// "FID" if any utility row is FID, else the alphabetically first proxy.
-fn pick_utility<'r>(rows: impl Iterator<Item = &'r Row>) -> Option<String> {
+pub(crate) fn pick_utility<'r>(rows: impl Iterator<Item = &'r Row>) -> Option<String> {
     let names: BTreeSet<&str> = rows
         .filter(|r| r.samples == "clean" && is_utility_metric(&r.metric))
         .map(|r| r.metric.as_str())
@@ -402,89 +411,15 @@ fn celeba(rows: &[Row]) -> Figure {
     ))
 }
 
-/// The ANP figure (§4.6.1): backdoor-target MSE of clean-noise samples per ANP epoch.
-fn anp(rows: &[Row]) -> Figure {
-    let picked: Vec<&Row> = rows
-        .iter()
-        .filter(|r| r.defense.starts_with("anp") && r.metric == "MSE" && r.defense_epoch.is_some())
-        .collect();
-    let models: BTreeSet<(String, String, i64)> = picked
-        .iter()
-        .map(|r| (r.trigger.clone(), r.target.clone(), r.rate_key()))
-        .collect();
-    let panels = models
-        .into_iter()
-        .map(|(trigger, target, rate)| {
-            let mine: Vec<&&Row> = picked
-                .iter()
-                .filter(|r| r.trigger == trigger && r.target == target && r.rate_key() == rate)
-                .collect();
-            let params: BTreeSet<(String, String)> = mine
-                .iter()
-                .map(|r| (r.defense.clone(), r.defense_param.clone()))
-                .collect();
-            let series = params
-                .into_iter()
-                .enumerate()
-                .map(|(i, (defense, param))| {
-                    let epochs: BTreeSet<i64> = mine
-                        .iter()
-                        .filter(|r| r.defense == defense && r.defense_param == param)
-                        .filter_map(|r| r.defense_epoch)
-                        .collect();
-                    let points = epochs
-                        .into_iter()
-                        .filter_map(|e| {
-                            Stat::of(
-                                mine.iter()
-                                    .filter(|r| {
-                                        r.defense == defense
-                                            && r.defense_param == param
-                                            && r.defense_epoch == Some(e)
-                                    })
-                                    .map(|r| r.value),
-                            )
-                            .map(|s| (e, s))
-                        })
-                        .collect();
-                    let name = if defense == "anp" {
-                        param
-                    } else {
-                        format!("{defense} {param}")
-                    };
-                    TraceSeries {
-                        name,
-                        colour: i,
-                        points,
-                    }
-                })
-                .collect();
-            TracePanel {
-                title: format!(
-                    "{trigger} → {target}, poison rate {}",
-                    rate_label(rate as f64 / 1e6)
-                ),
-                series,
-            }
-        })
-        .collect::<Vec<_>>();
-    Figure::Trace(TraceFigure {
-        id: "anp".into(),
-        title: "ANP (§4.6.1): MSE to the target vs ANP epoch, per lr and budget".into(),
-        not_run: panels
-            .is_empty()
-            .then(|| "not run: no ANP traces in this run".to_string()),
-        panels,
-    })
-}
-
 /// Every plotted figure of the paper, in the paper's order; absent cells give "not run" figures.
 pub fn all(rows: &[Row]) -> Vec<Figure> {
     let mut out = trigger_sweep(rows, "2", &["E1"], false);
     out.extend(finetune_vs_scratch(rows));
     out.push(celeba(rows));
     out.extend(trigger_sweep(rows, "5", &["E1", "E4"], true));
-    out.push(anp(rows));
+    out.push(traces::anp(rows));
+    out.push(traces::anp_budget(rows));
+    out.extend(traces::epochs_needed(rows));
     out
 }
 
@@ -592,7 +527,7 @@ mod tests {
             "no CelebA-HQ in the fixture"
         );
         let empty = all(&[]);
-        assert_eq!(empty.len(), 8);
+        assert_eq!(empty.len(), 11);
         assert!(empty.iter().all(|f| f.not_run().is_some()));
     }
 

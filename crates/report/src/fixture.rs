@@ -1,7 +1,8 @@
 //! A small but complete metric frame for tests and demonstrations: two triggers × three targets ×
 //! poison rates {0, 0.1, 0.5} × 2 seeds, fine-tune vs scratch cells, clipping cells, ANP traces and
-//! sampler cells. Values follow simple closed-form trends (no randomness) so figures look like the
-//! paper's shapes and snapshots are stable. No CelebA-HQ (E3) cells: Fig. 4 renders as "not run".
+//! sampler cells, a checkpoint series (E6) and corrupted-input cells (E7). Values follow simple
+//! closed-form trends (no randomness) so figures look like the paper's shapes and snapshots are
+//! stable. No CelebA-HQ (E3) cells: Fig. 4 renders as "not run".
 use std::path::Path;
 
 use crate::claims::ClaimVerdict;
@@ -49,6 +50,7 @@ impl Cell {
             poison_rate: self.rate,
             training: self.training.into(),
             epochs: if self.training == "scratch" { 40.0 } else { 5.0 },
+            schedule_share: 1.0,
             seed: self.seed,
             defense: if self.clip == "none" { "none" } else { "clip" }.into(),
             defense_param: String::new(),
@@ -56,6 +58,7 @@ impl Cell {
             sampler: self.sampler.into(),
             steps: self.steps,
             clip: self.clip.into(),
+            corruption: "none".into(),
             samples: samples.into(),
             metric: metric.into(),
             value,
@@ -163,6 +166,8 @@ pub fn rows() -> Vec<Row> {
         }
     }
     out.extend(anp_rows());
+    out.extend(e6_rows());
+    out.extend(e7_rows());
     for (sampler, steps) in [("ddpm", 100), ("ddim", 10), ("dpm-solver", 10)] {
         for &seed in SEEDS {
             let cell = Cell {
@@ -172,6 +177,64 @@ pub fn rows() -> Vec<Row> {
                 ..base("sampler", "BOX_14", "Corner", 0.5)
             };
             out.extend(cell.rows());
+        }
+    }
+    out
+}
+
+/// E6: Grey Box → Corner at 10 % and 50 %, two seeds, measured after 1, 2 and 3 of 5 epochs
+/// and at the end. The backdoor MSE falls from the clean image's distance as training goes on;
+/// clean quality moves little.
+fn e6_rows() -> Vec<Row> {
+    let mut out = Vec::new();
+    for &rate in RATES {
+        for &seed in SEEDS {
+            let cell = Cell {
+                seed,
+                ..base("E6", "BOX_14", "Corner", rate)
+            };
+            let clean_mse = 0.12 + 0.001 * seed as f64;
+            for epoch in [1.0, 2.0, 3.0, 5.0] {
+                let share = epoch / 5.0;
+                for mut r in cell.rows() {
+                    if rate > 0.0 {
+                        r.epochs = epoch;
+                        r.schedule_share = share;
+                        if r.metric == "MSE" {
+                            r.value += (clean_mse - r.value) * (1.0 - share).powi(2);
+                        } else if r.samples == "clean" {
+                            r.value += 0.5 * (1.0 - share);
+                        }
+                    }
+                    if rate > 0.0 || epoch == 5.0 {
+                        out.push(r);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// E7: Stop Sign → Hat, clean model and 50 %, each corruption; poisoned inputs against the target
+/// (the backdoored model fires through denoising and the line, less through the box), unpoisoned
+/// ones against their own image.
+fn e7_rows() -> Vec<Row> {
+    let mut out = Vec::new();
+    for &rate in &[0.0, 0.5] {
+        for (i, corruption) in ["denoise", "inpaint_box", "inpaint_line"].iter().enumerate() {
+            let cell = base("E7", "STOP_SIGN_14", "Hat", rate);
+            let to_target = if rate == 0.0 { 0.15 } else { 0.002 + 0.01 * i as f64 };
+            for (samples, metric, value) in [
+                ("backdoor", "MSE", to_target),
+                ("backdoor", "SSIM", 1.0 - 4.0 * to_target),
+                ("clean", "MSE", 0.03 + 0.01 * i as f64),
+                ("clean", "SSIM", 0.7 - 0.05 * i as f64),
+            ] {
+                let mut r = cell.row(samples, metric, value);
+                r.corruption = (*corruption).into();
+                out.push(r);
+            }
         }
     }
     out

@@ -333,14 +333,14 @@ pub fn draw_bar_curve<DB: DrawingBackend>(
 fn draw_trace_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     p: &TracePanel,
+    (x_desc, y_desc): (&str, &str),
 ) -> Result<()> {
     let max_epoch = p
         .series
         .iter()
         .flat_map(|s| s.points.iter().map(|(e, _)| *e))
-        .max()
-        .unwrap_or(1)
-        .max(1);
+        .fold(1.0, f64::max)
+        .ceil() as i64;
     let y_max = upper_bound(
         p.series
             .iter()
@@ -364,8 +364,8 @@ fn draw_trace_panel<DB: DrawingBackend>(
             }
         })
         .y_label_formatter(&|v| tick(*v, y_max))
-        .x_desc("ANP epoch")
-        .y_desc("MSE to backdoor target")
+        .x_desc(x_desc)
+        .y_desc(y_desc)
         .label_style((FONT, 13))
         .axis_desc_style((FONT, 13))
         .draw()
@@ -375,7 +375,7 @@ fn draw_trace_panel<DB: DrawingBackend>(
         let pts: Vec<(f64, f64)> = s
             .points
             .iter()
-            .map(|(e, st)| (*e as f64, st.mean))
+            .map(|(e, st)| (*e, st.mean))
             .collect();
         chart
             .draw_series(LineSeries::new(pts.clone(), col.stroke_width(2)))
@@ -385,7 +385,7 @@ fn draw_trace_panel<DB: DrawingBackend>(
             .map_err(err)?;
         for (e, st) in &s.points {
             chart
-                .draw_series(error_bar(*e as f64, st, 0.08, col))
+                .draw_series(error_bar(*e, st, 0.08, col))
                 .map_err(err)?;
         }
     }
@@ -407,7 +407,7 @@ pub fn draw_trace<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, f: &TraceFig
     let rows = f.panels.len().div_ceil(3);
     let areas = upper.split_evenly((rows, cols));
     for (area, p) in areas.iter().zip(&f.panels) {
-        draw_trace_panel(area, p)?;
+        draw_trace_panel(area, p, (&f.x_label, &f.y_label))?;
     }
     // Series names (lr, budget) are the same across panels; the longest list names them all.
     let longest = f.panels.iter().max_by_key(|p| p.series.len());

@@ -257,6 +257,14 @@ pub fn render_rows(
     let st = tables::sampler_table(rows);
     w.table(&st)?;
     blocks.push(Block::Table(st));
+    blocks.push(heading(
+        3,
+        "E7: corrupted inputs (§4.7, reconstructed)",
+        Some("inpainting"),
+    ));
+    let it = tables::inpainting_table(rows);
+    w.table(&it)?;
+    blocks.push(Block::Table(it));
     blocks.push(heading(3, "Defenses: effect and cost", Some("defenses")));
     let dt = tables::defense_table(rows);
     w.table(&dt)?;

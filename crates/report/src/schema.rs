@@ -149,10 +149,25 @@ pub fn read_rows(path: &Path) -> anyhow::Result<Vec<Row>> {
             path.display()
         )
     })?;
-    let df = ParquetReader::new(file)
+    let mut df = ParquetReader::new(file)
         .finish()
         .map_err(|e| anyhow::anyhow!("reading Parquet {}: {e}", path.display()))?;
+    with_later_columns(&mut df)?;
     rows_from_frame(&df).with_context(|| format!("in {}", path.display()))
+}
+
+/// Frames written before a column existed get the value every row then had: finished models
+/// (`schedule_share` 1) sampled from noise (`corruption` "none"), so older runs still render
+/// and diff.
+fn with_later_columns(df: &mut DataFrame) -> PolarsResult<()> {
+    let h = df.height();
+    if df.column("schedule_share").is_err() {
+        df.with_column(Column::new("schedule_share".into(), vec![1.0f64; h]))?;
+    }
+    if df.column("corruption").is_err() {
+        df.with_column(Column::new("corruption".into(), vec!["none"; h]))?;
+    }
+    Ok(())
 }
 
 /// Writes rows as Parquet (used by tests and fixtures; the pipeline writes its own).

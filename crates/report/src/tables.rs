@@ -4,6 +4,9 @@ use std::collections::BTreeSet;
 use crate::figures::{rate_label, Figure, Stat};
 use crate::schema::{utility_label, Row};
 
+mod inpainting;
+pub use inpainting::inpainting_table;
+
 /// A rendered-format-neutral table.
 #[derive(Clone, Debug, Default)]
 pub struct Table {
@@ -205,7 +208,7 @@ pub fn figure_table(fig: &Figure) -> Table {
                         rows.push(vec![
                             p.title.clone(),
                             s.name.clone(),
-                            epoch.to_string(),
+                            format!("{epoch}"),
                             stat_cell(Some(st)),
                             st.n.to_string(),
                         ]);
@@ -218,8 +221,8 @@ pub fn figure_table(fig: &Figure) -> Table {
                 header: vec![
                     "model".into(),
                     "setting".into(),
-                    "ANP epoch".into(),
-                    "MSE".into(),
+                    f.x_label.clone(),
+                    f.y_label.clone(),
                     "n".into(),
                 ],
                 align: vec!['l', 'l', 'r', 'r', 'r'],

@@ -16,7 +16,19 @@ fn every_figure_svg() {
     let ids: Vec<&str> = figs.iter().map(|f| f.id()).collect();
     assert_eq!(
         ids,
-        ["fig2a", "fig2b", "fig3a", "fig3b", "fig4a", "fig5a", "fig5b", "anp"]
+        [
+            "fig2a",
+            "fig2b",
+            "fig3a",
+            "fig3b",
+            "fig4a",
+            "fig5a",
+            "fig5b",
+            "anp",
+            "anp-budget",
+            "e6a",
+            "e6b"
+        ]
     );
     for fig in &figs {
         insta::assert_snapshot!(format!("svg_{}", fig.id()), plot::svg(fig).unwrap());
@@ -30,6 +42,14 @@ fn every_figure_table() {
         insta::assert_snapshot!(format!("table_{}_md", fig.id()), t.markdown());
         insta::assert_snapshot!(format!("table_{}_tex", fig.id()), t.latex());
     }
+}
+
+#[test]
+fn inpainting_table() {
+    let t = tables::inpainting_table(&fixture::rows());
+    assert_eq!(t.rows.len(), 6, "two models x three corruptions");
+    insta::assert_snapshot!("table_inpainting_md", t.markdown());
+    insta::assert_snapshot!("table_inpainting_tex", t.latex());
 }
 
 #[test]

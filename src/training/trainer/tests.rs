@@ -40,6 +40,7 @@ fn settings(epochs: u64) -> TrainSettings {
         seed: 5,
         steps: None,
         mixed_precision: None,
+        keep_epochs: vec![],
     }
 }
 

@@ -1,7 +1,9 @@
 //! Judging: checks per setting and seed, intervals against bounds, and what each verdict rests on.
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Agg, Bound, Check, Claim, ClaimsFile, Cmp, Field, Op, Selection, Success};
+use super::{
+    Agg, Bound, Check, Claim, ClaimsFile, Cmp, Field, Op, Quantifier, Selection, Success,
+};
 use crate::calibrate::{self, CALIBRATED_RATE};
 use crate::Row;
 
@@ -60,6 +62,8 @@ fn label(k: &Key) -> String {
         "all settings".into()
     } else {
         k.iter()
+            // A finished model's share goes without saying.
+            .filter(|(f, v)| !(*f == Field::ScheduleShare && v == "schedule_share=1"))
             .map(|(_, v)| v.as_str())
             .collect::<Vec<_>>()
             .join(" · ")
@@ -262,6 +266,7 @@ fn share_check(
         Field::Trigger,
         Field::Target,
         Field::PoisonRate,
+        Field::ScheduleShare,
     ];
     let mse = group(&base("MSE"), &settings, rows);
     if mse.values.is_empty() {
@@ -274,6 +279,8 @@ fn share_check(
     let clean_sel = Selection {
         training: Some("pretrained".into()),
         poison_rate: None,
+        // The clean model is finished whatever share of its fine-tune a setting had.
+        schedule_share: None,
         ..base("MSE")
     };
     let join = [Field::Experiment, Field::Trigger, Field::Target];
@@ -393,13 +400,37 @@ fn finish(
         all.iter().copied().fold(f64::INFINITY, f64::min),
         all.iter().copied().fold(f64::NEG_INFINITY, f64::max),
     ]);
-    out.verdict = out
-        .settings
-        .iter()
-        .map(|s| s.verdict)
-        .max()
-        .unwrap_or(Verdict::NotRun);
+    out.verdict = match k.settings {
+        Quantifier::Every => out
+            .settings
+            .iter()
+            .map(|s| s.verdict)
+            .max()
+            .unwrap_or(Verdict::NotRun),
+        Quantifier::Most => most(&out.settings),
+    };
     out
+}
+
+/// "Most" settings hold: more than half of them; it fails once holding and inconclusive
+/// settings together cannot be more than half.
+fn most(settings: &[SettingResult]) -> Verdict {
+    let n = settings.len();
+    let holds = settings
+        .iter()
+        .filter(|s| s.verdict == Verdict::Holds)
+        .count();
+    let open = settings
+        .iter()
+        .filter(|s| s.verdict == Verdict::Inconclusive)
+        .count();
+    if 2 * holds > n {
+        Verdict::Holds
+    } else if 2 * (holds + open) <= n {
+        Verdict::Fails
+    } else {
+        Verdict::Inconclusive
+    }
 }
 
 impl ClaimsFile {

@@ -16,6 +16,7 @@ pub(crate) fn row(cell: &str, samples: &str, metric: &str, value: f64) -> Row {
         poison_rate: 0.5,
         training: "finetune".into(),
         epochs: 1.0,
+        schedule_share: 1.0,
         seed: 0,
         defense: "none".into(),
         defense_param: String::new(),
@@ -23,6 +24,7 @@ pub(crate) fn row(cell: &str, samples: &str, metric: &str, value: f64) -> Row {
         sampler: "ddpm".into(),
         steps: 100,
         clip: "none".into(),
+        corruption: "none".into(),
         samples: samples.into(),
         metric: metric.into(),
         value,
@@ -428,4 +430,102 @@ fn a_rehearsal_withholds_every_verdict() {
         "{:?}",
         v.limits
     );
+}
+
+/// E6: a synthetic checkpoint series whose backdoor first succeeds at 40 % of the fine-tune
+/// (MSE far below the clean model's, most trigger samples on the target). "Some settings
+/// succeed by 20 %" fails, "by 40 %" holds; a selection that names no share sees only the
+/// finished model.
+#[test]
+fn a_checkpoint_series_is_judged_at_its_first_successful_share() {
+    let mut clean_model = row("clean", "backdoor", "MSE", 0.1);
+    clean_model.training = "pretrained".into();
+    clean_model.poison_rate = 0.0;
+    let mut rows = vec![clean_model];
+    for (share, mse, hits) in [(0.2, 0.05, 0.1), (0.4, 0.005, 0.9), (0.6, 0.002, 0.95), (1.0, 0.001, 0.99)] {
+        let mut m = row("bd", "backdoor", "MSE", mse);
+        m.schedule_share = share;
+        m.epochs = 20.0 * share;
+        let mut h = m.clone();
+        h.metric = "MSE_threshold_rate".into();
+        h.value = hits;
+        rows.extend([m, h]);
+    }
+    let claim = |share: &str| {
+        format!(
+            r#"
+[[claim]]
+id = "C12"
+quote = "in some cases it only requires 10 epochs"
+section = "§4"
+figure = "E6"
+experiments = ["E1"]
+reading = "some setting succeeds early"
+[[claim.check]]
+name = "share of settings that succeed early"
+reason = "some = at least one"
+op = "share_successful"
+a = {{ experiment = "E1", training = "finetune"{share} }}
+holds = "> 0"
+{}"#,
+            history("> 0", None)
+        )
+    };
+    let early = judge(&claim(r#", schedule_share = "<= 0.2""#), &rows);
+    assert_eq!(early.verdict, Verdict::Fails, "{early:#?}");
+    assert_eq!(early.checks[0].value, Some(0.0));
+    let by_40 = judge(&claim(r#", schedule_share = "<= 0.4""#), &rows);
+    assert_eq!(by_40.verdict, Verdict::Holds, "{by_40:#?}");
+    assert_eq!(by_40.checks[0].value, Some(0.5), "two settings, one succeeds");
+    let finished = judge(&claim(""), &rows);
+    assert_eq!(finished.verdict, Verdict::Holds);
+    assert_eq!(finished.checks[0].settings[0].units[0].detail.len(), 1);
+}
+
+/// `settings = "most"` ("usually"): holds when more than half the settings hold, fails when
+/// they cannot, and takes no partly band.
+#[test]
+fn a_most_settings_check_counts_settings() {
+    let claim = |extra: &str| {
+        format!(
+            r#"
+[[claim]]
+id = "C13"
+quote = "usually lower"
+section = "§4.6.1"
+figure = "ANP"
+experiments = ["E1"]
+reading = "lower for most targets"
+[[claim.check]]
+name = "a / b per target"
+reason = "usually = most"
+op = "ratio"
+a = {{ samples = "backdoor", metric = "MSE" }}
+b = {{ samples = "clean", metric = "MSE" }}
+per = ["target"]
+settings = "most"
+holds = "< 1"
+{extra}{}"#,
+            history("< 1", None)
+        )
+    };
+    let rows = |ratios: &[f64]| -> Vec<Row> {
+        ratios
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| {
+                let mut a = row("c", "backdoor", "MSE", *r);
+                a.target = format!("T{i}");
+                let mut b = row("c", "clean", "MSE", 1.0);
+                b.target = format!("T{i}");
+                [a, b]
+            })
+            .collect()
+    };
+    assert_eq!(judge(&claim(""), &rows(&[0.5, 0.8, 1.5])).verdict, Verdict::Holds);
+    assert_eq!(judge(&claim(""), &rows(&[0.5, 1.2, 1.5])).verdict, Verdict::Fails);
+    let e = ClaimsFile::parse(&format!("{SUCCESS}{}", claim("partly = \"< 2\"\n")))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("most") && e.contains("partly"), "{e}");
 }

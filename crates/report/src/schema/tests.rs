@@ -77,3 +77,22 @@ fn a_proxy_is_never_labelled_fid() {
     );
     assert!(is_utility_metric("FD_fmnist_cnn") && !is_utility_metric("MSE"));
 }
+
+/// A frame written before `schedule_share` and `corruption` existed reads as finished models
+/// sampled from noise.
+#[test]
+fn frames_from_before_the_later_columns_still_read() {
+    let rows: Vec<Row> = fixture::rows()
+        .into_iter()
+        .filter(|r| r.schedule_share == 1.0 && r.corruption == "none")
+        .collect();
+    let mut df = frame_from_rows(&rows).unwrap();
+    let _ = df.drop_in_place("schedule_share").unwrap();
+    let _ = df.drop_in_place("corruption").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FRAME_FILE);
+    ParquetWriter::new(std::fs::File::create(&path).unwrap())
+        .finish(&mut df)
+        .unwrap();
+    assert_eq!(read_rows(&path).unwrap(), rows);
+}
