@@ -326,10 +326,14 @@ pub fn run(mut a: Args) -> Result<()> {
         "writing the trigger and target gallery failed"
     );
     let mut render: Vec<OsString> = vec!["render".into(), run_dir.clone().into()];
-    // A run with failed cells is not the profile's report: it stays in the run directory.
-    let publish = !a.no_publish && failed.is_empty();
+    // A run with failed cells, or of some cells only (--only, --claim), is not the profile's
+    // report: it stays in the run directory.
+    let partial = !a.only.is_empty() || !a.claim.is_empty();
+    let publish = !a.no_publish && failed.is_empty() && !partial;
     if publish {
         render.extend(["--publish".into(), root.join("paper").into()]);
+    } else if !a.no_publish && partial {
+        println!("not published to paper/: the run has only the cells --only or --claim chose");
     } else if !a.no_publish {
         println!("not published to paper/: {} cell(s) failed", failed.len());
     }
