@@ -12,7 +12,7 @@
 //! interval is within `holds`, is partly when it is wholly within `partly` but outside `holds`,
 //! fails when it is wholly outside both, and is inconclusive otherwise. A check is as good as its
 //! worst setting (the claims say "always", "whenever"; "most" claims count settings with
-//! `share_successful`). A claim is not run when a selection matches no row, not judged when a
+//! `share_successful`, "usually" ones with `settings = "most"`). A claim is not run when a selection matches no row, not judged when a
 //! calibrated threshold could not be derived, else as good as its worst check.
 //!
 //! Bounds are written once, with their reason, and change only with a history entry that records
