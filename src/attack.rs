@@ -427,9 +427,23 @@ pub fn train(
     drop(rng);
 
     let n = poisoned.len();
-    let total = cfg
+    let per_epoch = n.div_ceil(cfg.train.batch as usize) as u64;
+    let total = cfg.train.total_iterations(per_epoch);
+    cfg.train.validate()?;
+    // A run cut short by `steps` ends before some epochs it was to keep.
+    if let Some(&e) = cfg
         .train
-        .total_iterations(n.div_ceil(cfg.train.batch as usize) as u64);
+        .keep_epochs
+        .iter()
+        .find(|&&e| e * per_epoch >= total)
+    {
+        bail!(
+            "keep_epochs: epoch {e} ends after iteration {}, but the run stops after {total} (steps = {:?}): \
+             keep only epochs the run finishes before its last",
+            e * per_epoch,
+            cfg.train.steps
+        );
+    }
     let bar = crate::progress::bar(
         total,
         "train {bar:30} {pos}/{len} it [{elapsed} < {eta}, {per_sec}] {msg}",

@@ -175,9 +175,11 @@ mod tests {
             // A pixel already at the fill value is "changed" to itself.
             expected = expected.logical_and(&x.ne(-0.75));
             assert!(changed.equal(&expected), "{c}: other pixels changed");
-            let region = y
-                .narrow(2, rows.start, rows.end - rows.start)
-                .narrow(3, cols.start, cols.end - cols.start);
+            let region = y.narrow(2, rows.start, rows.end - rows.start).narrow(
+                3,
+                cols.start,
+                cols.end - cols.start,
+            );
             assert_eq!(region.max().double_value(&[]), -0.75, "{c}");
             assert_eq!(region.min().double_value(&[]), -0.75, "{c}");
         }

@@ -204,7 +204,10 @@ pub fn sample_batches_with(
         // diffusers re-runs set_timesteps on every pipeline call, which also resets DPM-Solver.
         sampler.set_timesteps(opts.num_inference_steps)?;
         let mut x = match &opts.start {
-            Some(s) => s.narrow(0, start as i64, b).to_kind(Kind::Float).to_device(opts.device),
+            Some(s) => s
+                .narrow(0, start as i64, b)
+                .to_kind(Kind::Float)
+                .to_device(opts.device),
             None => rng.randn(&[b, c, h, w]).to_device(opts.device),
         };
         if let Some(o) = &offset {

@@ -159,4 +159,9 @@ fn kept_epochs_are_pipelines_of_their_own_and_a_lost_one_is_retrained() {
     cfg.train.keep_epochs = vec![3];
     let e = err(&cfg, &dir.path().join("other"));
     assert!(e.contains("keep_epochs") && e.contains("last epoch"), "{e}");
+    // A run cut short by `steps` (4 iterations per epoch here) cannot keep epoch 2.
+    cfg.train.keep_epochs = vec![2];
+    cfg.train.steps = Some(5);
+    let e = err(&cfg, &dir.path().join("short"));
+    assert!(e.contains("stops after 5"), "{e}");
 }

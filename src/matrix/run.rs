@@ -315,7 +315,9 @@ impl Cells {
                 m.n,
                 data.dataset
             );
-            Ok(crate::pil::normalize_u8(&set.images.narrow(0, 0, m.n as i64)))
+            Ok(crate::pil::normalize_u8(
+                &set.images.narrow(0, 0, m.n as i64),
+            ))
         };
         let key = StageKey::new(
             StageKind::Sample,
@@ -473,9 +475,11 @@ impl Cells {
         }
         // E6: the kept intermediate models, sampled and measured as the finished one.
         for &epoch in &cell.checkpoints {
-            let kept = trained.kept.iter().find(|k| k.epoch == epoch).with_context(|| {
-                format!("{}: no model was kept after epoch {epoch}", cell.id)
-            })?;
+            let kept = trained
+                .kept
+                .iter()
+                .find(|k| k.epoch == epoch)
+                .with_context(|| format!("{}: no model was kept after epoch {epoch}", cell.id))?;
             let at = BaseModel {
                 model_dir: kept.model_dir.clone(),
                 weights_sha256: kept.weights_sha256.clone(),

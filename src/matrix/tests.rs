@@ -672,9 +672,18 @@ fn checkpoints_must_be_kept_epochs_of_a_trained_model() {
         edit(&mut q);
         q.check().map_err(|e| format!("{e:#}"))
     };
-    let e = with(&|q| q.experiments.iter_mut().find(|e| e.id == "E6").unwrap().checkpoints = vec![5])
-        .unwrap_err();
-    assert!(e.contains("checkpoint 5") && e.contains("keep_epochs"), "{e}");
+    let e = with(&|q| {
+        q.experiments
+            .iter_mut()
+            .find(|e| e.id == "E6")
+            .unwrap()
+            .checkpoints = vec![5]
+    })
+    .unwrap_err();
+    assert!(
+        e.contains("checkpoint 5") && e.contains("keep_epochs"),
+        "{e}"
+    );
     let e = with(&|q| {
         let e6 = q.experiments.iter_mut().find(|e| e.id == "E6").unwrap();
         e6.evals = vec![super::Eval {

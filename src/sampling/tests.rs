@@ -416,8 +416,8 @@ fn pngs_are_written_and_read_as_diffusers_does() {
 fn a_given_start_is_x_t_itself() {
     let config = SchedulerConfig::from_json_str(r#"{"clip_sample": false}"#).unwrap();
     let mut sampler = Sampler::new(SamplerKind::Ddpm, &config, &Overrides::default()).unwrap();
-    let start = Tensor::arange(5 * 3 * 8 * 8, (Kind::Float, Device::Cpu)).reshape([5, 3, 8, 8])
-        / 1000.0;
+    let start =
+        Tensor::arange(5 * 3 * 8 * 8, (Kind::Float, Device::Cpu)).reshape([5, 3, 8, 8]) / 1000.0;
     let opts = SampleOptions {
         batch_size: 2,
         device: Device::Cpu,
@@ -442,12 +442,18 @@ fn a_given_start_is_x_t_itself() {
         start: Some(start.narrow(0, 0, 4)),
         ..SampleOptions::new(5, SHAPE, 0, 3)
     };
-    let e = format!("{:#}", sample(&mut stand_in, &mut sampler, &wrong).unwrap_err());
+    let e = format!(
+        "{:#}",
+        sample(&mut stand_in, &mut sampler, &wrong).unwrap_err()
+    );
     assert!(e.contains("start images"), "{e}");
     let both = SampleOptions {
         offset: Some(Tensor::zeros([3, 8, 8], (Kind::Float, Device::Cpu))),
         ..opts
     };
-    let e = format!("{:#}", sample(&mut stand_in, &mut sampler, &both).unwrap_err());
+    let e = format!(
+        "{:#}",
+        sample(&mut stand_in, &mut sampler, &both).unwrap_err()
+    );
     assert!(e.contains("exclude each other"), "{e}");
 }

@@ -172,6 +172,8 @@ fn key(r: &Row, with_sampler: bool) -> String {
         r.samples,
         r.metric
     );
+    // E7's inputs and E6's kept models (older frames read as "none" and 1).
+    k.push_str(&format!("|{}|{}", r.corruption, r.schedule_share));
     if with_sampler {
         k.push_str(&format!("|{}|{}", r.sampler, r.steps));
     }
@@ -188,6 +190,12 @@ fn label(r: &Row) -> String {
     }
     if let Some(e) = r.defense_epoch {
         s.push_str(&format!(" epoch {e}"));
+    }
+    if r.corruption != "none" {
+        s.push_str(&format!(" from {}", r.corruption));
+    }
+    if r.schedule_share != 1.0 {
+        s.push_str(&format!(" after {} epochs", r.epochs));
     }
     s
 }

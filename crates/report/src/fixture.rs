@@ -222,9 +222,16 @@ fn e6_rows() -> Vec<Row> {
 fn e7_rows() -> Vec<Row> {
     let mut out = Vec::new();
     for &rate in &[0.0, 0.5] {
-        for (i, corruption) in ["denoise", "inpaint_box", "inpaint_line"].iter().enumerate() {
+        for (i, corruption) in ["denoise", "inpaint_box", "inpaint_line"]
+            .iter()
+            .enumerate()
+        {
             let cell = base("E7", "STOP_SIGN_14", "Hat", rate);
-            let to_target = if rate == 0.0 { 0.15 } else { 0.002 + 0.01 * i as f64 };
+            let to_target = if rate == 0.0 {
+                0.15
+            } else {
+                0.002 + 0.01 * i as f64
+            };
             for (samples, metric, value) in [
                 ("backdoor", "MSE", to_target),
                 ("backdoor", "SSIM", 1.0 - 4.0 * to_target),

@@ -372,11 +372,7 @@ fn draw_trace_panel<DB: DrawingBackend>(
         .map_err(err)?;
     for s in &p.series {
         let col = colour(s.colour);
-        let pts: Vec<(f64, f64)> = s
-            .points
-            .iter()
-            .map(|(e, st)| (*e, st.mean))
-            .collect();
+        let pts: Vec<(f64, f64)> = s.points.iter().map(|(e, st)| (*e, st.mean)).collect();
         chart
             .draw_series(LineSeries::new(pts.clone(), col.stroke_width(2)))
             .map_err(err)?;

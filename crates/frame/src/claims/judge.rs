@@ -1,9 +1,7 @@
 //! Judging: checks per setting and seed, intervals against bounds, and what each verdict rests on.
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{
-    Agg, Bound, Check, Claim, ClaimsFile, Cmp, Field, Op, Quantifier, Selection, Success,
-};
+use super::{Agg, Bound, Check, Claim, ClaimsFile, Cmp, Field, Op, Quantifier, Selection, Success};
 use crate::calibrate::{self, CALIBRATED_RATE};
 use crate::Row;
 

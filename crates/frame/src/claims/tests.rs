@@ -442,7 +442,12 @@ fn a_checkpoint_series_is_judged_at_its_first_successful_share() {
     clean_model.training = "pretrained".into();
     clean_model.poison_rate = 0.0;
     let mut rows = vec![clean_model];
-    for (share, mse, hits) in [(0.2, 0.05, 0.1), (0.4, 0.005, 0.9), (0.6, 0.002, 0.95), (1.0, 0.001, 0.99)] {
+    for (share, mse, hits) in [
+        (0.2, 0.05, 0.1),
+        (0.4, 0.005, 0.9),
+        (0.6, 0.002, 0.95),
+        (1.0, 0.001, 0.99),
+    ] {
         let mut m = row("bd", "backdoor", "MSE", mse);
         m.schedule_share = share;
         m.epochs = 20.0 * share;
@@ -476,7 +481,11 @@ holds = "> 0"
     assert_eq!(early.checks[0].value, Some(0.0));
     let by_40 = judge(&claim(r#", schedule_share = "<= 0.4""#), &rows);
     assert_eq!(by_40.verdict, Verdict::Holds, "{by_40:#?}");
-    assert_eq!(by_40.checks[0].value, Some(0.5), "two settings, one succeeds");
+    assert_eq!(
+        by_40.checks[0].value,
+        Some(0.5),
+        "two settings, one succeeds"
+    );
     let finished = judge(&claim(""), &rows);
     assert_eq!(finished.verdict, Verdict::Holds);
     assert_eq!(finished.checks[0].settings[0].units[0].detail.len(), 1);
@@ -522,8 +531,14 @@ holds = "< 1"
             })
             .collect()
     };
-    assert_eq!(judge(&claim(""), &rows(&[0.5, 0.8, 1.5])).verdict, Verdict::Holds);
-    assert_eq!(judge(&claim(""), &rows(&[0.5, 1.2, 1.5])).verdict, Verdict::Fails);
+    assert_eq!(
+        judge(&claim(""), &rows(&[0.5, 0.8, 1.5])).verdict,
+        Verdict::Holds
+    );
+    assert_eq!(
+        judge(&claim(""), &rows(&[0.5, 1.2, 1.5])).verdict,
+        Verdict::Fails
+    );
     let e = ClaimsFile::parse(&format!("{SUCCESS}{}", claim("partly = \"< 2\"\n")))
         .unwrap_err()
         .to_string();

@@ -54,9 +54,14 @@ fn machine_costs_are_listed_but_never_judged() {
     assert_eq!(tolerances().rule_for(&proxy).direction, Direction::Lower);
 }
 
+/// Every row matches its own counterpart, E7's rows (which differ only in their corruption) and
+/// E6's (only in their epochs) included.
 #[test]
 fn identical_runs_have_no_regression() {
     let rows = fixture::rows();
+    assert!(
+        rows.iter().any(|r| r.corruption != "none") && rows.iter().any(|r| r.schedule_share < 1.0)
+    );
     let d = diff("a", &rows, "b", &rows, &tolerances());
     assert!(!d.regressed());
     assert_eq!(d.counts.get("ok"), Some(&rows.len()));

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{pick_utility, rate_label, utility_label, Figure, Stat, TraceFigure, TracePanel};
-use super::{TraceSeries, Row};
+use super::{Row, TraceSeries};
 
 /// A panel's key: trigger, target and poison rate (`Row::rate_key`), in that order.
 type PanelKey = (String, String, i64);
@@ -26,8 +26,9 @@ fn panels(
     points: impl IntoIterator<Item = (PanelKey, String, f64, f64)>,
     title: impl Fn(&PanelKey) -> String,
 ) -> Vec<TracePanel> {
-    let mut grouped: BTreeMap<PanelKey, BTreeMap<String, BTreeMap<i64, (f64, Vec<f64>)>>> =
-        BTreeMap::new();
+    // Per panel, per series, per x (as an exact key): x and its values.
+    type Xs = BTreeMap<i64, (f64, Vec<f64>)>;
+    let mut grouped: BTreeMap<PanelKey, BTreeMap<String, Xs>> = BTreeMap::new();
     for (panel, series, x, v) in points {
         grouped
             .entry(panel)
@@ -129,7 +130,12 @@ pub fn anp_budget(rows: &[Row]) -> Figure {
             last.insert(k, (e, r));
         }
     }
-    let lr = |p: &str| p.split(',').find(|kv| kv.starts_with("lr=")).unwrap_or(p).to_string();
+    let lr = |p: &str| {
+        p.split(',')
+            .find(|kv| kv.starts_with("lr="))
+            .unwrap_or(p)
+            .to_string()
+    };
     let points: Vec<_> = last
         .values()
         .map(|(_, r)| {
@@ -197,7 +203,10 @@ pub fn epochs_needed(rows: &[Row]) -> Vec<Figure> {
         figure(
             "e6b",
             "E6b: clean quality vs fine-tuning epoch",
-            ("epoch", &utility.as_deref().map_or("FID".into(), utility_label)),
+            (
+                "epoch",
+                &utility.as_deref().map_or("FID".into(), utility_label),
+            ),
             panels(quality, pair_title),
             not_run,
         ),
