@@ -226,17 +226,7 @@ impl Cells {
             }),
         );
         let (out, rec) = self.store.run(&key, label, |dir| {
-            let opts = PipelineOptions {
-                sampler: eval.sampler,
-                steps: eval.steps,
-                clip: Some(eval.clip),
-                override_scheduler: true,
-                n: m.n,
-                seed,
-                batch: m.batch,
-                device: self.device,
-                progress: self.progress,
-            };
+            let opts = self.pipeline_options(eval, seed);
             let mut pipe = Pipeline::load(&model.model_dir, &opts)?;
             let trig = trigger.map(|(name, t)| pipeline::TriggerTensor {
                 name: name.into(),
@@ -252,6 +242,22 @@ impl Cells {
             })
         })?;
         Ok((out, key, rec))
+    }
+
+    /// How every sample set of this profile is drawn with `eval`.
+    fn pipeline_options(&self, eval: &Eval, seed: u64) -> PipelineOptions {
+        let m = &self.profile.measure;
+        PipelineOptions {
+            sampler: eval.sampler,
+            steps: eval.steps,
+            clip: Some(eval.clip),
+            override_scheduler: true,
+            n: m.n,
+            seed,
+            batch: m.batch,
+            device: self.device,
+            progress: self.progress,
+        }
     }
 
     /// MSE, MSE-threshold rate and SSIM to the target, plus FID (or its proxy) for clean samples.
@@ -337,17 +343,7 @@ impl Cells {
                 corruption,
                 seed,
             )?;
-            let opts = PipelineOptions {
-                sampler: eval.sampler,
-                steps: eval.steps,
-                clip: Some(eval.clip),
-                override_scheduler: true,
-                n: m.n,
-                seed,
-                batch: m.batch,
-                device: self.device,
-                progress: self.progress,
-            };
+            let opts = self.pipeline_options(eval, seed);
             let mut pipe = Pipeline::load(&model.model_dir, &opts)?;
             let png = dir.join("png");
             let _ = std::fs::remove_dir_all(&png);
