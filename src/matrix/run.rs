@@ -39,6 +39,11 @@ pub struct BaseModel {
     pub weights_sha256: String,
 }
 
+/// A trigger as a sample stage's key names it: its name and its tensor's hash.
+fn trigger_id(trigger: Option<(&str, &Tensor)>) -> serde_json::Value {
+    json!(trigger.map(|(name, t)| json!([name, crate::tensor_io::tensor_sha256(t)])))
+}
+
 /// A cell's model and the intermediate models its training kept (E6).
 struct Trained {
     model: BaseModel,
@@ -213,18 +218,7 @@ impl Cells {
         seed: u64,
         label: &str,
     ) -> Result<(SampleOutput, StageKey, StageRecord)> {
-        let m = &self.profile.measure;
-        let key = StageKey::new(
-            StageKind::Sample,
-            json!({
-                "model": model.weights_sha256,
-                "eval": eval,
-                "n": m.n,
-                "batch": m.batch,
-                "seed": seed,
-                "trigger": trigger.map(|(name, t)| json!([name, crate::tensor_io::tensor_sha256(t)])),
-            }),
-        );
+        let key = self.sample_key(model, eval, seed, ("trigger", trigger_id(trigger)));
         let (out, rec) = self.store.run(&key, label, |dir| {
             let opts = self.pipeline_options(eval, seed);
             let mut pipe = Pipeline::load(&model.model_dir, &opts)?;
@@ -242,6 +236,27 @@ impl Cells {
             })
         })?;
         Ok((out, key, rec))
+    }
+
+    /// A sample stage's key: the model, the evaluation, the profile's N and batch, the seed, and
+    /// `start` (where x_T comes from: the trigger added to noise, or E7's corrupted images).
+    fn sample_key(
+        &self,
+        model: &BaseModel,
+        eval: &Eval,
+        seed: u64,
+        (name, start): (&str, serde_json::Value),
+    ) -> StageKey {
+        let m = &self.profile.measure;
+        let mut inputs = json!({
+            "model": model.weights_sha256,
+            "eval": eval,
+            "n": m.n,
+            "batch": m.batch,
+            "seed": seed,
+        });
+        inputs[name] = start;
+        StageKey::new(StageKind::Sample, inputs)
     }
 
     /// How every sample set of this profile is drawn with `eval`.
@@ -312,7 +327,12 @@ impl Cells {
     ) -> Result<(Vec<MetricRow>, Vec<StageRecord>)> {
         let m = &self.profile.measure;
         let data = &self.profile.data;
+        // Loaded once, and only when sampling runs or the unpoisoned set is scored.
+        let loaded = std::cell::OnceCell::new();
         let images = || -> Result<Tensor> {
+            if let Some(x) = loaded.get() {
+                return Ok(Tensor::shallow_clone(x));
+            }
             let set = attack::load_dataset(data)?;
             let have = set.images.size()[0];
             anyhow::ensure!(
@@ -321,21 +341,12 @@ impl Cells {
                 m.n,
                 data.dataset
             );
-            Ok(crate::pil::normalize_u8(
-                &set.images.narrow(0, 0, m.n as i64),
-            ))
+            let x = crate::pil::normalize_u8(&set.images.narrow(0, 0, m.n as i64));
+            Ok(Tensor::shallow_clone(loaded.get_or_init(|| x)))
         };
-        let key = StageKey::new(
-            StageKind::Sample,
-            json!({
-                "model": model.weights_sha256,
-                "eval": eval,
-                "n": m.n,
-                "batch": m.batch,
-                "seed": seed,
-                "start": { "data": data, "corruption": corruption, "trigger": trigger.map(|(name, t)| json!([name, crate::tensor_io::tensor_sha256(t)])) },
-            }),
-        );
+        let start =
+            json!({ "data": data, "corruption": corruption, "trigger": trigger_id(trigger) });
+        let key = self.sample_key(model, eval, seed, ("start", start));
         let (samples, rec) = self.store.run(&key, label, |dir| {
             let start = crate::inpainting::corrupted_inputs(
                 &images()?,
