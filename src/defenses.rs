@@ -4,9 +4,14 @@
 //! [`crate::metrics`] with the defense, its parameters and (for ANP traces) the epoch.
 pub mod anp;
 pub mod clip;
+pub mod elijah;
+pub mod noise_test;
 pub mod prune;
 pub mod spec;
+pub mod terd;
 
+#[cfg(test)]
+mod later_tests;
 #[cfg(test)]
 mod tests;
 
@@ -325,6 +330,16 @@ impl<'a> CleanLoss<'a> {
             schedule: BackdoorSchedule::from_betas(&noise.betas),
             device,
         })
+    }
+
+    /// The model's noise schedule (ᾱ_t and α_t).
+    pub fn schedule(&self) -> &BackdoorSchedule {
+        &self.schedule
+    }
+
+    /// T, the number of training timesteps.
+    pub fn num_train_timesteps(&self) -> i64 {
+        self.schedule.num_train_timesteps()
     }
 
     /// One epoch's index batches, at most `cap` of them.

@@ -4,7 +4,11 @@ use anyhow::{ensure, Context, Result};
 use baddiffusion::attack::{load_dataset, DataConfig};
 use baddiffusion::defenses::anp::{anp_probe, AnpConfig};
 use baddiffusion::defenses::clip::clip_defense;
+use baddiffusion::defenses::elijah::elijah;
+use baddiffusion::defenses::noise_test::noise_test;
 use baddiffusion::defenses::prune::{anp_prune, PruneBy, PruneConfig};
+use baddiffusion::defenses::spec::{DefenseConfig, DefenseSpec};
+use baddiffusion::defenses::terd::terd;
 use baddiffusion::defenses::{Backdoor, DefenseRow, MeasureOptions};
 use baddiffusion::pipeline::{Pipeline, PipelineOptions};
 use baddiffusion::scheduler::{Clip, SamplerKind};
@@ -21,6 +25,14 @@ pub enum Defense {
     AnpPrune,
     /// Inference-time clipping: sample with clip none, x0 and xt and measure each.
     Clip,
+    /// Elijah (An et al. 2024): invert a trigger, score the uniformity of its samples, and
+    /// fine-tune the backdoor away (settings: --set, as a profile's defense table).
+    Elijah,
+    /// TERD (Mo et al. 2024): reverse a trigger in two stages, its model statistics and input
+    /// detection (settings: --set).
+    Terd,
+    /// An input-noise test: flag inputs that are not draws of N(0, I) (no model calls).
+    NoiseTest,
 }
 
 impl Defense {
@@ -29,6 +41,9 @@ impl Defense {
             Defense::Anp => "anp",
             Defense::AnpPrune => "anp-prune",
             Defense::Clip => "clip",
+            Defense::Elijah => "elijah",
+            Defense::Terd => "terd",
+            Defense::NoiseTest => "noise-test",
         }
     }
 }
@@ -98,6 +113,14 @@ pub struct Args {
     /// anp-prune: where to write the pruned model (a diffusers pipeline folder).
     #[arg(long)]
     pruned_out: Option<PathBuf>,
+    /// elijah, terd, noise-test: a setting of the profile's defense table, e.g.
+    /// `--set inversion_steps=100 --set remove=false` (repeatable; the table's defaults are the
+    /// published settings).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
+    /// elijah: where to write the repaired model (a diffusers pipeline folder) when it removes.
+    #[arg(long)]
+    repaired_out: Option<PathBuf>,
     /// clip: the clip modes to compare.
     #[arg(long, value_delimiter = ',', default_value = "none,x0,xt")]
     clip_modes: Vec<Clip>,
@@ -165,6 +188,7 @@ pub fn run(a: Args) -> Result<()> {
         ..PruneConfig::default()
     };
     // Check the settings before loading anything.
+    let table = later_table(a.defense, &a.settings)?;
     match a.defense {
         Defense::Anp => anp_cfg.validate()?,
         Defense::AnpPrune => {
@@ -175,9 +199,18 @@ pub fn run(a: Args) -> Result<()> {
             );
         }
         Defense::Clip => {}
+        Defense::Elijah => {
+            if let Some(DefenseConfig::Elijah(c)) = table.as_ref().map(|t| &t.defense) {
+                ensure!(
+                    !c.remove || a.repaired_out.is_some(),
+                    "elijah's removal writes the repaired model: give --repaired-out DIR (or --set remove=false)"
+                );
+            }
+        }
+        Defense::Terd | Defense::NoiseTest => {}
     }
-    // One writer per output: the report and the pruned model.
-    let _locks = [Some(&a.out), a.pruned_out.as_ref()]
+    // One writer per output: the report and the pruned or repaired model.
+    let _locks = [Some(&a.out), a.pruned_out.as_ref(), a.repaired_out.as_ref()]
         .into_iter()
         .flatten()
         .map(|p| baddiffusion::files::OutputLock::acquire(p))
@@ -257,5 +290,67 @@ pub fn run(a: Args) -> Result<()> {
             let r = clip_defense(&mut pipeline, &backdoor, &a.clip_modes, &measure)?;
             report(serde_json::to_value(&r)?, &r.rows)
         }
+        Defense::Elijah | Defense::Terd | Defense::NoiseTest => {
+            let table = table.expect("parsed above for the later defenses");
+            let measure = MeasureOptions {
+                n: table.n.unwrap_or(a.n),
+                steps: table.steps.or(a.steps),
+                ..measure
+            };
+            match &table.defense {
+                DefenseConfig::Elijah(c) => {
+                    let c = c.clone().with_seed(a.seed);
+                    let out = a.repaired_out.clone().unwrap_or_default();
+                    let r = elijah(&mut pipeline, &data()?, &backdoor, &c, &measure, &out)?;
+                    report(serde_json::to_value(&r)?, &r.rows)
+                }
+                DefenseConfig::Terd(c) => {
+                    let c = baddiffusion::defenses::terd::TerdConfig {
+                        seed: a.seed,
+                        ..c.clone()
+                    };
+                    let r = terd(&mut pipeline, &data()?, &backdoor, &c, &measure)?;
+                    report(serde_json::to_value(&r)?, &r.rows)
+                }
+                DefenseConfig::NoiseTest(c) => {
+                    let c = baddiffusion::defenses::noise_test::NoiseTestConfig {
+                        seed: a.seed,
+                        ..c.clone()
+                    };
+                    let r = noise_test(&backdoor, &c)?;
+                    report(serde_json::to_value(&r)?, &r.rows)
+                }
+                _ => unreachable!("later_table parses only these kinds"),
+            }
+        }
     }
+}
+
+/// The later defenses' settings: `--set k=v` pairs read as a profile's defense table (values are
+/// JSON where they parse as JSON, e.g. `0.1` or `false`, else text), so the CLI and profiles
+/// share one parser and one set of defaults. `None` for the paper's defenses, which take flags.
+fn later_table(defense: Defense, settings: &[String]) -> Result<Option<DefenseSpec>> {
+    if !matches!(
+        defense,
+        Defense::Elijah | Defense::Terd | Defense::NoiseTest
+    ) {
+        ensure!(
+            settings.is_empty(),
+            "--set is for elijah, terd and noise-test; {} takes its own flags (see --help)",
+            defense.name()
+        );
+        return Ok(None);
+    }
+    let mut table = serde_json::Map::new();
+    table.insert("kind".into(), defense.name().into());
+    for kv in settings {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--set {kv:?}: write KEY=VALUE, e.g. --set lr=0.1"))?;
+        let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::from(v));
+        table.insert(k.trim().into(), value);
+    }
+    DefenseSpec::parse(&serde_json::Value::Object(table))
+        .map(Some)
+        .with_context(|| format!("the {} settings given with --set", defense.name()))
 }

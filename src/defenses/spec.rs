@@ -1,11 +1,16 @@
 //! A profile's `[[experiment.defense]]` table (paper §4.6): `kind = "anp"` is the paper's ANP
-//! probe (sweep `lr` and `budget`), `kind = "anp-prune"` ANP's own pruning (Wu & Wang 2021).
-//! Read when the profile loads, so a typo fails before hours of training.
+//! probe (sweep `lr` and `budget`), `kind = "anp-prune"` ANP's own pruning (Wu & Wang 2021), and
+//! the defenses that came after the paper: `elijah`, `terd` and the model-free `noise-test`.
+//! Read when the profile loads, so a typo fails before hours of training. `baddiff defend`
+//! reads its `--set key=value` settings through the same parser.
 use anyhow::{bail, Context as _, Result};
 use serde_json::Value;
 
 use super::anp::AnpConfig;
+use super::elijah::ElijahConfig;
+use super::noise_test::NoiseTestConfig;
 use super::prune::{PruneBy, PruneConfig};
+use super::terd::TerdConfig;
 use crate::scheduler::Clip;
 
 /// A number field; present but not a number is an error, not the default.
@@ -26,6 +31,29 @@ fn count(spec: &Value, field: &str) -> Result<Option<u64>> {
             v.as_u64().filter(|&n| n >= 1).with_context(|| {
                 format!(
                     "defense field {field} = {v} is out of range: it must be a whole number ≥ 1"
+                )
+            })
+        })
+        .transpose()
+}
+
+/// A yes/no field.
+fn boolean(spec: &Value, field: &str) -> Result<Option<bool>> {
+    spec.get(field)
+        .map(|v| {
+            v.as_bool()
+                .with_context(|| format!("defense field {field} = {v} must be true or false"))
+        })
+        .transpose()
+}
+
+/// A whole number ≥ 0 (e.g. warm-up steps, which may be none).
+fn whole(spec: &Value, field: &str) -> Result<Option<u64>> {
+    spec.get(field)
+        .map(|v| {
+            v.as_u64().with_context(|| {
+                format!(
+                    "defense field {field} = {v} is out of range: it must be a whole number ≥ 0"
                 )
             })
         })
@@ -83,6 +111,9 @@ impl From<DefenseSpec> for Value {
 pub enum DefenseConfig {
     Anp(AnpConfig),
     Prune(PruneConfig),
+    Elijah(ElijahConfig),
+    Terd(TerdConfig),
+    NoiseTest(NoiseTestConfig),
 }
 
 impl DefenseSpec {
@@ -131,8 +162,79 @@ impl DefenseSpec {
                 cfg.validate()?;
                 DefenseConfig::Prune(cfg)
             }
+            "elijah" => {
+                check_fields(
+                    spec,
+                    &[
+                        "kind", "lambda", "lr", "inversion_steps", "noises", "samples", "remove",
+                        "clean_fraction", "removal_epochs", "removal_batch", "removal_lr",
+                        "removal_warmup", "n", "steps",
+                    ],
+                )?;
+                let d = ElijahConfig::default();
+                let cfg = ElijahConfig {
+                    lambda: num(spec, "lambda")?.unwrap_or(d.lambda),
+                    lr: num(spec, "lr")?.unwrap_or(d.lr),
+                    steps: count(spec, "inversion_steps")?.unwrap_or(d.steps),
+                    noises: count(spec, "noises")?.map_or(d.noises, |v| v as usize),
+                    samples: count(spec, "samples")?.map_or(d.samples, |v| v as usize),
+                    remove: boolean(spec, "remove")?.unwrap_or(d.remove),
+                    removal: super::elijah::RemovalConfig {
+                        clean_fraction: num(spec, "clean_fraction")?
+                            .unwrap_or(d.removal.clean_fraction),
+                        epochs: count(spec, "removal_epochs")?.unwrap_or(d.removal.epochs),
+                        batch: count(spec, "removal_batch")?
+                            .map_or(d.removal.batch, |v| v as usize),
+                        lr: num(spec, "removal_lr")?.unwrap_or(d.removal.lr),
+                        warmup: whole(spec, "removal_warmup")?.unwrap_or(d.removal.warmup),
+                        ..d.removal.clone()
+                    },
+                    ..d
+                };
+                cfg.validate()?;
+                DefenseConfig::Elijah(cfg)
+            }
+            "terd" => {
+                check_fields(
+                    spec,
+                    &[
+                        "kind", "lr", "iterations", "refine_iterations", "batch", "weight",
+                        "last_steps", "first_steps", "sampler_steps", "inputs", "n", "steps",
+                    ],
+                )?;
+                let d = TerdConfig::default();
+                let cfg = TerdConfig {
+                    lr: num(spec, "lr")?.unwrap_or(d.lr),
+                    iterations: count(spec, "iterations")?.unwrap_or(d.iterations),
+                    refine_iterations: whole(spec, "refine_iterations")?
+                        .unwrap_or(d.refine_iterations),
+                    batch: batch.unwrap_or(d.batch),
+                    weight: num(spec, "weight")?.unwrap_or(d.weight),
+                    last_steps: count(spec, "last_steps")?.map_or(d.last_steps, |v| v as i64),
+                    first_steps: count(spec, "first_steps")?.map_or(d.first_steps, |v| v as i64),
+                    sampler_steps: count(spec, "sampler_steps")?
+                        .map_or(d.sampler_steps, |v| v as usize),
+                    inputs: count(spec, "inputs")?.map_or(d.inputs, |v| v as usize),
+                    ..d
+                };
+                cfg.validate()?;
+                DefenseConfig::Terd(cfg)
+            }
+            "noise-test" => {
+                check_fields(spec, &["kind", "fpr", "calibration", "inputs", "n", "steps"])?;
+                let d = NoiseTestConfig::default();
+                let cfg = NoiseTestConfig {
+                    fpr: num(spec, "fpr")?.unwrap_or(d.fpr),
+                    calibration: count(spec, "calibration")?
+                        .map_or(d.calibration, |v| v as usize),
+                    n: count(spec, "inputs")?.map_or(d.n, |v| v as usize),
+                    ..d
+                };
+                cfg.validate()?;
+                DefenseConfig::NoiseTest(cfg)
+            }
             other => bail!(
-                "defense kind {other:?} is unknown: use `anp` or `anp-prune` (clipping is an evaluation: evals = [{{ clip = \"xt\" }}])"
+                "defense kind {other:?} is unknown: use `anp`, `anp-prune`, `elijah`, `terd` or `noise-test` (clipping is an evaluation: evals = [{{ clip = \"xt\" }}])"
             ),
         };
         Ok(DefenseSpec {
@@ -148,6 +250,9 @@ impl DefenseSpec {
         match &self.defense {
             DefenseConfig::Anp(_) => "anp",
             DefenseConfig::Prune(_) => "anp-prune",
+            DefenseConfig::Elijah(_) => "elijah",
+            DefenseConfig::Terd(_) => "terd",
+            DefenseConfig::NoiseTest(_) => "noise-test",
         }
     }
 
@@ -168,16 +273,54 @@ impl DefenseSpec {
     }
 
     /// Its frame identity: the `defense` kind, the `defense_param` its rows carry, and the
-    /// `defense_epoch`s of its trace (one `None` for a defense without epochs).
-    pub fn describe(&self) -> (&'static str, String, Vec<Option<i64>>) {
-        match &self.defense {
-            DefenseConfig::Anp(c) => (
-                self.kind(),
-                c.param(),
-                (1..=c.epochs as i64).map(Some).collect(),
-            ),
-            DefenseConfig::Prune(c) => (self.kind(), c.param(), vec![None]),
-        }
+    /// (`defense_epoch`, `samples`, `metric`) of the rows it writes (what `--plan` predicts).
+    pub fn describe(
+        &self,
+    ) -> (
+        &'static str,
+        String,
+        Vec<(Option<i64>, &'static str, &'static str)>,
+    ) {
+        let both = |epoch| [(epoch, "clean", "MSE"), (epoch, "backdoor", "MSE")];
+        let rows = match &self.defense {
+            DefenseConfig::Anp(c) => (1..=c.epochs as i64).flat_map(|e| both(Some(e))).collect(),
+            DefenseConfig::Prune(_) => both(None).to_vec(),
+            DefenseConfig::Elijah(c) => {
+                let mut r = vec![
+                    (None, "inverted", "elijah_uniformity"),
+                    (None, "inverted", "elijah_tv"),
+                    (None, "inverted", "MSE_threshold_rate"),
+                ];
+                if c.remove {
+                    let end = Some(c.removal.epochs as i64);
+                    r.extend([
+                        (Some(0), "clean", "MSE"),
+                        (end, "clean", "MSE"),
+                        (end, "backdoor", "MSE"),
+                        (end, "backdoor", "MSE_threshold_rate"),
+                    ]);
+                }
+                r
+            }
+            DefenseConfig::Terd(_) => vec![
+                (None, "none", "terd_kl_mean"),
+                (None, "none", "terd_kl_var"),
+                (None, "backdoor", "input_flagged_rate"),
+                (None, "clean", "input_flagged_rate"),
+            ],
+            DefenseConfig::NoiseTest(_) => vec![
+                (None, "backdoor", "input_flagged_rate"),
+                (None, "clean", "input_flagged_rate"),
+            ],
+        };
+        let param = match &self.defense {
+            DefenseConfig::Anp(c) => c.param(),
+            DefenseConfig::Prune(c) => c.param(),
+            DefenseConfig::Elijah(c) => c.param(),
+            DefenseConfig::Terd(c) => c.param(),
+            DefenseConfig::NoiseTest(c) => c.param(),
+        };
+        (self.kind(), param, rows)
     }
 
     /// How the defense samples: the probe as the official code (x̂₀ clipping), the pruned
@@ -186,6 +329,9 @@ impl DefenseSpec {
         match &self.defense {
             DefenseConfig::Anp(c) => c.sample_clip,
             DefenseConfig::Prune(c) => c.sample_clip,
+            DefenseConfig::Elijah(c) => c.sample_clip,
+            // They sample nothing.
+            DefenseConfig::Terd(_) | DefenseConfig::NoiseTest(_) => crate::scheduler::Clip::None,
         }
     }
 }

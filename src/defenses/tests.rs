@@ -20,7 +20,7 @@ fn backdoored_model() -> PathBuf {
         .clone()
 }
 
-fn load(dir: &Path) -> Pipeline {
+pub(super) fn load(dir: &Path) -> Pipeline {
     let opts = PipelineOptions {
         sampler: SamplerKind::Ddpm,
         steps: None,
@@ -35,18 +35,18 @@ fn load(dir: &Path) -> Pipeline {
     Pipeline::load(dir, &opts).unwrap()
 }
 
-fn clean_data() -> Dataset {
+pub(super) fn clean_data() -> Dataset {
     let mut d = crate::testing::fixtures::data();
     d.limit = Some(256);
     attack::load_dataset(&d).unwrap()
 }
 
-fn backdoor(p: &Pipeline) -> Backdoor {
+pub(super) fn backdoor(p: &Pipeline) -> Backdoor {
     let sources = crate::testing::official_images();
     Backdoor::for_pipeline(p, "BOX_14", "CORNER", Some(&sources)).unwrap()
 }
 
-fn measure_opts(n: usize) -> MeasureOptions {
+pub(super) fn measure_opts(n: usize) -> MeasureOptions {
     MeasureOptions {
         n,
         seed: 0,

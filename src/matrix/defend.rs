@@ -8,8 +8,11 @@ use super::run::{BaseModel, Cells};
 use super::stage::{StageKey, StageKind, StageRecord};
 use super::{Cell, Eval, FrameRow};
 use crate::defenses::anp::{anp_probe, AnpConfig};
+use crate::defenses::elijah::{elijah, ElijahConfig};
+use crate::defenses::noise_test::{noise_test, NoiseTestConfig};
 use crate::defenses::prune::{anp_prune, PruneConfig};
 use crate::defenses::spec::{DefenseConfig, DefenseSpec};
+use crate::defenses::terd::{terd, TerdConfig};
 use crate::defenses::{Backdoor, DefenseRow, MeasureOptions};
 use crate::pipeline::{Pipeline, PipelineOptions};
 use crate::scheduler::SamplerKind;
@@ -74,6 +77,51 @@ impl Cells {
                     let _ = std::fs::remove_dir_all(&out);
                     Ok(anp_prune(&mut pipe, &data, &backdoor, &cfg, &measure, &out)?.rows)
                 }
+                DefenseConfig::Elijah(cfg) => {
+                    let cfg = ElijahConfig {
+                        seed: cell.seed,
+                        ..cfg.clone()
+                    };
+                    let out = dir.join("repaired");
+                    let _ = std::fs::remove_dir_all(&out);
+                    let r = elijah(&mut pipe, &data, &backdoor, &cfg, &measure, &out)?;
+                    let mut rows = r.rows;
+                    // Clean quality before and after removal, by the profile's Fréchet distance
+                    // on the same number of samples.
+                    let sides = [(0, &r.clean_before), (cfg.removal.epochs, &r.clean_after)];
+                    for (epoch, images) in sides {
+                        let Some(images) = images else { continue };
+                        let at = dir.join(format!("clean-epoch-{epoch}"));
+                        let _ = std::fs::remove_dir_all(&at);
+                        crate::sampling::save_pngs(
+                            &(images.to_kind(tch::Kind::Float) / 127.5 - 1.0),
+                            &at,
+                            0,
+                        )?;
+                        let template = rows[0].clone();
+                        rows.push(DefenseRow {
+                            defense_epoch: Some(epoch),
+                            samples: "clean".into(),
+                            row: self.fid(&at)?,
+                            ..template
+                        });
+                    }
+                    Ok(rows)
+                }
+                DefenseConfig::Terd(cfg) => {
+                    let cfg = TerdConfig {
+                        seed: cell.seed,
+                        ..cfg.clone()
+                    };
+                    Ok(terd(&mut pipe, &data, &backdoor, &cfg, &measure)?.rows)
+                }
+                DefenseConfig::NoiseTest(cfg) => {
+                    let cfg = NoiseTestConfig {
+                        seed: cell.seed,
+                        ..cfg.clone()
+                    };
+                    Ok(noise_test(&backdoor, &cfg)?.rows)
+                }
             }
         })?;
         // The rows say how the defense sampled.
@@ -85,12 +133,14 @@ impl Cells {
         };
         let rows = rows
             .into_iter()
-            .filter(|r| r.samples != "none" || r.row.metric.starts_with("cost_"))
             .map(|r| {
-                let samples = if r.samples == "backdoor" {
-                    "backdoor"
-                } else {
-                    "clean"
+                // Costs have always been filed under `clean`; model statistics without samples
+                // (TERD) under `none`; samples from an inverted trigger (Elijah) under `inverted`.
+                let samples = match r.samples.as_str() {
+                    "backdoor" => "backdoor",
+                    "inverted" => "inverted",
+                    "none" if !r.row.metric.starts_with("cost_") => "none",
+                    _ => "clean",
                 };
                 self.row(
                     cell,

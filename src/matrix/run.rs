@@ -374,7 +374,7 @@ impl Cells {
         Ok((metrics, vec![rec, measured]))
     }
 
-    fn fid(&self, dir: &Path) -> Result<MetricRow> {
+    pub(super) fn fid(&self, dir: &Path) -> Result<MetricRow> {
         let m = &self.profile.measure;
         let cache_dir = fid::default_cache_dir();
         let net: Box<dyn FeatureNet> = match m.fid {

@@ -122,15 +122,13 @@ pub fn predicted_rows(p: &Profile, cells: &[Cell]) -> Result<Vec<Row>> {
             }
         }
         for parsed in &c.defenses {
-            let (kind, param, epochs) = parsed.describe();
-            for epoch in epochs {
-                for samples in ["clean", "backdoor"] {
-                    let mut r = row("ddpm", "x0", samples, "MSE".into());
-                    r.defense = kind.into();
-                    r.defense_param = param.clone();
-                    r.defense_epoch = epoch;
-                    rows.push(r);
-                }
+            let (kind, param, written) = parsed.describe();
+            for (epoch, samples, metric) in written {
+                let mut r = row("ddpm", "x0", samples, metric.into());
+                r.defense = kind.into();
+                r.defense_param = param.clone();
+                r.defense_epoch = epoch;
+                rows.push(r);
             }
         }
     }

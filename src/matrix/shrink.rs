@@ -55,6 +55,27 @@ impl Shrink {
                 ],
             ),
             ("anp-prune", &[("iterations", 2), ("batch", 2), ("n", 4)]),
+            (
+                "elijah",
+                &[
+                    ("inversion_steps", 2),
+                    ("noises", 2),
+                    ("samples", 9),
+                    ("removal_epochs", 1),
+                    ("removal_batch", 2),
+                    ("n", 4),
+                ],
+            ),
+            (
+                "terd",
+                &[
+                    ("iterations", 2),
+                    ("refine_iterations", 1),
+                    ("batch", 2),
+                    ("inputs", 16),
+                ],
+            ),
+            ("noise-test", &[("calibration", 1000), ("inputs", 16)]),
         ],
         no_mixed_precision: false,
     };

@@ -152,18 +152,33 @@ pub const ENUMS: &[(&str, &[&str])] = &[
         "training",
         &["finetune", "scratch", "pretrained", "released"],
     ),
-    ("defense", &["none", "anp", "anp-prune", "clip"]),
+    (
+        "defense",
+        &[
+            "none",
+            "anp",
+            "anp-prune",
+            "clip",
+            "elijah",
+            "terd",
+            "noise-test",
+        ],
+    ),
     ("sampler", &["ddpm", "ddim", "dpm-solver"]),
     ("clip", &["none", "x0", "xt"]),
     (
         "corruption",
         &["none", "denoise", "inpaint_box", "inpaint_line"],
     ),
-    ("samples", &["clean", "backdoor"]),
+    // `inverted`: sampled from noise shifted by a defense's inverted trigger (Elijah); `none`: a
+    // model statistic that samples nothing (TERD).
+    ("samples", &["clean", "backdoor", "inverted", "none"]),
     (
         "experiment",
         &[
             "E1", "E2", "E3", "E4", "E5", "E6", "E7", "E8", "E9", "anp", "sampler",
+            // The defenses that came after the paper (Elijah, TERD, an input-noise test).
+            "later",
             // The released profile's experiments (the authors' released models).
             "R1", "R2", "R3", "R4", "R5", "R6", "R7",
         ],
