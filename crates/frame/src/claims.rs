@@ -24,6 +24,7 @@ use std::path::Path;
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod direct;
 mod judge;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -113,6 +114,11 @@ pub enum Op {
     RelativeChange,
     /// The share of the settings `a` selects whose backdoor succeeds (`[success]`).
     ShareSuccessful,
+    /// agg(a) itself (e.g. a hit rate after a defense).
+    Value,
+    /// The AUROC of a detection score (`a.metric`, one of [`crate::detection::DETECTORS`]):
+    /// backdoored (poison rate > 0) against clean models, per seed, pooled over settings.
+    Auroc,
 }
 
 /// How a check's verdict follows from its settings' verdicts.
@@ -400,13 +406,31 @@ impl ClaimsFile {
                     at()
                 );
                 match (k.op, &k.b) {
-                    (Op::ShareSuccessful, Some(_)) => {
-                        bail!("{}: share_successful takes `a` (the settings) only", at())
+                    (Op::ShareSuccessful | Op::Value | Op::Auroc, Some(_)) => {
+                        bail!("{}: {:?} takes `a` only", at(), k.op)
                     }
                     (Op::Ratio | Op::RelativeChange, None) => {
                         bail!("{}: {:?} needs `a` and `b`", at(), k.op)
                     }
                     _ => {}
+                }
+                if k.op == Op::Auroc {
+                    let m = k.a.metric.as_deref().unwrap_or("");
+                    ensure!(
+                        crate::detection::DETECTORS.iter().any(|d| d.metric == m),
+                        "{}: auroc needs `a.metric` to be one detection score ({}), not {m:?}",
+                        at(),
+                        crate::detection::DETECTORS
+                            .iter()
+                            .map(|d| d.metric)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    ensure!(
+                        k.per.is_empty() && k.a.poison_rate.is_none(),
+                        "{}: auroc pools every model of a seed (backdoored against clean):                          give no `per` and no `a.poison_rate`",
+                        at()
+                    );
                 }
                 if let Some(join) = &k.join {
                     ensure!(

@@ -4,6 +4,7 @@
 //! without the heavy binary.
 pub mod calibrate;
 pub mod claims;
+pub mod detection;
 pub mod regime;
 pub mod row;
 

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use crate::schema::{is_utility_metric, utility_label, Row};
 
 mod traces;
+pub use traces::later_scores;
 
 /// Mean with the min–max range over seeds (or repeated measurements).
 #[derive(Clone, Copy, Debug, PartialEq)]

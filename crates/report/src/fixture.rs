@@ -1,6 +1,6 @@
 //! A small but complete metric frame for tests and demonstrations: two triggers × three targets ×
 //! poison rates {0, 0.1, 0.5} × 2 seeds, fine-tune vs scratch cells, clipping cells, ANP traces and
-//! sampler cells, a checkpoint series (E6) and corrupted-input cells (E7). Values follow simple
+//! sampler cells, a checkpoint series (E6), corrupted-input cells (E7) and the later defenses. Values follow simple
 //! closed-form trends (no randomness) so figures look like the paper's shapes and snapshots are
 //! stable. No CelebA-HQ (E3) cells: Fig. 4 renders as "not run".
 use std::path::Path;
@@ -168,6 +168,7 @@ pub fn rows() -> Vec<Row> {
     out.extend(anp_rows());
     out.extend(e6_rows());
     out.extend(e7_rows());
+    out.extend(later_rows());
     for (sampler, steps) in [("ddpm", 100), ("ddim", 10), ("dpm-solver", 10)] {
         for &seed in SEEDS {
             let cell = Cell {
@@ -241,6 +242,71 @@ fn e7_rows() -> Vec<Row> {
                 let mut r = cell.row(samples, metric, value);
                 r.corruption = (*corruption).into();
                 out.push(r);
+            }
+        }
+    }
+    out
+}
+
+/// The later defenses on both triggers → Hat at 0, 10 and 50 %: Elijah's uniformity falls and
+/// TERD's KL rises with the poison rate (the 10 % Stop Sign model slips past Elijah), removal
+/// takes the hit rate to near zero, the input tests flag triggered inputs.
+fn later_rows() -> Vec<Row> {
+    let mut out = Vec::new();
+    for (t, &trigger) in TRIGGERS.iter().enumerate() {
+        for &rate in RATES {
+            let cell = base("later", trigger, "Hat", rate);
+            let tf = t as f64;
+            let mut row = |defense: &str, samples: &str, metric: &str, epoch, value| {
+                let mut r = cell.row(samples, metric, value);
+                r.defense = defense.into();
+                r.defense_param = format!("{defense} settings");
+                r.defense_epoch = epoch;
+                out.push(r);
+            };
+            let uniformity = if rate == 0.0 {
+                0.05
+            } else {
+                0.04 - 0.05 * rate + 0.02 * tf
+            };
+            row("elijah", "inverted", "elijah_uniformity", None, uniformity);
+            row("elijah", "inverted", "MSE_threshold_rate", None, rate * 2.0);
+            row("terd", "none", "terd_kl_mean", None, 0.002 + 0.4 * rate);
+            row("terd", "none", "cost_seconds", None, 60.0 + tf);
+            row("elijah", "clean", "cost_seconds", None, 120.0 + tf);
+            row(
+                "terd",
+                "backdoor",
+                "input_flagged_rate",
+                None,
+                if rate > 0.0 { 1.0 } else { 0.6 },
+            );
+            row(
+                "terd",
+                "clean",
+                "input_flagged_rate",
+                None,
+                if rate > 0.0 { 0.0 } else { 0.3 },
+            );
+            row(
+                "noise-test",
+                "backdoor",
+                "input_flagged_rate",
+                None,
+                1.0 - 0.1 * tf,
+            );
+            row("noise-test", "clean", "input_flagged_rate", None, 0.01);
+            if rate > 0.0 {
+                row("elijah", "backdoor", "MSE_threshold_rate", Some(0), 1.0);
+                row(
+                    "elijah",
+                    "backdoor",
+                    "MSE_threshold_rate",
+                    Some(11),
+                    0.02 * tf,
+                );
+                row("elijah", "clean", PROXY, Some(0), 20.0);
+                row("elijah", "clean", PROXY, Some(11), 21.0 + tf);
             }
         }
     }

@@ -270,6 +270,30 @@ pub fn render_rows(
     w.table(&dt)?;
     blocks.push(Block::Table(dt));
 
+    blocks.push(heading(2, "Later defenses", Some("later")));
+    blocks.push(Block::Para(
+        "Beyond the paper: Elijah (An et al., AAAI 2024), TERD (Mo et al., ICML 2024) and a model-free input-noise test in the spirit of DisDet, run on every model of the `later` experiment, the clean one included, at the settings the profile states (the published ones in the GPU profiles). Where this port departs from the authors' code is in [deviations](deviations.md).".into(),
+    ));
+    for t in [
+        tables::later::detection_table(rows),
+        tables::later::models_table(rows),
+    ] {
+        w.table(&t)?;
+        blocks.push(Block::Table(t));
+    }
+    let fig = figures::later_scores(rows);
+    if let Some(n) = fig.not_run() {
+        not_run.push(format!("{}: {n}", fig.id()));
+    }
+    blocks.push(figure_block(&mut w, &fig, font)?);
+    for t in [
+        tables::later::removal_table(rows),
+        tables::later::inputs_table(rows),
+    ] {
+        w.table(&t)?;
+        blocks.push(Block::Table(t));
+    }
+
     if profile == "released" {
         let path = opts
             .released_scores

@@ -5,6 +5,7 @@ use crate::figures::{rate_label, Figure, Stat};
 use crate::schema::{utility_label, Row};
 
 mod inpainting;
+pub mod later;
 pub use inpainting::inpainting_table;
 
 /// A rendered-format-neutral table.

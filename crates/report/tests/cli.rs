@@ -53,7 +53,7 @@ fn render_writes_a_self_contained_report() {
     let html = std::fs::read_to_string(run.join("report/report.html")).unwrap();
     assert_eq!(
         html.matches("<svg").count(),
-        11,
+        12,
         "every plotted figure inline"
     );
     assert_eq!(

@@ -49,7 +49,7 @@ pub fn classify(lo: f64, hi: f64, holds: &Bound, partly: Option<&Bound>) -> Verd
     }
 }
 
-type Key = Vec<(Field, String)>;
+pub(super) type Key = Vec<(Field, String)>;
 
 fn key_of(fields: &[Field], r: &Row) -> Key {
     fields.iter().map(|f| (*f, f.value(r))).collect()
@@ -69,12 +69,12 @@ fn label(k: &Key) -> String {
 }
 
 /// Rows of one selection, grouped by `fields` and seed, each group reduced by the selection's agg.
-struct Groups {
-    values: BTreeMap<(Key, i64), f64>,
-    rows: Vec<Row>,
+pub(super) struct Groups {
+    pub(super) values: BTreeMap<(Key, i64), f64>,
+    pub(super) rows: Vec<Row>,
 }
 
-fn group(sel: &Selection, fields: &[Field], rows: &[Row]) -> Groups {
+pub(super) fn group(sel: &Selection, fields: &[Field], rows: &[Row]) -> Groups {
     let mut raw: BTreeMap<(Key, i64), Vec<&Row>> = BTreeMap::new();
     let mut used = Vec::new();
     for r in rows
@@ -125,7 +125,7 @@ fn lookup(b: &Groups, key: &Key, seed: i64) -> Option<f64> {
 
 /// Facts about the rows a check used, for the claim's basis.
 #[derive(Default)]
-struct Used {
+pub(super) struct Used {
     cells: BTreeSet<String>,
     seeds: BTreeSet<i64>,
     n: BTreeSet<i64>,
@@ -133,7 +133,7 @@ struct Used {
 }
 
 impl Used {
-    fn add(&mut self, rows: &[Row]) {
+    pub(super) fn add(&mut self, rows: &[Row]) {
         for r in rows {
             self.cells.insert(r.cell.clone());
             self.seeds.insert(r.seed);
@@ -146,7 +146,7 @@ impl Used {
 }
 
 /// Why a selection matched nothing: a missing calibration is "not judged", anything else "not run".
-fn missing(sel: &Selection, cals: &[calibrate::Calibration]) -> (Verdict, String) {
+pub(super) fn missing(sel: &Selection, cals: &[calibrate::Calibration]) -> (Verdict, String) {
     let wants_calibrated = sel
         .metric
         .as_deref()
@@ -343,7 +343,7 @@ fn short(x: f64) -> String {
     }
 }
 
-fn empty_result(k: &Check) -> CheckResult {
+pub(super) fn empty_result(k: &Check) -> CheckResult {
     CheckResult {
         name: k.name.clone(),
         reason: k.reason.clone(),
@@ -358,7 +358,7 @@ fn empty_result(k: &Check) -> CheckResult {
     }
 }
 
-fn finish(
+pub(super) fn finish(
     k: &Check,
     mut out: CheckResult,
     per_setting: BTreeMap<Key, Vec<Unit>>,
@@ -466,6 +466,8 @@ impl Claim {
             .map(|k| match k.op {
                 Op::ShareSuccessful => share_check(k, success, rows, cals, &mut used),
                 Op::Ratio | Op::RelativeChange => ratio_check(k, rows, cals, &mut used),
+                Op::Value => super::direct::value_check(k, rows, cals, &mut used),
+                Op::Auroc => super::direct::auroc_check(k, rows, cals, &mut used),
             })
             .collect();
         let verdict = if checks.iter().any(|c| c.verdict == Verdict::NotRun) {

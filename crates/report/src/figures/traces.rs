@@ -105,6 +105,40 @@ pub fn anp(rows: &[Row]) -> Figure {
     )
 }
 
+/// Later defenses (beyond the paper): each detection score against the poison rate, one panel
+/// per score, one line per trigger; 0 % is the run's clean model.
+pub fn later_scores(rows: &[Row]) -> Figure {
+    let points = frame::detection::DETECTORS.iter().flat_map(|d| {
+        rows.iter()
+            .filter(|r| r.defense == d.defense && r.metric == d.metric && r.value.is_finite())
+            .map(|r| {
+                (
+                    (d.metric.to_string(), String::new(), 0),
+                    r.trigger.clone(),
+                    r.poison_rate * 100.0,
+                    r.value,
+                )
+            })
+    });
+    let title = |(metric, _, _): &PanelKey| {
+        let d = frame::detection::DETECTORS
+            .iter()
+            .find(|d| d.metric == metric);
+        let dir = match d.map(|d| d.direction) {
+            Some(frame::detection::Direction::Low) => "low = backdoored",
+            _ => "high = backdoored",
+        };
+        format!("{metric} ({dir})")
+    };
+    figure(
+        "later-scores",
+        "Later defenses: detection scores of clean (0 %) and backdoored models",
+        ("poison rate (%)", "score"),
+        panels(points, title),
+        "not run: no Elijah or TERD defense in this run",
+    )
+}
+
 /// `budget=B` of an ANP parameter string.
 fn budget(param: &str) -> Option<f64> {
     param
