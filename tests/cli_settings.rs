@@ -110,3 +110,43 @@ fn train_overrides_are_checked_with_the_config() {
     }
     assert!(!out.exists(), "nothing is written for a refused setting");
 }
+
+/// The later defenses read `--set KEY=VALUE` through the profiles' parser: a bad value or an
+/// unknown key is refused by name before any model is loaded, and `--set` on a defense that takes
+/// flags is refused too.
+#[test]
+fn later_defense_settings_are_checked_before_loading() {
+    let run = |args: &[&str]| {
+        let mut all = vec![
+            "defend",
+            "--model",
+            "no-such-model",
+            "--trigger",
+            "BOX_14",
+            "--target",
+            "HAT",
+            "--out",
+            "o",
+        ];
+        all.extend_from_slice(args);
+        let out = Command::new(env!("CARGO_BIN_EXE_baddiff"))
+            .args(&all)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = run(&["terd", "--set", "iterations=0"]);
+    assert!(err.contains("iterations = 0 is out of range"), "{err}");
+    let err = run(&["elijah", "--set", "lambda=2"]);
+    assert!(err.contains("λ must lie in (0, 1)"), "{err}");
+    let err = run(&["noise-test", "--set", "alpha=0.1"]);
+    assert!(err.contains("`alpha` is unknown"), "{err}");
+    let err = run(&["elijah", "--set", "remove=true"]);
+    assert!(err.contains("--repaired-out"), "{err}");
+    let err = run(&["clip", "--set", "lr=0.1"]);
+    assert!(
+        err.contains("--set is for elijah, terd and noise-test"),
+        "{err}"
+    );
+}
