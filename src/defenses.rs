@@ -50,6 +50,45 @@ pub struct DefenseRow {
     pub row: MetricRow,
 }
 
+impl DefenseRow {
+    /// A value with no epoch.
+    fn value(
+        defense: &str,
+        param: &str,
+        samples: &str,
+        metric: &str,
+        value: f64,
+        protocol: Protocol,
+    ) -> DefenseRow {
+        DefenseRow {
+            defense: defense.into(),
+            defense_param: param.into(),
+            defense_epoch: None,
+            samples: samples.into(),
+            row: MetricRow {
+                metric: metric.into(),
+                value,
+                protocol,
+            },
+        }
+    }
+}
+
+/// Saves the loaded (pruned or repaired) model as a diffusers pipeline at `out_dir`.
+fn save_model(
+    pipeline: &Pipeline,
+    out_dir: &Path,
+    what: &str,
+) -> Result<crate::checkpoint::WeightFile> {
+    let ck = &pipeline.checkpoint;
+    let sched = ck
+        .scheduler_config
+        .as_ref()
+        .context("the model has no scheduler config")?;
+    crate::checkpoint::save_pipeline(out_dir, &ck.vs, &ck.config, sched)
+        .with_context(|| format!("saving the {what} model to {}", out_dir.display()))
+}
+
 /// What a defense cost to run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Cost {
@@ -77,16 +116,8 @@ impl Cost {
             ("cost_optimiser_steps", self.optimiser_steps as f64),
         ]
         .into_iter()
-        .map(|(metric, value)| DefenseRow {
-            defense: defense.into(),
-            defense_param: param.into(),
-            defense_epoch: None,
-            samples: "none".into(),
-            row: MetricRow {
-                metric: metric.into(),
-                value,
-                protocol: protocol.clone(),
-            },
+        .map(|(metric, value)| {
+            DefenseRow::value(defense, param, "none", metric, value, protocol.clone())
         })
         .collect()
     }

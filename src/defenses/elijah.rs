@@ -339,13 +339,7 @@ pub fn elijah(
         rows.extend(defense_rows(before, "elijah", &param, Some(0), "clean"));
         let steps = remove(pipeline, data, &tau, cfg, device, last_t)?;
         optimiser_steps += steps;
-        let ck = &pipeline.checkpoint;
-        let sched = ck
-            .scheduler_config
-            .as_ref()
-            .context("the model has no scheduler config")?;
-        let saved = checkpoint::save_pipeline(out_dir, &ck.vs, &ck.config, sched)
-            .with_context(|| format!("saving the repaired model to {}", out_dir.display()))?;
+        let saved = super::save_model(pipeline, out_dir, "repaired")?;
         let (bd, _) = measure(pipeline, measure_opts, Some(&backdoor.trigger), backdoor)?;
         let end = Some(cfg.removal.epochs);
         rows.extend(defense_rows(bd, "elijah", &param, end, "backdoor"));

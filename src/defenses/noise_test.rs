@@ -12,7 +12,7 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use super::{clock, Backdoor, Cost, DefenseRow};
-use crate::metrics::{MetricRow, Protocol};
+use crate::metrics::Protocol;
 use crate::rng::{derive_seed, Rng};
 
 /// The test's settings; [`Default`] is what the profiles run.
@@ -153,16 +153,15 @@ pub fn noise_test(backdoor: &Backdoor, cfg: &NoiseTestConfig) -> Result<NoiseTes
         n_generated: cfg.n as i64,
         ..Protocol::default()
     };
-    let row = |metric: &str, value: f64, samples: &str| DefenseRow {
-        defense: "noise-test".into(),
-        defense_param: param.clone(),
-        defense_epoch: None,
-        samples: samples.into(),
-        row: MetricRow {
-            metric: metric.into(),
+    let row = |metric: &str, value: f64, samples: &str| {
+        DefenseRow::value(
+            "noise-test",
+            &param,
+            samples,
+            metric,
             value,
-            protocol: protocol.clone(),
-        },
+            protocol.clone(),
+        )
     };
     let mut rows = vec![
         row("input_flagged_rate", trigger_flagged, "backdoor"),

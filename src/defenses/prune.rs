@@ -16,10 +16,9 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::{
-    clock, defense_rows, measure, prunable_convs, set_clip, with_frozen_model, Backdoor, CleanLoss,
-    Cost, DefenseRow, MeasureOptions,
+    clock, defense_rows, measure, prunable_convs, save_model, set_clip, with_frozen_model,
+    Backdoor, CleanLoss, Cost, DefenseRow, MeasureOptions,
 };
-use crate::checkpoint;
 use crate::datasets::Dataset;
 use crate::pipeline::Pipeline;
 use crate::rng::{derive_seed, Rng};
@@ -327,13 +326,7 @@ pub fn anp_prune(
     let masks = optimise_masks(pipeline, data, cfg, measure_opts.device)?;
     let pruned = select_channels(&masks, cfg.by)?;
     prune_channels(&prunable_convs(&pipeline.checkpoint.model)?, &pruned)?;
-    let ck = &pipeline.checkpoint;
-    let sched = ck
-        .scheduler_config
-        .as_ref()
-        .context("the model has no scheduler config")?;
-    let saved = checkpoint::save_pipeline(out_dir, &ck.vs, &ck.config, sched)
-        .with_context(|| format!("saving the pruned model to {}", out_dir.display()))?;
+    let saved = save_model(pipeline, out_dir, "pruned")?;
     set_clip(pipeline, cfg.sample_clip)?;
     let param = format!("{},pruned={}", cfg.param(), pruned.len());
     let mut rows = Vec::new();

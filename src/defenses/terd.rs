@@ -24,7 +24,7 @@ use tch::{Device, Kind, Tensor};
 use super::{clock, with_frozen_model, Backdoor, CleanLoss, Cost, DefenseRow, MeasureOptions};
 use crate::backdoor_loss::BackdoorSchedule;
 use crate::datasets::Dataset;
-use crate::metrics::{MetricRow, Protocol};
+use crate::metrics::Protocol;
 use crate::pipeline::Pipeline;
 use crate::rng::{derive_seed, Rng};
 
@@ -299,19 +299,12 @@ pub fn terd(
         n_generated: n,
         ..Protocol::default()
     };
-    let row = |metric: &str, value: f64, samples: &str, how: &str| DefenseRow {
-        defense: "terd".into(),
-        defense_param: param.clone(),
-        defense_epoch: None,
-        samples: samples.into(),
-        row: MetricRow {
-            metric: metric.into(),
-            value,
-            protocol: Protocol {
-                implementation: how.into(),
-                ..protocol.clone()
-            },
-        },
+    let row = |metric: &str, value: f64, samples: &str, how: &str| {
+        let protocol = Protocol {
+            implementation: how.into(),
+            ..protocol.clone()
+        };
+        DefenseRow::value("terd", &param, samples, metric, value, protocol)
     };
     let mut rows = vec![
         row(

@@ -10,6 +10,15 @@ use crate::calibrate;
 use crate::detection::{self, DETECTORS};
 use crate::Row;
 
+/// The result of a check whose selection matched no row.
+fn unanswered(k: &Check, cals: &[calibrate::Calibration]) -> CheckResult {
+    let mut out = empty_result(k);
+    let (v, note) = missing(&k.a, cals);
+    out.verdict = v;
+    out.note = Some(note);
+    out
+}
+
 /// The selection's aggregate per setting (`per`) and seed.
 pub(super) fn value_check(
     k: &Check,
@@ -17,14 +26,11 @@ pub(super) fn value_check(
     cals: &[calibrate::Calibration],
     used: &mut Used,
 ) -> CheckResult {
-    let mut out = empty_result(k);
     let a = group(&k.a, &k.per, rows);
     if a.values.is_empty() {
-        let (v, note) = missing(&k.a, cals);
-        out.verdict = v;
-        out.note = Some(note);
-        return out;
+        return unanswered(k, cals);
     }
+    let out = empty_result(k);
     let mut per_setting: BTreeMap<Key, Vec<Unit>> = BTreeMap::new();
     for ((key, seed), v) in &a.values {
         per_setting.entry(key.clone()).or_default().push(Unit {
@@ -66,10 +72,7 @@ pub(super) fn auroc_check(
         .cloned()
         .collect();
     if picked.is_empty() {
-        let (v, note) = missing(&k.a, cals);
-        out.verdict = v;
-        out.note = Some(note);
-        return out;
+        return unanswered(k, cals);
     }
     let mut by_seed: BTreeMap<i64, Vec<Row>> = BTreeMap::new();
     for r in &picked {

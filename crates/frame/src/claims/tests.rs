@@ -544,3 +544,55 @@ holds = "< 1"
         .to_string();
     assert!(e.contains("most") && e.contains("partly"), "{e}");
 }
+
+/// `value` reads a selection per setting; `auroc` pools a seed's models, backdoored against
+/// clean, in the detection score's direction; both refuse a `b`, and `auroc` a non-score metric.
+#[test]
+fn value_and_auroc_checks() {
+    let claim = |op: &str, a: &str, per: &str, holds: &str| {
+        format!(
+            "[[claim]]\nid = \"L\"\nquote = \"q\"\nsection = \"s\"\nfigure = \"f\"\nexperiments = [\"later\"]\nreading = \"r\"\n[[claim.check]]\nname = \"n\"\nreason = \"r\"\nop = \"{op}\"\na = {a}\n{per}holds = \"{holds}\"\n{}",
+            history(holds, None)
+        )
+    };
+    let later = |rate: f64, seed: i64, defense: &str, samples: &str, metric: &str, value: f64| {
+        let mut r = row(&format!("later.{rate}.{seed}"), samples, metric, value);
+        (r.experiment, r.defense, r.poison_rate, r.seed) =
+            ("later".into(), defense.into(), rate, seed);
+        r
+    };
+    let rows = vec![
+        later(0.5, 0, "terd", "backdoor", "input_flagged_rate", 1.0),
+        later(0.05, 0, "terd", "backdoor", "input_flagged_rate", 0.9),
+        later(0.0, 0, "terd", "none", "terd_kl_mean", 0.01),
+        later(0.5, 0, "terd", "none", "terd_kl_mean", 0.3),
+        later(0.05, 0, "terd", "none", "terd_kl_mean", 0.005),
+        later(0.0, 1, "terd", "none", "terd_kl_mean", 0.01),
+        later(0.5, 1, "terd", "none", "terd_kl_mean", 0.3),
+    ];
+    let value = claim(
+        "value",
+        "{ experiment = \"later\", defense = \"terd\", samples = \"backdoor\", metric = \"input_flagged_rate\", poison_rate = \"> 0\" }",
+        "per = [\"poison_rate\"]\n",
+        ">= 0.995",
+    );
+    let v = judge(&value, &rows);
+    assert_eq!(v.verdict, Verdict::Fails, "{v:?}");
+    let verdicts: Vec<Verdict> = v.checks[0].settings.iter().map(|s| s.verdict).collect();
+    assert_eq!(verdicts, [Verdict::Fails, Verdict::Holds]);
+    let auroc = claim(
+        "auroc",
+        "{ experiment = \"later\", defense = \"terd\", metric = \"terd_kl_mean\" }",
+        "",
+        "= 1",
+    );
+    // Seed 0: the 5 % model scores below the clean one (AUROC 0.5); seed 1 separates (1).
+    let v = judge(&auroc, &rows);
+    assert_eq!(v.checks[0].interval, Some([0.5, 1.0]));
+    assert_eq!(v.verdict, Verdict::Inconclusive);
+    let seed1: Vec<Row> = rows.iter().filter(|r| r.seed == 1).cloned().collect();
+    assert_eq!(judge(&auroc, &seed1).verdict, Verdict::Holds);
+    let not_a_score = auroc.replace("terd_kl_mean", "MSE");
+    let e = ClaimsFile::parse(&format!("{SUCCESS}{not_a_score}")).unwrap_err();
+    assert!(format!("{e:#}").contains("detection score"), "{e:#}");
+}
