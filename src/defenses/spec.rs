@@ -106,6 +106,9 @@ impl From<DefenseSpec> for Value {
     }
 }
 
+/// A row a defense writes: its `defense_epoch`, `samples` and `metric`.
+pub type WrittenRow = (Option<i64>, &'static str, &'static str);
+
 /// The defenses a profile can run on a cell's model.
 #[derive(Clone, Debug)]
 pub enum DefenseConfig {
@@ -274,13 +277,7 @@ impl DefenseSpec {
 
     /// Its frame identity: the `defense` kind, the `defense_param` its rows carry, and the
     /// (`defense_epoch`, `samples`, `metric`) of the rows it writes (what `--plan` predicts).
-    pub fn describe(
-        &self,
-    ) -> (
-        &'static str,
-        String,
-        Vec<(Option<i64>, &'static str, &'static str)>,
-    ) {
+    pub fn describe(&self) -> (&'static str, String, Vec<WrittenRow>) {
         let both = |epoch| [(epoch, "clean", "MSE"), (epoch, "backdoor", "MSE")];
         let rows = match &self.defense {
             DefenseConfig::Anp(c) => (1..=c.epochs as i64).flat_map(|e| both(Some(e))).collect(),

@@ -189,7 +189,7 @@ pub fn reverse(
         if let Some(max) = clip {
             let norm = grad.norm().double_value(&[]);
             if norm > max {
-                grad = grad * (max / (norm + 1e-6));
+                grad *= max / (norm + 1e-6);
             }
         }
         let mut m = mu.shallow_clone();
