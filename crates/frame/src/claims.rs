@@ -24,13 +24,12 @@ use std::path::Path;
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-mod direct;
 mod judge;
 #[cfg(test)]
 pub(crate) mod tests;
 mod verdict;
 
-pub use judge::classify;
+pub use verdict::classify;
 pub use verdict::{
     Basis, CheckResult, ClaimVerdict, Fidelity, RunInfo, Scale, SettingResult, Unit, Verdict,
 };

@@ -1,55 +1,18 @@
-//! Judging: checks per setting and seed, intervals against bounds, and what each verdict rests on.
+//! Judging: checks per setting and seed (ratios, shares of successful settings, values read
+//! directly, detection AUROC), intervals against bounds, and what each verdict rests on.
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Agg, Bound, Check, Claim, ClaimsFile, Cmp, Field, Op, Quantifier, Selection, Success};
+use super::{Agg, Check, Claim, ClaimsFile, Field, Op, Quantifier, Selection, Success};
 use crate::calibrate::{self, CALIBRATED_RATE};
+use crate::detection::{self, DETECTORS};
 use crate::Row;
 
 use super::verdict::{
-    Basis, CheckResult, ClaimVerdict, Fidelity, RunInfo, Scale, SettingResult, Unit, Verdict,
+    classify, most, Basis, CheckResult, ClaimVerdict, Fidelity, RunInfo, Scale, SettingResult,
+    Unit, Verdict,
 };
 
-/// Where an interval lies relative to a bound's region.
-#[derive(PartialEq)]
-enum Relation {
-    Inside,
-    Outside,
-    Straddles,
-}
-
-fn relation(b: &Bound, lo: f64, hi: f64) -> Relation {
-    let (inside, outside) = match b.cmp {
-        Cmp::Lt | Cmp::Le => (b.contains(hi), !b.contains(lo)),
-        Cmp::Gt | Cmp::Ge => (b.contains(lo), !b.contains(hi)),
-        Cmp::Eq => (
-            b.contains(lo) && b.contains(hi),
-            !(b.contains(lo) || b.contains(hi) || (lo < b.value && b.value < hi)),
-        ),
-    };
-    if inside {
-        Relation::Inside
-    } else if outside {
-        Relation::Outside
-    } else {
-        Relation::Straddles
-    }
-}
-
-/// The verdict of an interval: holds or partly only when wholly within, fails only when wholly
-/// outside, inconclusive when it straddles a bound.
-pub fn classify(lo: f64, hi: f64, holds: &Bound, partly: Option<&Bound>) -> Verdict {
-    match relation(holds, lo, hi) {
-        Relation::Inside => Verdict::Holds,
-        Relation::Straddles => Verdict::Inconclusive,
-        Relation::Outside => match partly.map(|p| relation(p, lo, hi)) {
-            None | Some(Relation::Outside) => Verdict::Fails,
-            Some(Relation::Inside) => Verdict::Partly,
-            Some(Relation::Straddles) => Verdict::Inconclusive,
-        },
-    }
-}
-
-pub(super) type Key = Vec<(Field, String)>;
+type Key = Vec<(Field, String)>;
 
 fn key_of(fields: &[Field], r: &Row) -> Key {
     fields.iter().map(|f| (*f, f.value(r))).collect()
@@ -69,12 +32,12 @@ fn label(k: &Key) -> String {
 }
 
 /// Rows of one selection, grouped by `fields` and seed, each group reduced by the selection's agg.
-pub(super) struct Groups {
-    pub(super) values: BTreeMap<(Key, i64), f64>,
-    pub(super) rows: Vec<Row>,
+struct Groups {
+    values: BTreeMap<(Key, i64), f64>,
+    rows: Vec<Row>,
 }
 
-pub(super) fn group(sel: &Selection, fields: &[Field], rows: &[Row]) -> Groups {
+fn group(sel: &Selection, fields: &[Field], rows: &[Row]) -> Groups {
     let mut raw: BTreeMap<(Key, i64), Vec<&Row>> = BTreeMap::new();
     let mut used = Vec::new();
     for r in rows
@@ -125,7 +88,7 @@ fn lookup(b: &Groups, key: &Key, seed: i64) -> Option<f64> {
 
 /// Facts about the rows a check used, for the claim's basis.
 #[derive(Default)]
-pub(super) struct Used {
+struct Used {
     cells: BTreeSet<String>,
     seeds: BTreeSet<i64>,
     n: BTreeSet<i64>,
@@ -133,7 +96,7 @@ pub(super) struct Used {
 }
 
 impl Used {
-    pub(super) fn add(&mut self, rows: &[Row]) {
+    fn add(&mut self, rows: &[Row]) {
         for r in rows {
             self.cells.insert(r.cell.clone());
             self.seeds.insert(r.seed);
@@ -146,7 +109,7 @@ impl Used {
 }
 
 /// Why a selection matched nothing: a missing calibration is "not judged", anything else "not run".
-pub(super) fn missing(sel: &Selection, cals: &[calibrate::Calibration]) -> (Verdict, String) {
+fn missing(sel: &Selection, cals: &[calibrate::Calibration]) -> (Verdict, String) {
     let wants_calibrated = sel
         .metric
         .as_deref()
@@ -343,7 +306,7 @@ fn short(x: f64) -> String {
     }
 }
 
-pub(super) fn empty_result(k: &Check) -> CheckResult {
+fn empty_result(k: &Check) -> CheckResult {
     CheckResult {
         name: k.name.clone(),
         reason: k.reason.clone(),
@@ -358,7 +321,7 @@ pub(super) fn empty_result(k: &Check) -> CheckResult {
     }
 }
 
-pub(super) fn finish(
+fn finish(
     k: &Check,
     mut out: CheckResult,
     per_setting: BTreeMap<Key, Vec<Unit>>,
@@ -410,27 +373,6 @@ pub(super) fn finish(
     out
 }
 
-/// "Most" settings hold: more than half of them; it fails once holding and inconclusive
-/// settings together cannot be more than half.
-fn most(settings: &[SettingResult]) -> Verdict {
-    let n = settings.len();
-    let holds = settings
-        .iter()
-        .filter(|s| s.verdict == Verdict::Holds)
-        .count();
-    let open = settings
-        .iter()
-        .filter(|s| s.verdict == Verdict::Inconclusive)
-        .count();
-    if 2 * holds > n {
-        Verdict::Holds
-    } else if 2 * (holds + open) <= n {
-        Verdict::Fails
-    } else {
-        Verdict::Inconclusive
-    }
-}
-
 impl ClaimsFile {
     /// Each claim's verdict (the run's `claims.json`). `rows` include the derived
     /// `MSE_calibrated_rate` rows (the frame collection adds them).
@@ -466,8 +408,8 @@ impl Claim {
             .map(|k| match k.op {
                 Op::ShareSuccessful => share_check(k, success, rows, cals, &mut used),
                 Op::Ratio | Op::RelativeChange => ratio_check(k, rows, cals, &mut used),
-                Op::Value => super::direct::value_check(k, rows, cals, &mut used),
-                Op::Auroc => super::direct::auroc_check(k, rows, cals, &mut used),
+                Op::Value => value_check(k, rows, cals, &mut used),
+                Op::Auroc => auroc_check(k, rows, cals, &mut used),
             })
             .collect();
         let verdict = if checks.iter().any(|c| c.verdict == Verdict::NotRun) {
@@ -567,4 +509,102 @@ impl Claim {
             )),
         }
     }
+}
+
+/// The result of a check whose selection matched no row.
+fn unanswered(k: &Check, cals: &[calibrate::Calibration]) -> CheckResult {
+    let mut out = empty_result(k);
+    let (v, note) = missing(&k.a, cals);
+    out.verdict = v;
+    out.note = Some(note);
+    out
+}
+
+/// The selection's aggregate per setting (`per`) and seed.
+fn value_check(
+    k: &Check,
+    rows: &[Row],
+    cals: &[calibrate::Calibration],
+    used: &mut Used,
+) -> CheckResult {
+    let a = group(&k.a, &k.per, rows);
+    if a.values.is_empty() {
+        return unanswered(k, cals);
+    }
+    let out = empty_result(k);
+    let mut per_setting: BTreeMap<Key, Vec<Unit>> = BTreeMap::new();
+    for ((key, seed), v) in &a.values {
+        per_setting.entry(key.clone()).or_default().push(Unit {
+            seed: *seed,
+            value: *v,
+            a: Some(*v),
+            b: None,
+            detail: vec![],
+        });
+    }
+    used.add(&a.rows);
+    finish(k, out, per_setting, vec![])
+}
+
+/// AUROC of the selected detection score, backdoored (poison rate > 0) against clean models,
+/// per seed, pooled over every other field.
+fn auroc_check(
+    k: &Check,
+    rows: &[Row],
+    cals: &[calibrate::Calibration],
+    used: &mut Used,
+) -> CheckResult {
+    let mut out = empty_result(k);
+    let metric = k.a.metric.as_deref().unwrap_or("");
+    let Some(d) = DETECTORS.iter().find(|d| d.metric == metric) else {
+        out.note = Some(format!(
+            "auroc needs `a.metric` to be a detection score ({}), not {metric:?}",
+            DETECTORS
+                .iter()
+                .map(|d| d.metric)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        return out;
+    };
+    let picked: Vec<Row> = rows
+        .iter()
+        .filter(|r| k.a.matches(r) && r.value.is_finite())
+        .cloned()
+        .collect();
+    if picked.is_empty() {
+        return unanswered(k, cals);
+    }
+    let mut by_seed: BTreeMap<i64, Vec<Row>> = BTreeMap::new();
+    for r in &picked {
+        by_seed.entry(r.seed).or_default().push(r.clone());
+    }
+    let mut units = vec![];
+    let mut undefined = vec![];
+    for (seed, seed_rows) in by_seed {
+        let j = detection::judge(&seed_rows, d);
+        match j.auroc {
+            Some(v) => units.push(Unit {
+                seed,
+                value: v,
+                a: None,
+                b: None,
+                detail: j
+                    .models
+                    .iter()
+                    .map(|m| {
+                        let kind = if m.backdoored { "backdoored" } else { "clean" };
+                        format!("{} ({kind}): {}", m.model, m.score)
+                    })
+                    .collect(),
+            }),
+            None => undefined.push(format!(
+                "seed {seed}: {} backdoored and {} clean model(s); AUROC needs both",
+                j.backdoored(),
+                j.clean()
+            )),
+        }
+    }
+    used.add(&picked);
+    finish(k, out, BTreeMap::from([(Key::new(), units)]), undefined)
 }

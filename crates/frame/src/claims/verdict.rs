@@ -1,7 +1,7 @@
 //! What judging produces (the entries of `claims.json`) and what it needs to know of the run.
 use serde::{Deserialize, Serialize};
 
-use super::{Bound, Op};
+use super::{Bound, Cmp, Op};
 
 /// A claim's or a check's verdict. Order: better first, so the worst of several is the max.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -239,4 +239,65 @@ pub struct ClaimVerdict {
     /// The command that reproduces only this claim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
+}
+
+/// Where an interval lies relative to a bound's region.
+#[derive(PartialEq)]
+enum Relation {
+    Inside,
+    Outside,
+    Straddles,
+}
+
+fn relation(b: &Bound, lo: f64, hi: f64) -> Relation {
+    let (inside, outside) = match b.cmp {
+        Cmp::Lt | Cmp::Le => (b.contains(hi), !b.contains(lo)),
+        Cmp::Gt | Cmp::Ge => (b.contains(lo), !b.contains(hi)),
+        Cmp::Eq => (
+            b.contains(lo) && b.contains(hi),
+            !(b.contains(lo) || b.contains(hi) || (lo < b.value && b.value < hi)),
+        ),
+    };
+    if inside {
+        Relation::Inside
+    } else if outside {
+        Relation::Outside
+    } else {
+        Relation::Straddles
+    }
+}
+
+/// The verdict of an interval: holds or partly only when wholly within, fails only when wholly
+/// outside, inconclusive when it straddles a bound.
+pub fn classify(lo: f64, hi: f64, holds: &Bound, partly: Option<&Bound>) -> Verdict {
+    match relation(holds, lo, hi) {
+        Relation::Inside => Verdict::Holds,
+        Relation::Straddles => Verdict::Inconclusive,
+        Relation::Outside => match partly.map(|p| relation(p, lo, hi)) {
+            None | Some(Relation::Outside) => Verdict::Fails,
+            Some(Relation::Inside) => Verdict::Partly,
+            Some(Relation::Straddles) => Verdict::Inconclusive,
+        },
+    }
+}
+
+/// "Most" settings hold: more than half of them; it fails once holding and inconclusive
+/// settings together cannot be more than half.
+pub(super) fn most(settings: &[SettingResult]) -> Verdict {
+    let n = settings.len();
+    let holds = settings
+        .iter()
+        .filter(|s| s.verdict == Verdict::Holds)
+        .count();
+    let open = settings
+        .iter()
+        .filter(|s| s.verdict == Verdict::Inconclusive)
+        .count();
+    if 2 * holds > n {
+        Verdict::Holds
+    } else if 2 * (holds + open) <= n {
+        Verdict::Fails
+    } else {
+        Verdict::Inconclusive
+    }
 }
