@@ -106,7 +106,9 @@ pub fn models_table(rows: &[Row]) -> Table {
                     }
                 });
             }
-            line.push(stat_cell(inverted_hits(model).as_ref()));
+            // A mean over the model's cells, as its scores are (the clean model has one per
+            // trigger, the same model and seed).
+            line.push(inverted_hits(model).map_or_else(|| "—".into(), |s| num(s.mean)));
             line
         })
         .collect();
@@ -127,19 +129,22 @@ pub fn models_table(rows: &[Row]) -> Table {
     }
 }
 
+/// A removal line's model: the model, and for the clean model (which every trigger's 0 % cell
+/// shares) the trigger whose inputs measured it.
+fn removal_model(r: &Row) -> (bool, String) {
+    match model_of(r) {
+        (m, true) => (false, m),
+        (m, false) => (true, format!("{m}, {} inputs", r.trigger)),
+    }
+}
+
 /// One line per model Elijah's removal ran on: before → after, on the same numbers of samples.
 pub fn removal_table(rows: &[Row]) -> Table {
     let picked: Vec<&Row> = rows
         .iter()
         .filter(|r| r.defense == "elijah" && r.defense_epoch.is_some())
         .collect();
-    let models: BTreeSet<(bool, String)> = picked
-        .iter()
-        .map(|r| {
-            let (m, b) = model_of(r);
-            (!b, m)
-        })
-        .collect();
+    let models: BTreeSet<(bool, String)> = picked.iter().map(|r| removal_model(r)).collect();
     let out: Vec<Vec<String>> = models
         .iter()
         .map(|(_, model)| {
@@ -148,7 +153,7 @@ pub fn removal_table(rows: &[Row]) -> Table {
                     picked
                         .iter()
                         .filter(|r| {
-                            model_of(r).0 == *model
+                            removal_model(r).1 == *model
                                 && r.samples == samples
                                 && metric(&r.metric)
                                 && (r.defense_epoch != Some(0)) == after
