@@ -132,7 +132,11 @@ fn diff_loss(
 ) -> Tensor {
     let b = x0.size()[0];
     let a = ac.index_select(0, t).reshape([b, 1, 1, 1]);
-    let (e1, e2) = (rng.randn(&x0.size()), rng.randn(&x0.size()));
+    let dev = x0.device();
+    let (e1, e2) = (
+        rng.randn(&x0.size()).to_device(dev),
+        rng.randn(&x0.size()).to_device(dev),
+    );
     let s = (a.ones_like() - &a).sqrt();
     let noisy = |e: &Tensor| -> Tensor { x0 * a.sqrt() + e * &s + r };
     let d1 = &e1 - eps(&noisy(&e1), t);
@@ -144,9 +148,9 @@ fn diff_loss(
         * 0.5
 }
 
-/// Timesteps drawn uniformly from `[lo, hi)`, one per sample.
-fn timesteps(lo: i64, hi: i64, b: i64, rng: &mut Rng) -> Tensor {
-    rng.randint(hi - lo, &[b]) + lo
+/// Timesteps drawn uniformly from `[lo, hi)`, one per sample, on `dev`.
+fn timesteps(lo: i64, hi: i64, b: i64, rng: &mut Rng, dev: Device) -> Tensor {
+    (rng.randint(hi - lo, &[b]) + lo).to_device(dev)
 }
 
 /// A deterministic DDIM pass (η = 0, x̂₀ clipped to [−1, 1], ᾱ after the last step = 1) from `x`
@@ -170,7 +174,8 @@ fn ddim(eps: &dyn Fn(&Tensor, &Tensor) -> Tensor, ac: &Tensor, x: &Tensor, steps
 }
 
 /// TERD's two-stage reversion on an ε-predictor (`eps(x, t)`, t one per sample) with noise
-/// schedule ᾱ (`ac`) at image `shape`. Returns μ (`[C, H, W]`).
+/// schedule ᾱ (`ac`) at image `shape`, computed on `ac`'s device (draws are made on the CPU, so
+/// a seed gives the same μ on any device up to rounding). Returns μ (`[C, H, W]`).
 pub fn reverse(
     eps: &dyn Fn(&Tensor, &Tensor) -> Tensor,
     ac: &Tensor,
@@ -181,7 +186,10 @@ pub fn reverse(
     let [c, h, w] = shape;
     let t_max = ac.size()[0];
     let b = cfg.batch as i64;
-    let mu = (-rng.rand(&[c, h, w])).set_requires_grad(true);
+    let dev = ac.device();
+    let mu = (-rng.rand(&[c, h, w]))
+        .to_device(dev)
+        .set_requires_grad(true);
     let step = |mu: &Tensor, loss: Tensor, lr: f64, clip: Option<f64>| {
         let total = loss - mu.abs().sum(Kind::Float) * cfg.weight;
         let mut grad = Tensor::run_backward(&[&total], &[mu], false, false).remove(0);
@@ -196,17 +204,17 @@ pub fn reverse(
         let _ = m.f_sub_(&(grad * lr)).expect("an SGD step on μ");
     };
     for k in 0..cfg.iterations {
-        let x0 = rng.randn(&[b, c, h, w]);
-        let t = timesteps(t_max - cfg.last_steps, t_max, b, rng);
+        let x0 = rng.randn(&[b, c, h, w]).to_device(dev);
+        let t = timesteps(t_max - cfg.last_steps, t_max, b, rng, dev);
         let loss = diff_loss(eps, ac, &x0, &mu, &t, rng);
         step(&mu, loss, cosine(cfg.lr, k, cfg.iterations), None);
     }
     for k in 0..cfg.refine_iterations {
-        let x = rng.randn(&[b, c, h, w]) + &mu;
+        let x = rng.randn(&[b, c, h, w]).to_device(dev) + &mu;
         let generated = ddim(eps, ac, &x, cfg.sampler_steps);
-        let t_last = timesteps(t_max - cfg.last_steps, t_max, b, rng);
+        let t_last = timesteps(t_max - cfg.last_steps, t_max, b, rng, dev);
         let l1 = diff_loss(eps, ac, &generated, &mu, &t_last, rng);
-        let t_first = timesteps(0, cfg.first_steps.min(t_max), b, rng);
+        let t_first = timesteps(0, cfg.first_steps.min(t_max), b, rng, dev);
         let l2 = diff_loss(eps, ac, &generated, &mu.zeros_like(), &t_first, rng);
         step(
             &mu,
