@@ -171,18 +171,23 @@ impl ElijahConfig {
 /// An ε-predictor at one integer timestep: the UNet, or a synthetic denoiser in tests.
 pub type Denoiser<'a> = dyn Fn(&Tensor, i64) -> Tensor + 'a;
 
-/// Elijah's inversion: τ (`[C, H, W]`) minimising |λτ − mean_batch ε(x + τ, t)|₁ over one fixed
-/// batch of noises. Returns τ and the last step's loss.
+/// Elijah's inversion: τ (`[C, H, W]`, returned on the CPU) minimising
+/// |λτ − mean_batch ε(x + τ, t)|₁ over one fixed batch of noises, computed on `device` (the
+/// draws are made on the CPU, so a seed gives the same τ on any device up to rounding). Returns
+/// τ and the last step's loss.
 pub fn invert(
     eps: &Denoiser,
     shape: [i64; 3],
     t: i64,
     cfg: &ElijahConfig,
     rng: &mut Rng,
+    device: tch::Device,
 ) -> (Tensor, f64) {
     let [c, h, w] = shape;
-    let noise = rng.randn(&[cfg.noises as i64, c, h, w]);
-    let tau = (-rng.rand(&[1, c, h, w])).set_requires_grad(true);
+    let noise = rng.randn(&[cfg.noises as i64, c, h, w]).to_device(device);
+    let tau = (-rng.rand(&[1, c, h, w]))
+        .to_device(device)
+        .set_requires_grad(true);
     let mut adam = Adam::new(vec![tau.shallow_clone()]);
     let mut last = f64::NAN;
     for _ in 0..cfg.steps {
@@ -193,7 +198,10 @@ pub fn invert(
         loss.backward();
         adam.step(cfg.lr);
     }
-    (tau.detach().squeeze_dim(0), last)
+    (
+        tau.detach().squeeze_dim(0).to_device(tch::Device::Cpu),
+        last,
+    )
 }
 
 /// Elijah's uniformity of `images` (`[N, C, H, W]` in [0, 1]): the pairwise distance matrix
@@ -282,8 +290,8 @@ pub fn elijah(
         // Dropped before sampling, which draws through its own generator.
         let mut rng = Rng::seeded(derive_seed(cfg.seed, 1));
         let model = &pipeline.checkpoint.model;
-        let eps = |x: &Tensor, t: i64| model.forward_at(&x.to_device(device), t, false);
-        invert(&eps, shape, last_t, cfg, &mut rng)
+        let eps = |x: &Tensor, t: i64| model.forward_at(x, t, false);
+        invert(&eps, shape, last_t, cfg, &mut rng, device)
     };
     pipeline.checkpoint.vs.unfreeze();
     let inverted = TriggerTensor {

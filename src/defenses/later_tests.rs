@@ -30,7 +30,14 @@ fn elijah_inversion_recovers_a_planted_shift() {
     let shape = [1, 8, 8];
     let g = planted(shape);
     let backdoored = |x: &Tensor, _t: i64| x - &g * (1.0 - cfg.lambda);
-    let (tau, _) = invert(&backdoored, shape, 99, &cfg, &mut Rng::seeded(1));
+    let (tau, _) = invert(
+        &backdoored,
+        shape,
+        99,
+        &cfg,
+        &mut Rng::seeded(1),
+        Device::Cpu,
+    );
     let err = mean_abs(&(&tau - &g));
     eprintln!(
         "Elijah inversion: mean |tau - g| = {err:.4} (mean |g| = {:.4})",
@@ -41,7 +48,7 @@ fn elijah_inversion_recovers_a_planted_shift() {
         "tau is {err} from the planted shift"
     );
     let clean = |x: &Tensor, _t: i64| x.shallow_clone();
-    let (tau, _) = invert(&clean, shape, 99, &cfg, &mut Rng::seeded(1));
+    let (tau, _) = invert(&clean, shape, 99, &cfg, &mut Rng::seeded(1), Device::Cpu);
     assert!(
         mean_abs(&tau) < 0.1 * mean_abs(&g),
         "a clean denoiser inverts to {tau}"
