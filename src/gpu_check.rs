@@ -22,6 +22,7 @@ use crate::training::adam::clip_grad_norm;
 use crate::training::update::Step;
 use crate::unet::{UNet2DConfig, UNet2DModel};
 
+pub mod defenses;
 #[cfg(test)]
 mod tests;
 

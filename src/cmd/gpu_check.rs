@@ -6,9 +6,9 @@ use serde_json::json;
 /// One part of `cargo xtask gpu-check`, which runs them all and writes the report.
 #[derive(clap::Args)]
 pub struct Args {
-    /// parity (CUDA against the CPU), fp16 (float16 training steps) or sampling-sweep (images/s
-    /// by sampling batch).
-    #[arg(value_parser = ["parity", "fp16", "sampling-sweep"])]
+    /// parity (CUDA against the CPU), fp16 (float16 training steps), sampling-sweep (images/s
+    /// by sampling batch) or defenses (every defense kind once, at toy amounts, on the GPU).
+    #[arg(value_parser = ["parity", "fp16", "sampling-sweep", "defenses"])]
     part: String,
     /// fp16: training steps.
     #[arg(long, default_value_t = 200)]
@@ -52,6 +52,13 @@ pub fn run(a: Args) -> Result<()> {
                 "part": "fp16",
                 "report": gpu_check::fp16_training(device, a.steps, batch)?,
             })
+        }
+        "defenses" => {
+            let dir = std::env::temp_dir()
+                .join(format!("baddiff-gpu-check-defenses-{}", std::process::id()));
+            let runs = gpu_check::defenses::defenses(device, &dir);
+            let _ = std::fs::remove_dir_all(&dir);
+            json!({"part": "defenses", "runs": runs?})
         }
         _ => {
             let batches = if a.batches.is_empty() {

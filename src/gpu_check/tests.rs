@@ -155,3 +155,16 @@ fn a_failing_batch_size_ends_the_sweep_with_its_reason() {
         "{sweep:?}"
     );
 }
+
+/// The defenses part runs every defense kind at toy amounts on the real CIFAR-10 architecture;
+/// on the CPU each must pass (on a GPU a failure is a device bug, not the toy's).
+#[test]
+fn every_defense_runs_at_toy_amounts_on_the_cifar10_architecture() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = defenses::defenses(Device::Cpu, dir.path()).unwrap();
+    let kinds: Vec<&str> = runs.iter().map(|r| r.defense.as_str()).collect();
+    assert_eq!(kinds, ["anp", "anp-prune", "elijah", "terd", "noise-test"]);
+    for r in &runs {
+        assert!(r.ok && r.rows > 0 && r.error.is_none(), "{r:?}");
+    }
+}

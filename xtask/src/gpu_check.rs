@@ -1,5 +1,5 @@
 //! `cargo xtask gpu-check`: the one command to run the day a GPU is at hand (under 8 minutes on
-//! one GPU). It runs `baddiff gpu-check parity|fp16|sampling-sweep` and `cargo xtask bench`'s
+//! one GPU). It runs `baddiff gpu-check parity|fp16|sampling-sweep|defenses` and `cargo xtask bench`'s
 //! side-by-side harness on the GPU-sized workloads, then prints one table and writes
 //! `results/gpu-check/<stamp>.{md,json}` and `latest.{md,json}`, whose `plan_rates` the GPU
 //! profiles' plan then uses instead of its guesses. The report is built in [`report`].
@@ -54,6 +54,7 @@ pub fn run(a: Args) -> Result<()> {
     ));
     let throughput = settle(throughput(a.rounds));
     let sampling = settle(part(&baddiff(), &["sampling-sweep"]));
+    let defenses = settle(part(&baddiff(), &["defenses"]));
     let meta = json!({
         "stamp": crate::reproduce::utc_stamp(),
         "command": std::env::args().collect::<Vec<_>>().join(" "),
@@ -64,7 +65,10 @@ pub fn run(a: Args) -> Result<()> {
         "wall_s": started.elapsed().as_secs_f64(),
         "budget_s": report::BUDGET_S,
     });
-    let doc = report::document(meta, parity, fp16, throughput, sampling);
+    let doc = report::with_defenses(
+        report::document(meta, parity, fp16, throughput, sampling),
+        defenses,
+    );
     let md = report::markdown(&doc);
     let dir = project_root().join("results/gpu-check");
     std::fs::create_dir_all(&dir)?;

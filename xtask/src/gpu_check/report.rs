@@ -195,6 +195,33 @@ fn rate(side: &Value) -> String {
 }
 
 /// One table for humans, then what its columns mean.
+/// Adds the defenses part (`baddiff gpu-check defenses`): it fails on an error or on any
+/// defense that did not run to its rows.
+pub fn with_defenses(mut doc: Value, defenses: Value) -> Value {
+    let mut failures: Vec<String> = match error(&defenses) {
+        Some(e) => vec![format!("defenses: {e}")],
+        None => defenses["runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["ok"] != true)
+            .map(|r| {
+                format!(
+                    "defenses: {} did not run on the GPU: {}",
+                    r["defense"].as_str().unwrap_or("?"),
+                    r["error"].as_str().unwrap_or("no rows")
+                )
+            })
+            .collect(),
+    };
+    if let Some(f) = doc["failures"].as_array_mut() {
+        f.extend(failures.drain(..).map(Value::from));
+        doc["pass"] = Value::from(f.is_empty());
+    }
+    doc["defenses"] = defenses;
+    doc
+}
+
 pub fn markdown(doc: &Value) -> String {
     let m = &doc["meta"];
     let gpu = &m["gpu"];
@@ -316,13 +343,32 @@ pub fn markdown(doc: &Value) -> String {
             }
         }
     }
+    let defenses = &doc["defenses"];
+    match error(defenses) {
+        Some(e) => row("defenses", "error", e, "runs", verdict(false)),
+        None => {
+            for r in defenses["runs"].as_array().into_iter().flatten() {
+                row(
+                    "defenses",
+                    r["defense"].as_str().unwrap_or("?"),
+                    &match r["error"].as_str() {
+                        Some(e) => e.to_string(),
+                        None => format!("{} rows in {} s", r["rows"], secs(&r["seconds"])),
+                    },
+                    "runs on the GPU at toy amounts",
+                    verdict(r["ok"] == true),
+                );
+            }
+        }
+    }
     s.push_str(&format!(
         "\nParity: CUDA against the CPU on random weights, float32 with TF32 off; value = max |cuda − cpu| / max |cpu| (the loss and gradient norm: |cuda − cpu| / |cpu|).\n\
          fp16: the trainer's float16 step (autocast, loss scaling, a step skipped on overflow) on random CIFAR-shaped data.\n\
          Throughput: peer/ours > 1 means ours is faster; medians over {} alternating rounds; the training step under fp16 as the GPU profiles train, the rest in float32. \
          TFLOP/s counts matmuls, convolutions and attention (torch.utils.flop_counter), as a share of the float32 matmul ceiling{}; an fp16 workload may exceed it. \
          Memory: the process as nvidia-smi lists it (CUDA context and cache included; \"not measured\" where the driver does not list the process), and the peer's tensor peak (torch.cuda.max_memory_allocated; tch offers no such reading).\n\
-         Sampling batch: one batch of DDPM sampling with the CIFAR-10 UNet per size, {} steps timed; images/s of a full {}-step run. The GPU profiles' plan uses these rates (`plan_rates` in the JSON).\n",
+         Sampling batch: one batch of DDPM sampling with the CIFAR-10 UNet per size, {} steps timed; images/s of a full {}-step run. The GPU profiles' plan uses these rates (`plan_rates` in the JSON).\n\
+         Defenses: every defense kind a profile can run (ANP, ANP pruning, Elijah, TERD, the input-noise test), once, at toy amounts, on a random model of the CIFAR-10 architecture: it catches a tensor left on the wrong device; its numbers mean nothing.\n",
         m["rounds"],
         match tp["ceiling_flops_per_s"].as_f64() {
             Some(c) => format!(" ({:.1} TFLOP/s here)", c / 1e12),

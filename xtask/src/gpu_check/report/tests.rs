@@ -37,7 +37,12 @@ fn synthetic() -> Value {
         {"batch": 512, "seconds_per_step": 0.08, "images_per_s": 6.4, "error": null},
         {"batch": 1024, "seconds_per_step": null, "images_per_s": null, "error": "CUDA out of memory"},
     ]});
-    document(meta, parity, fp16, throughput, sampling)
+    let defenses = json!({"part": "defenses", "runs": [
+        {"defense": "anp", "ok": true, "seconds": 1.5, "rows": 30, "error": null},
+        {"defense": "terd", "ok": false, "seconds": 0.2, "rows": 0,
+         "error": "Expected all tensors to be on the same device"},
+    ]});
+    with_defenses(document(meta, parity, fp16, throughput, sampling), defenses)
 }
 
 #[test]
@@ -55,10 +60,14 @@ fn the_verdict_names_each_problem_and_the_plan_rates_take_the_best_batch() {
         .iter()
         .map(|f| f.as_str().unwrap())
         .collect();
-    assert_eq!(failures.len(), 2, "{failures:?}");
+    assert_eq!(failures.len(), 3, "{failures:?}");
     assert!(failures[0].starts_with("parity: ddpm step"), "{failures:?}");
     assert!(
         failures[1].contains("sample-cifar10 failed"),
+        "{failures:?}"
+    );
+    assert!(
+        failures[2].starts_with("defenses: terd did not run on the GPU: Expected all tensors"),
         "{failures:?}"
     );
     assert_eq!(doc["sampling"]["best"]["batch"], 512);
@@ -119,4 +128,31 @@ fn gpu_lines_parse_or_are_null() {
     );
     assert!(parse_gpu("").is_null());
     assert!(parse_gpu("No devices were found").is_null());
+}
+
+/// A run whose only problem is a defense that failed on the GPU fails; one whose defenses all
+/// ran passes.
+#[test]
+fn a_defense_that_fails_on_the_gpu_fails_the_check() {
+    let base = || {
+        document(
+            json!({"gpu": null}),
+            json!({"checks": []}),
+            json!({"report": {"loss_fell": true, "non_finite_losses": 0, "skipped": 0}}),
+            json!({"workloads": []}),
+            json!({"sweep": []}),
+        )
+    };
+    assert_eq!(base()["pass"], true);
+    let ok = json!({"runs": [{"defense": "elijah", "ok": true, "rows": 40, "seconds": 2.0}]});
+    assert_eq!(with_defenses(base(), ok)["pass"], true);
+    let part_error = with_defenses(
+        base(),
+        json!({"error": "baddiff gpu-check defenses failed"}),
+    );
+    assert_eq!(part_error["pass"], false);
+    assert!(part_error["failures"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("defenses: baddiff"));
 }
