@@ -350,3 +350,29 @@ fn elijah_removal_lowers_the_fixture_hit_rate() {
         r.repaired_sha256.unwrap()
     );
 }
+
+/// `--plan`'s count of a defense's work at the published settings on CIFAR-10 (T = 1000, 50,000
+/// images, 128 samples per measurement), term by term.
+#[test]
+fn the_plan_counts_each_defense_s_model_passes() {
+    let passes = |t: serde_json::Value| {
+        DefenseSpec::parse(&t)
+            .unwrap()
+            .image_passes(1000, 50_000, 128)
+    };
+    // Inversion 100 steps × 100 noises × 3, 16 samples × 1000 steps; removal 11 epochs × 40
+    // batches × 128 × 10; four measurements of 128 × 1000.
+    let elijah = 100 * 100 * 3 + 16 * 1000 + 11 * 40 * 128 * 10 + 4 * 128 * 1000;
+    assert_eq!(passes(serde_json::json!({"kind": "elijah"})), elijah);
+    assert_eq!(
+        passes(serde_json::json!({"kind": "elijah", "remove": false})),
+        100 * 100 * 3 + 16 * 1000
+    );
+    // Stage 1: 3,000 × 16 × two forwards and backwards; stage 2: 1,000 × 16 × (10 sampler
+    // steps and two losses of two passes, each with its backward).
+    assert_eq!(
+        passes(serde_json::json!({"kind": "terd"})),
+        3000 * 16 * 6 + 1000 * 16 * (10 * 3 + 12)
+    );
+    assert_eq!(passes(serde_json::json!({"kind": "noise-test"})), 0);
+}

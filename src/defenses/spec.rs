@@ -320,6 +320,38 @@ impl DefenseSpec {
         (self.kind(), param, rows)
     }
 
+    /// The work of one run, in single-image model passes (a backward pass counted as two
+    /// forwards), for `--plan`: with the model's `timesteps`, `data` clean images and `n_default`
+    /// samples per measurement where the table gives no `n`.
+    pub fn image_passes(&self, timesteps: u64, data: u64, n_default: usize) -> u64 {
+        let n = self.n.unwrap_or(n_default) as u64;
+        let steps = self.steps.map_or(timesteps, |s| s as u64);
+        let measure = n * steps;
+        match &self.defense {
+            DefenseConfig::Anp(c) => {
+                let per_epoch = c
+                    .steps_per_epoch
+                    .unwrap_or_else(|| data.div_ceil(c.batch as u64));
+                c.epochs * (per_epoch * c.batch as u64 * 3 + measure)
+            }
+            // A perturbation step and a mask step on two losses per iteration.
+            DefenseConfig::Prune(c) => c.iterations * c.batch as u64 * 9 + 2 * measure,
+            DefenseConfig::Elijah(c) => {
+                let r = &c.removal;
+                let inversion = c.steps * c.noises as u64 * 3 + c.samples as u64 * steps;
+                let subset = ((data as f64 * r.clean_fraction).round() as u64).max(1);
+                // Three trained passes (3 each) and the frozen model's forward per image.
+                let removal = r.epochs * subset.div_ceil(r.batch as u64) * r.batch as u64 * 10;
+                inversion + if c.remove { removal + 4 * measure } else { 0 }
+            }
+            DefenseConfig::Terd(c) => {
+                let b = c.batch as u64;
+                c.iterations * b * 6 + c.refine_iterations * b * (c.sampler_steps as u64 * 3 + 12)
+            }
+            DefenseConfig::NoiseTest(_) => 0,
+        }
+    }
+
     /// How the defense samples: the probe as the official code (x̂₀ clipping), the pruned
     /// model without clipping, so its backdoor MSE is not the clipping's doing.
     pub fn sample_clip(&self) -> Clip {

@@ -25,8 +25,12 @@ pub struct Plan {
     /// included; released checkpoints are not.
     pub trainings: usize,
     pub train_iterations: u64,
-    /// Sampling: model forward passes over batches, summed over distinct sample sets.
+    /// Sampling: model forward passes over batches, summed over distinct sample sets, and the
+    /// defenses' work in the same unit.
     pub sampling_steps: u64,
+    /// The defenses' share of `sampling_steps`: their single-image passes (a backward pass
+    /// counted as two forwards) over the measurement batch.
+    pub defense_steps: u64,
     pub seconds_per_train_iteration: Option<(f64, String)>,
     pub seconds_per_sampling_step: Option<(f64, String)>,
     pub estimated_seconds: Option<f64>,
@@ -185,6 +189,7 @@ pub fn plan_with(
     let mut bases = BTreeSet::new();
     let mut base_iterations = 0;
     let mut sampling_steps = 0u64;
+    let mut defense_steps = 0u64;
     let mut seen_samples = BTreeSet::new();
     // (train iterations, sampling steps) of each cell on its own.
     let mut alone = Vec::with_capacity(cells.len());
@@ -257,6 +262,15 @@ pub fn plan_with(
                 own_steps += 2 * batches * steps;
             }
         }
+        // Defenses, as sampling steps of the profile's measurement batch.
+        let data = images(&p);
+        for d in &c.defenses {
+            let passes = d.image_passes(timesteps, data, p.measure.n.min(128));
+            let units = passes.div_ceil(p.measure.batch.max(1) as u64);
+            defense_steps += units;
+            sampling_steps += units;
+            own_steps += units;
+        }
         alone.push((own_train, own_steps));
     }
     let records = Measured::read(profile, store);
@@ -308,6 +322,7 @@ pub fn plan_with(
         trainings,
         train_iterations,
         sampling_steps,
+        defense_steps,
         seconds_per_train_iteration: train_rate,
         seconds_per_sampling_step: sample_rate,
         estimated_seconds,
@@ -451,11 +466,12 @@ impl Plan {
             }
         }
         s += &format!(
-            "{} cells, {} trained models, {} training iterations, {} sampling steps\n",
+            "{} cells, {} trained models, {} training iterations, {} sampling steps ({} of them the defenses' work: model passes over the sampling batch, a backward pass counted as two forwards)\n",
             self.cells.len(),
             self.trainings,
             self.train_iterations,
-            self.sampling_steps
+            self.sampling_steps,
+            self.defense_steps
         );
         for c in &self.cells {
             let evals: Vec<String> = c
@@ -502,7 +518,7 @@ impl Plan {
         match self.estimated_seconds {
             Some(t) => {
                 s += &format!(
-                    "estimated: {:.1} {on} hours ({:.0} min), before defenses\n",
+                    "estimated: {:.1} {on} hours ({:.0} min), defenses included\n",
                     t / 3600.0,
                     t / 60.0
                 );
