@@ -299,7 +299,10 @@ pub fn run(a: Args) -> Result<()> {
             };
             match &table.defense {
                 DefenseConfig::Elijah(c) => {
-                    let c = c.clone().with_seed(a.seed);
+                    let c = baddiffusion::defenses::elijah::ElijahConfig {
+                        seed: a.seed,
+                        ..c.clone()
+                    };
                     let out = a.repaired_out.clone().unwrap_or_default();
                     let r = elijah(&mut pipeline, &data()?, &backdoor, &c, &measure, &out)?;
                     report(serde_json::to_value(&r)?, &r.rows)

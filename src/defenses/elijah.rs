@@ -113,11 +113,6 @@ impl ElijahConfig {
         p
     }
 
-    /// The same settings drawing from `seed`.
-    pub fn with_seed(self, seed: u64) -> ElijahConfig {
-        ElijahConfig { seed, ..self }
-    }
-
     pub fn validate(&self) -> Result<()> {
         ensure!(
             self.lambda.is_finite() && self.lambda > 0.0 && self.lambda < 1.0,
