@@ -161,6 +161,75 @@ impl Backdoor {
     }
 }
 
+/// What one run of a profile's defense table produced.
+pub struct Outcome {
+    pub rows: Vec<DefenseRow>,
+    /// The defense's whole result (trace, masks, statistics) as `baddiff defend` reports it.
+    pub result: serde_json::Value,
+    /// Elijah's 8-bit clean samples before and after removal, when it removed.
+    pub clean_before_after: Option<(Tensor, Tensor)>,
+}
+
+/// Runs `spec`'s defense on the loaded `pipeline`, its draws from `seed`. `data` loads the clean
+/// images (only the defenses that train or perturb call it); a pruned or repaired model is
+/// written to `out_dir`, replacing what is there. The one dispatch of the run matrix,
+/// `baddiff defend` and gpu-check.
+pub fn run(
+    spec: &spec::DefenseSpec,
+    pipeline: &mut Pipeline,
+    data: impl FnOnce() -> Result<Dataset>,
+    backdoor: &Backdoor,
+    measure: &MeasureOptions,
+    out_dir: &Path,
+    seed: u64,
+) -> Result<Outcome> {
+    use spec::DefenseConfig;
+    let outcome = |rows: Vec<DefenseRow>, result: serde_json::Value| Outcome {
+        rows,
+        result,
+        clean_before_after: None,
+    };
+    let writes_model = match &spec.defense {
+        DefenseConfig::Prune(_) => true,
+        DefenseConfig::Elijah(c) => c.remove,
+        _ => false,
+    };
+    if writes_model {
+        let _ = std::fs::remove_dir_all(out_dir);
+    }
+    Ok(match &spec.defense {
+        DefenseConfig::Anp(c) => {
+            let c = anp::AnpConfig { seed, ..c.clone() };
+            let r = anp::anp_probe(pipeline, &data()?, backdoor, &c, measure)?;
+            outcome(r.rows.clone(), serde_json::to_value(&r)?)
+        }
+        DefenseConfig::Prune(c) => {
+            let c = prune::PruneConfig { seed, ..c.clone() };
+            let r = prune::anp_prune(pipeline, &data()?, backdoor, &c, measure, out_dir)?;
+            outcome(r.rows.clone(), serde_json::to_value(&r)?)
+        }
+        DefenseConfig::Elijah(c) => {
+            let c = elijah::ElijahConfig { seed, ..c.clone() };
+            let mut r = elijah::elijah(pipeline, &data()?, backdoor, &c, measure, out_dir)?;
+            Outcome {
+                rows: r.rows.clone(),
+                result: serde_json::to_value(&r)?,
+                clean_before_after: r.clean_before_after.take(),
+            }
+        }
+        DefenseConfig::Terd(c) => {
+            let c = terd::TerdConfig { seed, ..c.clone() };
+            let r = terd::terd(pipeline, &data()?, backdoor, &c, measure)?;
+            outcome(r.rows.clone(), serde_json::to_value(&r)?)
+        }
+        DefenseConfig::NoiseTest(c) => {
+            let c = noise_test::NoiseTestConfig { seed, ..c.clone() };
+            let r = noise_test::noise_test(backdoor, &c)?;
+            outcome(r.rows.clone(), serde_json::to_value(&r)?)
+        }
+    })
+}
+
 /// How the defenses sample for their measurements.
 #[derive(Clone, Debug)]
 pub struct MeasureOptions {

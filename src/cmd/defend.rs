@@ -4,12 +4,9 @@ use anyhow::{ensure, Context, Result};
 use baddiffusion::attack::{load_dataset, DataConfig};
 use baddiffusion::defenses::anp::{anp_probe, AnpConfig};
 use baddiffusion::defenses::clip::clip_defense;
-use baddiffusion::defenses::elijah::elijah;
-use baddiffusion::defenses::noise_test::noise_test;
 use baddiffusion::defenses::prune::{anp_prune, PruneBy, PruneConfig};
 use baddiffusion::defenses::spec::{DefenseConfig, DefenseSpec};
-use baddiffusion::defenses::terd::terd;
-use baddiffusion::defenses::{Backdoor, DefenseRow, MeasureOptions};
+use baddiffusion::defenses::{self, Backdoor, DefenseRow, MeasureOptions};
 use baddiffusion::pipeline::{Pipeline, PipelineOptions};
 use baddiffusion::scheduler::{Clip, SamplerKind};
 use serde::Serialize;
@@ -297,34 +294,17 @@ pub fn run(a: Args) -> Result<()> {
                 steps: table.steps.or(a.steps),
                 ..measure
             };
-            match &table.defense {
-                DefenseConfig::Elijah(c) => {
-                    let c = baddiffusion::defenses::elijah::ElijahConfig {
-                        seed: a.seed,
-                        ..c.clone()
-                    };
-                    let out = a.repaired_out.clone().unwrap_or_default();
-                    let r = elijah(&mut pipeline, &data()?, &backdoor, &c, &measure, &out)?;
-                    report(serde_json::to_value(&r)?, &r.rows)
-                }
-                DefenseConfig::Terd(c) => {
-                    let c = baddiffusion::defenses::terd::TerdConfig {
-                        seed: a.seed,
-                        ..c.clone()
-                    };
-                    let r = terd(&mut pipeline, &data()?, &backdoor, &c, &measure)?;
-                    report(serde_json::to_value(&r)?, &r.rows)
-                }
-                DefenseConfig::NoiseTest(c) => {
-                    let c = baddiffusion::defenses::noise_test::NoiseTestConfig {
-                        seed: a.seed,
-                        ..c.clone()
-                    };
-                    let r = noise_test(&backdoor, &c)?;
-                    report(serde_json::to_value(&r)?, &r.rows)
-                }
-                _ => unreachable!("later_table parses only these kinds"),
-            }
+            let out = a.repaired_out.clone().unwrap_or_default();
+            let r = defenses::run(
+                &table,
+                &mut pipeline,
+                data,
+                &backdoor,
+                &measure,
+                &out,
+                a.seed,
+            )?;
+            report(r.result, &r.rows)
         }
     }
 }

@@ -256,9 +256,7 @@ pub struct ElijahResult {
     pub rows: Vec<DefenseRow>,
     /// 8-bit clean samples before and after removal (for a Fréchet distance by the caller).
     #[serde(skip)]
-    pub clean_before: Option<Tensor>,
-    #[serde(skip)]
-    pub clean_after: Option<Tensor>,
+    pub clean_before_after: Option<(Tensor, Tensor)>,
 }
 
 /// Runs Elijah on a loaded model: inversion, detection and (if `cfg.remove`) removal, whose
@@ -333,8 +331,7 @@ pub fn elijah(
     }
     let mut optimiser_steps = cfg.steps;
     let mut sampled = cfg.samples as u64;
-    let (mut repaired_dir, mut repaired_sha256, mut clean_before, mut clean_after) =
-        (None, None, None, None);
+    let (mut repaired_dir, mut repaired_sha256, mut clean_before_after) = (None, None, None);
     if cfg.remove {
         let (bd, _) = measure(pipeline, measure_opts, Some(&backdoor.trigger), backdoor)?;
         rows.extend(defense_rows(bd, "elijah", &param, Some(0), "backdoor"));
@@ -351,8 +348,7 @@ pub fn elijah(
         sampled += 4 * measure_opts.n as u64;
         repaired_dir = Some(out_dir.to_path_buf());
         repaired_sha256 = Some(saved.sha256);
-        clean_before = Some(before_u8);
-        clean_after = Some(after_u8);
+        clean_before_after = Some((before_u8, after_u8));
     }
     let cost = Cost {
         seconds: started.elapsed().as_secs_f64(),
@@ -369,15 +365,14 @@ pub fn elijah(
         repaired_sha256,
         cost,
         rows,
-        clean_before,
-        clean_after,
+        clean_before_after,
     })
 }
 
 /// Elijah's removal fine-tune of the loaded model against a frozen copy of itself. Returns the
 /// optimiser steps taken.
 fn remove(
-    pipeline: &mut Pipeline,
+    pipeline: &Pipeline,
     data: &Dataset,
     tau: &Tensor,
     cfg: &ElijahConfig,
@@ -385,10 +380,9 @@ fn remove(
     last_t: i64,
 ) -> Result<u64> {
     let r = &cfg.removal;
+    // θ₀: a second copy of the model's weights, only ever run without gradients.
     let frozen = checkpoint::load(&pipeline.model_dir, device)
         .with_context(|| format!("loading a frozen copy of {}", pipeline.model_dir.display()))?;
-    let mut frozen_vs = frozen.vs;
-    frozen_vs.freeze();
     let loss = CleanLoss::new(pipeline, data, device)?;
     let mut rng = Rng::seeded(derive_seed(cfg.seed, 2));
     let k = ((data.len() as f64 * r.clean_fraction).round() as i64).max(1);

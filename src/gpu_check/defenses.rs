@@ -12,8 +12,8 @@ use serde::Serialize;
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::datasets::Dataset;
-use crate::defenses::spec::{DefenseConfig, DefenseSpec};
-use crate::defenses::{anp, elijah, noise_test, prune, terd, Backdoor, MeasureOptions};
+use crate::defenses::spec::DefenseSpec;
+use crate::defenses::{Backdoor, MeasureOptions};
 use crate::pipeline::{Pipeline, PipelineOptions, TriggerTensor};
 use crate::rng::Rng;
 use crate::unet::{UNet2DConfig, UNet2DModel};
@@ -58,6 +58,16 @@ fn toy_model(dir: &Path, seed: u64) -> Result<()> {
     Ok(())
 }
 
+/// 16 random CIFAR-10-sized images.
+fn toy_data() -> Result<Dataset> {
+    let images = (Rng::seeded(2).rand(&[16, 3, 32, 32]) * 255.0).to_kind(Kind::Uint8);
+    Dataset::new(
+        "random",
+        images,
+        Tensor::zeros([16], (Kind::Int64, Device::Cpu)),
+    )
+}
+
 /// Runs every toy table on `device`; a failing defense is recorded, not fatal.
 pub fn defenses(device: Device, dir: &Path) -> Result<Vec<DefenseRun>> {
     let model_dir = dir.join("model");
@@ -75,12 +85,6 @@ pub fn defenses(device: Device, dir: &Path) -> Result<Vec<DefenseRun>> {
     };
     let shape = [3i64, 32, 32];
     let mut rng = Rng::seeded(1);
-    let images = (rng.rand(&[16, 3, 32, 32]) * 255.0).to_kind(Kind::Uint8);
-    let data = Dataset::new(
-        "random",
-        images,
-        Tensor::zeros([16], (Kind::Int64, Device::Cpu)),
-    )?;
     let trigger = rng.rand(&shape) * 2.0 - 1.0;
     let target = rng.rand(&shape) * 2.0 - 1.0;
     drop(rng);
@@ -105,19 +109,9 @@ pub fn defenses(device: Device, dir: &Path) -> Result<Vec<DefenseRun>> {
                 steps: spec.steps,
                 device,
             };
-            let repaired = dir.join(format!("{}-out", spec.kind()));
-            Ok(match &spec.defense {
-                DefenseConfig::Anp(c) => anp::anp_probe(&mut pipe, &data, &backdoor, c, &m)?.rows,
-                DefenseConfig::Prune(c) => {
-                    prune::anp_prune(&mut pipe, &data, &backdoor, c, &m, &repaired)?.rows
-                }
-                DefenseConfig::Elijah(c) => {
-                    elijah::elijah(&mut pipe, &data, &backdoor, c, &m, &repaired)?.rows
-                }
-                DefenseConfig::Terd(c) => terd::terd(&mut pipe, &data, &backdoor, c, &m)?.rows,
-                DefenseConfig::NoiseTest(c) => noise_test::noise_test(&backdoor, c)?.rows,
-            }
-            .len())
+            let out = dir.join(format!("{}-out", spec.kind()));
+            let outcome = crate::defenses::run(&spec, &mut pipe, toy_data, &backdoor, &m, &out, 0)?;
+            Ok(outcome.rows.len())
         })();
         out.push(DefenseRun {
             defense: spec.kind().into(),

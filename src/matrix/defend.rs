@@ -7,13 +7,8 @@ use serde_json::json;
 use super::run::{BaseModel, Cells};
 use super::stage::{StageKey, StageKind, StageRecord};
 use super::{Cell, Eval, FrameRow};
-use crate::defenses::anp::{anp_probe, AnpConfig};
-use crate::defenses::elijah::{elijah, ElijahConfig};
-use crate::defenses::noise_test::{noise_test, NoiseTestConfig};
-use crate::defenses::prune::{anp_prune, PruneConfig};
 use crate::defenses::spec::{DefenseConfig, DefenseSpec};
-use crate::defenses::terd::{terd, TerdConfig};
-use crate::defenses::{Backdoor, DefenseRow, MeasureOptions};
+use crate::defenses::{self, Backdoor, DefenseRow, MeasureOptions};
 use crate::pipeline::{Pipeline, PipelineOptions};
 use crate::scheduler::SamplerKind;
 
@@ -52,7 +47,6 @@ impl Cells {
             };
             let mut pipe = Pipeline::load(&model.model_dir, &opts)?;
             let backdoor = Backdoor::for_pipeline(&pipe, &cell.trigger, &cell.target, None)?;
-            let data = crate::attack::load_dataset(&self.profile.data)?;
             let measure = MeasureOptions {
                 n,
                 seed: m.seed + cell.seed,
@@ -60,69 +54,39 @@ impl Cells {
                 steps,
                 device: self.device,
             };
-            match &defense.defense {
-                DefenseConfig::Anp(cfg) => {
-                    let cfg = AnpConfig {
-                        seed: cell.seed,
-                        ..cfg.clone()
-                    };
-                    Ok(anp_probe(&mut pipe, &data, &backdoor, &cfg, &measure)?.rows)
-                }
-                DefenseConfig::Prune(cfg) => {
-                    let cfg = PruneConfig {
-                        seed: cell.seed,
-                        ..cfg.clone()
-                    };
-                    let out = dir.join("pruned");
-                    let _ = std::fs::remove_dir_all(&out);
-                    Ok(anp_prune(&mut pipe, &data, &backdoor, &cfg, &measure, &out)?.rows)
-                }
-                DefenseConfig::Elijah(cfg) => {
-                    let cfg = ElijahConfig {
-                        seed: cell.seed,
-                        ..cfg.clone()
-                    };
-                    let out = dir.join("repaired");
-                    let _ = std::fs::remove_dir_all(&out);
-                    let r = elijah(&mut pipe, &data, &backdoor, &cfg, &measure, &out)?;
-                    let mut rows = r.rows;
-                    // Clean quality before and after removal, by the profile's Fréchet distance
-                    // on the same number of samples.
-                    let sides = [(0, &r.clean_before), (cfg.removal.epochs, &r.clean_after)];
-                    for (epoch, images) in sides {
-                        let Some(images) = images else { continue };
-                        let at = dir.join(format!("clean-epoch-{epoch}"));
-                        let _ = std::fs::remove_dir_all(&at);
-                        crate::sampling::save_pngs(
-                            &(images.to_kind(tch::Kind::Float) / 127.5 - 1.0),
-                            &at,
-                            0,
-                        )?;
-                        let template = rows[0].clone();
-                        rows.push(DefenseRow {
-                            defense_epoch: Some(epoch),
-                            samples: "clean".into(),
-                            row: self.fid(&at)?,
-                            ..template
-                        });
-                    }
-                    Ok(rows)
-                }
-                DefenseConfig::Terd(cfg) => {
-                    let cfg = TerdConfig {
-                        seed: cell.seed,
-                        ..cfg.clone()
-                    };
-                    Ok(terd(&mut pipe, &data, &backdoor, &cfg, &measure)?.rows)
-                }
-                DefenseConfig::NoiseTest(cfg) => {
-                    let cfg = NoiseTestConfig {
-                        seed: cell.seed,
-                        ..cfg.clone()
-                    };
-                    Ok(noise_test(&backdoor, &cfg)?.rows)
+            let out = dir.join(if kind == "anp-prune" {
+                "pruned"
+            } else {
+                "repaired"
+            });
+            let data = || crate::attack::load_dataset(&self.profile.data);
+            let outcome = defenses::run(
+                defense, &mut pipe, data, &backdoor, &measure, &out, cell.seed,
+            )?;
+            let mut rows = outcome.rows;
+            // Elijah's clean quality before and after removal, by the profile's Fréchet
+            // distance on the same number of samples.
+            if let (DefenseConfig::Elijah(cfg), Some((before, after))) =
+                (&defense.defense, outcome.clean_before_after)
+            {
+                for (epoch, images) in [(0, before), (cfg.removal.epochs, after)] {
+                    let at = dir.join(format!("clean-epoch-{epoch}"));
+                    let _ = std::fs::remove_dir_all(&at);
+                    crate::sampling::save_pngs(
+                        &(images.to_kind(tch::Kind::Float) / 127.5 - 1.0),
+                        &at,
+                        0,
+                    )?;
+                    let template = rows[0].clone();
+                    rows.push(DefenseRow {
+                        defense_epoch: Some(epoch),
+                        samples: "clean".into(),
+                        row: self.fid(&at)?,
+                        ..template
+                    });
                 }
             }
+            Ok(rows)
         })?;
         // The rows say how the defense sampled.
         let eval = Eval {

@@ -187,8 +187,9 @@ pub fn judge(rows: &[Row], d: &Detector) -> Detection {
     };
     // Candidate thresholds: every score; the best TPR with FPR ≤ MAX_FPR, the most
     // conservative threshold among equals.
+    let judged = !pos.is_empty() && !neg.is_empty();
     let mut best: Option<(f64, f64, f64)> = None;
-    if !pos.is_empty() && !neg.is_empty() {
+    if judged {
         let mut candidates: Vec<f64> = pos.clone();
         candidates.sort_by(f64::total_cmp);
         if d.direction == Direction::High {
@@ -200,17 +201,15 @@ pub fn judge(rows: &[Row], d: &Detector) -> Detection {
                 best = Some((t, tpr, fpr));
             }
         }
-        if best.is_none() {
-            best = Some((f64::NAN, 0.0, 0.0));
-        }
     }
+    // No threshold keeps the clean models clear: nothing is flagged.
     Detection {
         detector: *d,
         models,
         auroc,
-        threshold: best.map(|b| b.0).filter(|t| t.is_finite()),
-        tpr: best.map(|b| b.1),
-        fpr: best.map(|b| b.2),
+        threshold: best.map(|b| b.0),
+        tpr: judged.then(|| best.map_or(0.0, |b| b.1)),
+        fpr: judged.then(|| best.map_or(0.0, |b| b.2)),
     }
 }
 
