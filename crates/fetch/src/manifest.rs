@@ -10,7 +10,7 @@ use serde::Deserialize;
 pub const SCHEMA: u32 = 1;
 
 /// Profiles an artifact may belong to (the reproduction profiles of the pipeline).
-pub const PROFILES: &[&str] = &["smoke", "kick-the-tires", "paper", "released"];
+pub const PROFILES: &[&str] = &["smoke", "scale", "kick-the-tires", "paper", "released"];
 
 /// What an artifact is; decides nothing in fetching, but tells readers and later stages what to expect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
