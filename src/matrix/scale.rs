@@ -38,6 +38,12 @@ pub fn scale(p: &Profile) -> Result<Scale> {
         timesteps,
         unet_parameters,
         n: p.measure.n,
+        n_by_experiment: p
+            .experiments
+            .iter()
+            .filter_map(|e| Some((e.id.clone(), e.measure.as_ref()?.n)))
+            .filter(|(_, n)| *n != p.measure.n)
+            .collect(),
         seeds,
         quality: p.measure.fid.metric(),
     })

@@ -696,3 +696,38 @@ fn checkpoints_must_be_kept_epochs_of_a_trained_model() {
     let e = with(&|q| q.finetune.as_mut().unwrap().keep_epochs = vec![20]).unwrap_err();
     assert!(e.contains("keep_epochs") && e.contains("[finetune]"), "{e}");
 }
+
+/// `scale` is smoke's scale model with the fine-tune paper/miniature.md measured in the regime
+/// (327,680 images, 4× smoke's), a from-scratch run between a fine-tune and the shipped base,
+/// and E1's sets large enough for criterion 2 to be established; its scale line says so.
+#[test]
+fn the_scale_profile_is_smoke_in_the_measured_regime() {
+    let (smoke, scale) = (smoke(), Profile::load(root(), "scale").unwrap());
+    let images =
+        |t: &crate::training::trainer::TrainSettings, limit: usize| t.epochs as usize * limit;
+    let limit = scale.data.limit.unwrap();
+    assert_eq!(smoke.data, scale.data);
+    assert_eq!(smoke.base, scale.base, "one shipped base serves both");
+    let ft = scale.finetune.as_ref().unwrap();
+    assert_eq!(images(ft, limit), 327_680);
+    assert_eq!(
+        images(ft, limit),
+        4 * images(smoke.finetune.as_ref().unwrap(), limit)
+    );
+    let scratch = images(&scale.scratch.as_ref().unwrap().train, limit);
+    assert!(
+        images(ft, limit) < scratch && scratch < 8_192 * 64,
+        "{scratch}"
+    );
+    let s = scale::scale(&scale).unwrap();
+    assert_eq!(
+        s.n_by_experiment,
+        vec![("E1".to_string(), 1024), ("E7".to_string(), 64)]
+    );
+    assert!(
+        s.summary()
+            .contains("N = 256 samples per set (E1: 1,024, E7: 64)"),
+        "{}",
+        s.summary()
+    );
+}

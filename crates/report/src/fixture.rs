@@ -408,6 +408,7 @@ pub fn scale() -> crate::claims::Scale {
         timesteps: Some(100),
         unet_parameters: Some(280_177),
         n: 64,
+        n_by_experiment: vec![],
         seeds: vec![0, 1],
         quality: PROXY.into(),
     }

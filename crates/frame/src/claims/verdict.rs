@@ -100,8 +100,11 @@ pub struct Scale {
     pub timesteps: Option<u64>,
     /// Parameters of the base UNet, when the profile builds it.
     pub unet_parameters: Option<u64>,
-    /// Samples per measured set.
+    /// Samples per measured set (the profile's `[measure]`).
     pub n: usize,
+    /// Experiments whose own `measure` sets another N, e.g. `("E1", 1024)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub n_by_experiment: Vec<(String, usize)>,
     pub seeds: Vec<u64>,
     /// `FID` or the proxy's metric name.
     pub quality: String,
@@ -124,7 +127,16 @@ impl Scale {
         if let Some(p) = self.unet_parameters {
             parts.push(format!("{}-parameter UNet", thousands(p)));
         }
-        parts.push(format!("N = {} samples per set", thousands(self.n as u64)));
+        let mut n = format!("N = {} samples per set", thousands(self.n as u64));
+        if !self.n_by_experiment.is_empty() {
+            let other: Vec<String> = self
+                .n_by_experiment
+                .iter()
+                .map(|(e, k)| format!("{e}: {}", thousands(*k as u64)))
+                .collect();
+            n.push_str(&format!(" ({})", other.join(", ")));
+        }
+        parts.push(n);
         parts.push(match self.seeds.len() {
             1 => "1 seed".to_string(),
             k => format!("{k} seeds"),
