@@ -598,3 +598,28 @@ fn value_and_auroc_checks() {
     let e = ClaimsFile::parse(&format!("{SUCCESS}{not_a_score}")).unwrap_err();
     assert!(format!("{e:#}").contains("detection score"), "{e:#}");
 }
+
+/// A run manifest written before experiments could set their own N still reads, and a scale
+/// with such experiments names them beside the profile's N.
+#[test]
+fn scale_lines_name_experiments_with_their_own_n() {
+    let old = r#"{"fidelity": "miniature", "dataset": "fashion-mnist", "image_size": 28,
+        "channels": 1, "timesteps": 100, "unet_parameters": null, "n": 256, "seeds": [0],
+        "quality": "proxy"}"#;
+    let mut s: Scale = serde_json::from_str(old).unwrap();
+    assert!(s.n_by_experiment.is_empty());
+    assert!(
+        s.summary().contains("N = 256 samples per set, 1 seed"),
+        "{}",
+        s.summary()
+    );
+    s.n_by_experiment = vec![("E1".into(), 1024)];
+    assert!(
+        s.summary()
+            .contains("N = 256 samples per set (E1: 1,024), 1 seed"),
+        "{}",
+        s.summary()
+    );
+    let back: Scale = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert_eq!(back, s);
+}
